@@ -1,0 +1,335 @@
+//! The signed saved form of a tower, as tower storage keeps it.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! magic "HUITOWER" (8) | version u16 | node pubkey (32) | signature (64) | len u32 | data
+//! data = node pubkey (32) | root flag u8 [+ u64] | vote count u8 | (slot u64, count u32)*
+//!        | last vote hash (32) | timestamp flag u8 [+ u64]
+//! ```
+//!
+//! The signature is the identity's ed25519 signature over `version || data`. Loading
+//! checks every part and returns a typed error; a bad tower is never silently replaced.
+
+use huione_keys::{Keypair, Pubkey, Signature};
+
+use crate::lockout::{Lockout, Tower, MAX_LOCKOUT_HISTORY};
+
+/// The saved-tower format this build writes and reads.
+pub const SAVED_TOWER_VERSION: u16 = 1;
+const MAGIC: &[u8; 8] = b"HUITOWER";
+const HEADER_LEN: usize = 8 + 2 + 32 + 64 + 4;
+/// A tower is at most ~600 bytes; anything far larger is not a tower.
+const MAX_DATA_LEN: usize = 4096;
+
+/// Why a stored tower cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TowerError {
+    #[error("the stored tower is malformed ({0}); it was damaged or is not a huione tower")]
+    Malformed(String),
+    #[error(
+        "the stored tower has format version {found}, this build reads version \
+         {SAVED_TOWER_VERSION}; run a huione-validator release that knows version {found}"
+    )]
+    UnknownVersion { found: u16 },
+    #[error(
+        "the stored tower's signature does not verify: it was tampered with or corrupted. \
+         Do not vote from it; inspect it with `huione-tower show`"
+    )]
+    BadSignature,
+    #[error(
+        "the stored tower belongs to identity {found}, not {expected}; check --identity and \
+         the tower storage location"
+    )]
+    WrongIdentity { expected: Pubkey, found: Pubkey },
+}
+
+/// A tower signed by its identity, in the byte form that storage keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedTower {
+    version: u16,
+    node_pubkey: Pubkey,
+    signature: Signature,
+    data: Vec<u8>,
+}
+
+impl SavedTower {
+    /// Signs `tower` with `keypair`, which must be the tower's identity.
+    pub fn new(tower: &Tower, keypair: &Keypair) -> Result<Self, TowerError> {
+        if tower.node_pubkey != keypair.pubkey() {
+            return Err(TowerError::WrongIdentity {
+                expected: keypair.pubkey(),
+                found: tower.node_pubkey,
+            });
+        }
+        let data = encode_tower(tower);
+        let signature = keypair.sign(&signed_message(SAVED_TOWER_VERSION, &data));
+        Ok(SavedTower {
+            version: SAVED_TOWER_VERSION,
+            node_pubkey: tower.node_pubkey,
+            signature,
+            data,
+        })
+    }
+
+    pub fn node_pubkey(&self) -> Pubkey {
+        self.node_pubkey
+    }
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.data.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(self.node_pubkey.as_bytes());
+        out.extend_from_slice(&self.signature.0);
+        out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.data);
+        out
+    }
+
+    /// Parses the envelope. Does not verify; call [`SavedTower::verify`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TowerError> {
+        let mut r = Reader::new(bytes);
+        if r.take(8)? != MAGIC {
+            return Err(TowerError::Malformed("bad magic".into()));
+        }
+        let version = r.u16()?;
+        if version != SAVED_TOWER_VERSION {
+            return Err(TowerError::UnknownVersion { found: version });
+        }
+        let node_pubkey = Pubkey(r.array()?);
+        let signature = Signature(r.array()?);
+        let len = r.u32()? as usize;
+        if len > MAX_DATA_LEN {
+            return Err(TowerError::Malformed(format!("data length {len} is too large")));
+        }
+        let data = r.take(len)?.to_vec();
+        r.finish()?;
+        Ok(SavedTower {
+            version,
+            node_pubkey,
+            signature,
+            data,
+        })
+    }
+
+    /// Verifies the signature and that the tower is `expected`'s, and decodes it.
+    pub fn verify(&self, expected: &Pubkey) -> Result<Tower, TowerError> {
+        if !self
+            .signature
+            .verify(&self.node_pubkey, &signed_message(self.version, &self.data))
+        {
+            return Err(TowerError::BadSignature);
+        }
+        if self.node_pubkey != *expected {
+            return Err(TowerError::WrongIdentity {
+                expected: *expected,
+                found: self.node_pubkey,
+            });
+        }
+        let tower = decode_tower(&self.data)?;
+        if tower.node_pubkey != self.node_pubkey {
+            return Err(TowerError::WrongIdentity {
+                expected: *expected,
+                found: tower.node_pubkey,
+            });
+        }
+        Ok(tower)
+    }
+
+    /// Parses and verifies in one step.
+    pub fn decode_verified(bytes: &[u8], expected: &Pubkey) -> Result<Tower, TowerError> {
+        Self::from_bytes(bytes)?.verify(expected)
+    }
+}
+
+fn signed_message(version: u16, data: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(2 + data.len());
+    m.extend_from_slice(&version.to_le_bytes());
+    m.extend_from_slice(data);
+    m
+}
+
+fn encode_tower(t: &Tower) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + 12 * t.votes().len());
+    out.extend_from_slice(t.node_pubkey.as_bytes());
+    put_opt_u64(&mut out, t.root());
+    out.push(t.votes().len() as u8);
+    for v in t.votes() {
+        out.extend_from_slice(&v.slot.to_le_bytes());
+        out.extend_from_slice(&v.confirmation_count.to_le_bytes());
+    }
+    out.extend_from_slice(&t.last_vote_hash());
+    put_opt_u64(&mut out, t.last_vote_timestamp_ms());
+    out
+}
+
+fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn decode_tower(data: &[u8]) -> Result<Tower, TowerError> {
+    let mut r = Reader::new(data);
+    let node_pubkey = Pubkey(r.array()?);
+    let root = r.opt_u64()?;
+    let count = r.u8()? as usize;
+    if count > MAX_LOCKOUT_HISTORY {
+        return Err(TowerError::Malformed(format!("{count} votes")));
+    }
+    let mut votes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let slot = r.u64()?;
+        let confirmation_count = r.u32()?;
+        votes.push(Lockout {
+            slot,
+            confirmation_count,
+        });
+    }
+    let hash = r.array()?;
+    let ts = r.opt_u64()?;
+    r.finish()?;
+    Tower::from_parts(node_pubkey, votes, root, hash, ts).map_err(TowerError::Malformed)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TowerError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or_else(|| TowerError::Malformed("truncated".into()))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TowerError> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+    fn u8(&mut self) -> Result<u8, TowerError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, TowerError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, TowerError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, TowerError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn opt_u64(&mut self) -> Result<Option<u64>, TowerError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.u64()?)),
+            f => Err(TowerError::Malformed(format!("bad option flag {f}"))),
+        }
+    }
+    fn finish(&self) -> Result<(), TowerError> {
+        if self.pos != self.bytes.len() {
+            return Err(TowerError::Malformed(format!(
+                "{} trailing bytes",
+                self.bytes.len() - self.pos
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kp: &Keypair) -> Tower {
+        let mut t = Tower::new(kp.pubkey());
+        for s in [3, 4, 7, 9, 40] {
+            t.record_vote(s, [s as u8; 32], 1_700_000_000_000 + s);
+        }
+        t
+    }
+
+    #[test]
+    fn round_trip() {
+        let kp = Keypair::from_secret(&[7; 32]);
+        let t = sample(&kp);
+        let bytes = SavedTower::new(&t, &kp).unwrap().to_bytes();
+        assert_eq!(SavedTower::decode_verified(&bytes, &kp.pubkey()).unwrap(), t);
+    }
+
+    #[test]
+    fn any_flipped_bit_is_rejected() {
+        let kp = Keypair::from_secret(&[7; 32]);
+        let bytes = SavedTower::new(&sample(&kp), &kp).unwrap().to_bytes();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= bit;
+                assert!(
+                    SavedTower::decode_verified(&b, &kp.pubkey()).is_err(),
+                    "flip of byte {i} bit {bit:#x} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_is_malformed() {
+        let kp = Keypair::from_secret(&[7; 32]);
+        let bytes = SavedTower::new(&sample(&kp), &kp).unwrap().to_bytes();
+        for cut in 0..bytes.len() {
+            assert!(SavedTower::decode_verified(&bytes[..cut], &kp.pubkey()).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            SavedTower::from_bytes(&longer),
+            Err(TowerError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn typed_errors() {
+        let a = Keypair::from_secret(&[1; 32]);
+        let b = Keypair::from_secret(&[2; 32]);
+        let saved = SavedTower::new(&sample(&a), &a).unwrap();
+        assert!(matches!(
+            saved.verify(&b.pubkey()),
+            Err(TowerError::WrongIdentity { .. })
+        ));
+        // b cannot sign a's tower
+        assert!(SavedTower::new(&sample(&a), &b).is_err());
+        let mut bytes = saved.to_bytes();
+        bytes[8] = 9;
+        assert_eq!(
+            SavedTower::from_bytes(&bytes),
+            Err(TowerError::UnknownVersion { found: 9 })
+        );
+        let mut bytes = saved.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(
+            SavedTower::decode_verified(&bytes, &a.pubkey()),
+            Err(TowerError::BadSignature)
+        );
+        // a tower re-signed by another key under a's name: signature check fails
+        let mut forged = saved.clone();
+        forged.signature = b.sign(&signed_message(forged.version, &forged.data));
+        assert_eq!(forged.verify(&a.pubkey()), Err(TowerError::BadSignature));
+    }
+}
