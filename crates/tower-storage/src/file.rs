@@ -1,0 +1,2 @@
+//! File tower storage (in progress).
+pub struct FileTowerStorage;

@@ -1,0 +1,73 @@
+//! The owner record written into the lock key, and lock/audit records read back.
+
+use huione_keys::Pubkey;
+use serde::{Deserialize, Serialize};
+
+use crate::Revision;
+
+/// Who holds (or held) a tower lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwner {
+    /// The identity whose tower is locked.
+    pub identity: Pubkey,
+    /// Random per-process id; two processes never share one.
+    pub instance_id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Unix time in milliseconds when the lock was taken.
+    pub acquired_at_ms: u64,
+    /// Why: "startup", "set-identity", "reclaim", "test", ...
+    pub reason: String,
+}
+
+impl LockOwner {
+    /// A record for this process with a fresh random instance id.
+    pub fn for_this_process(identity: Pubkey, reason: &str) -> Self {
+        let mut id = [0u8; 16];
+        // A failing OS RNG is vanishingly rare; fall back to time+pid, still unique enough
+        // because uniqueness is also enforced by the revision compare.
+        if getrandom::getrandom(&mut id).is_err() {
+            let t = now_ms().to_le_bytes();
+            id[..8].copy_from_slice(&t);
+            id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        LockOwner {
+            identity,
+            instance_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            host: hostname(),
+            pid: std::process::id(),
+            acquired_at_ms: now_ms(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("owner record serializes")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// A lock or audit record: the owner and the revision at which the lock was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub owner: LockOwner,
+    pub revision: Revision,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
