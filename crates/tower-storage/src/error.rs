@@ -44,8 +44,9 @@ pub struct Unavailable {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// Boxed: the holder record is large and errors travel on the hot path.
     #[error(transparent)]
-    LockLost(#[from] LockLost),
+    LockLost(Box<LockLost>),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
     #[error("{0}")]
@@ -72,5 +73,11 @@ impl StorageError {
             StorageError::Io { .. } => true,
             _ => false,
         }
+    }
+}
+
+impl From<LockLost> for StorageError {
+    fn from(e: LockLost) -> Self {
+        StorageError::LockLost(Box::new(e))
     }
 }
