@@ -85,9 +85,7 @@ impl FromStr for Pubkey {
         if s.len() > 44 {
             return Err(bad("too long for a 32-byte key".into()));
         }
-        let bytes = bs58::decode(s)
-            .into_vec()
-            .map_err(|e| bad(e.to_string()))?;
+        let bytes = bs58::decode(s).into_vec().map_err(|e| bad(e.to_string()))?;
         let arr: [u8; 32] = bytes
             .try_into()
             .map_err(|v: Vec<u8>| bad(format!("decodes to {} bytes, expected 32", v.len())))?;
@@ -167,7 +165,8 @@ impl Keypair {
         let arr: &[u8; 64] = bytes
             .try_into()
             .map_err(|_| format!("{} bytes, expected 64", bytes.len()))?;
-        let signing = SigningKey::from_keypair_bytes(arr).map_err(|_| "inconsistent".to_string())?;
+        let signing =
+            SigningKey::from_keypair_bytes(arr).map_err(|_| "inconsistent".to_string())?;
         Ok(Keypair { signing })
     }
 
@@ -342,15 +341,17 @@ mod tests {
     #[test]
     fn known_vector_pubkey_in_base58() {
         // RFC 8032 test 1: secret 9d61b1..., public d75a98...
-        let secret =
-            hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let secret = hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
         let kp = Keypair::from_secret(&secret);
         let expected_pub =
             hex32("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
         assert_eq!(kp.pubkey().0, expected_pub);
         let b58 = kp.pubkey().to_string();
         assert_eq!(b58.parse::<Pubkey>().unwrap(), kp.pubkey());
-        assert_eq!(bs58::decode(&b58).into_vec().unwrap(), expected_pub.to_vec());
+        assert_eq!(
+            bs58::decode(&b58).into_vec().unwrap(),
+            expected_pub.to_vec()
+        );
     }
 
     fn hex32(s: &str) -> [u8; 32] {
@@ -400,7 +401,10 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let b = Keypair::generate().unwrap();
-        assert!(matches!(b.write_file(&path, false), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            b.write_file(&path, false),
+            Err(KeyError::Exists { .. })
+        ));
         assert_eq!(Keypair::read_file(&path).unwrap().pubkey(), a.pubkey());
         b.write_file(&path, true).unwrap();
         assert_eq!(Keypair::read_file(&path).unwrap().pubkey(), b.pubkey());

@@ -70,7 +70,9 @@ pub async fn round_trip<F: Fixture>(f: &F) {
     s.store(&lease, &saved(&kp, &[1, 2, 3])).await.unwrap();
     let got = s.load_verified(&kp.pubkey()).await.unwrap().unwrap();
     assert_eq!(got, tower_with(&kp, &[1, 2, 3]));
-    s.store(&lease, &saved(&kp, &[1, 2, 3, 4, 9])).await.unwrap();
+    s.store(&lease, &saved(&kp, &[1, 2, 3, 4, 9]))
+        .await
+        .unwrap();
     let got = s.load_verified(&kp.pubkey()).await.unwrap().unwrap();
     assert_eq!(got, tower_with(&kp, &[1, 2, 3, 4, 9]));
     // Another client sees the same tower.
@@ -104,9 +106,13 @@ pub async fn tampered_tower_is_rejected<F: Fixture>(f: &F) {
         "{err}"
     );
 
-    f.put_raw_tower(&kp.pubkey(), b"definitely not a tower").await;
+    f.put_raw_tower(&kp.pubkey(), b"definitely not a tower")
+        .await;
     let err = s.load_verified(&kp.pubkey()).await.unwrap_err();
-    assert!(matches!(err, StorageError::Tower(TowerError::Malformed(_))), "{err}");
+    assert!(
+        matches!(err, StorageError::Tower(TowerError::Malformed(_))),
+        "{err}"
+    );
 
     f.put_raw_tower(&kp.pubkey(), &good[..good.len() / 2]).await;
     assert!(matches!(
@@ -120,7 +126,8 @@ pub async fn wrong_identity_is_rejected<F: Fixture>(f: &F) {
     let a = keypair(14);
     let b = keypair(15);
     // B's genuine tower, put where A's tower lives.
-    f.put_raw_tower(&a.pubkey(), &saved(&b, &[7]).to_bytes()).await;
+    f.put_raw_tower(&a.pubkey(), &saved(&b, &[7]).to_bytes())
+        .await;
     let err = s.load_verified(&a.pubkey()).await.unwrap_err();
     assert!(
         matches!(err, StorageError::Tower(TowerError::WrongIdentity { .. })),
@@ -143,10 +150,19 @@ pub async fn store_fails_after_another_instance_acquires<F: Fixture>(f: &F) {
     let ours = primary.acquire(&id, owner(&kp, "startup")).await.unwrap();
     primary.store(&ours, &saved(&kp, &[1, 2])).await.unwrap();
 
-    let theirs = secondary.acquire(&id, owner(&kp, "set-identity")).await.unwrap();
-    assert!(theirs.revision() > ours.revision(), "fencing tokens increase");
+    let theirs = secondary
+        .acquire(&id, owner(&kp, "set-identity"))
+        .await
+        .unwrap();
+    assert!(
+        theirs.revision() > ours.revision(),
+        "fencing tokens increase"
+    );
 
-    let err = primary.store(&ours, &saved(&kp, &[1, 2, 3])).await.unwrap_err();
+    let err = primary
+        .store(&ours, &saved(&kp, &[1, 2, 3]))
+        .await
+        .unwrap_err();
     assert!(err.is_lock_lost() && !err.is_transient(), "{err}");
     match &err {
         StorageError::LockLost(lost) => {
@@ -162,7 +178,10 @@ pub async fn store_fails_after_another_instance_acquires<F: Fixture>(f: &F) {
         secondary.load_verified(&id).await.unwrap(),
         Some(tower_with(&kp, &[1, 2]))
     );
-    secondary.store(&theirs, &saved(&kp, &[1, 2, 4])).await.unwrap();
+    secondary
+        .store(&theirs, &saved(&kp, &[1, 2, 4]))
+        .await
+        .unwrap();
     assert_eq!(
         primary.load_verified(&id).await.unwrap(),
         Some(tower_with(&kp, &[1, 2, 4]))
@@ -206,14 +225,28 @@ pub async fn racing_acquirers_only_the_later_writes<F: Fixture>(f: &F) {
 pub async fn reacquire_fences_the_old_lease<F: Fixture>(f: &F) {
     let s = f.open().await;
     let kp = keypair(18);
-    let old = s.acquire(&kp.pubkey(), owner(&kp, "startup")).await.unwrap();
-    let new = s.acquire(&kp.pubkey(), owner(&kp, "reclaim")).await.unwrap();
+    let old = s
+        .acquire(&kp.pubkey(), owner(&kp, "startup"))
+        .await
+        .unwrap();
+    let new = s
+        .acquire(&kp.pubkey(), owner(&kp, "reclaim"))
+        .await
+        .unwrap();
     assert!(new.revision() > old.revision());
-    assert!(s.store(&old, &saved(&kp, &[1])).await.unwrap_err().is_lock_lost());
+    assert!(s
+        .store(&old, &saved(&kp, &[1]))
+        .await
+        .unwrap_err()
+        .is_lock_lost());
     s.store(&new, &saved(&kp, &[2])).await.unwrap();
     // An identical owner record does not help a stale lease: the revision differs.
     let same_owner = s.acquire(&kp.pubkey(), new.owner().clone()).await.unwrap();
-    assert!(s.store(&new, &saved(&kp, &[3])).await.unwrap_err().is_lock_lost());
+    assert!(s
+        .store(&new, &saved(&kp, &[3]))
+        .await
+        .unwrap_err()
+        .is_lock_lost());
     s.store(&same_owner, &saved(&kp, &[4])).await.unwrap();
 }
 
@@ -224,7 +257,9 @@ pub async fn history_records_every_acquire<F: Fixture>(f: &F) {
     for reason in ["startup", "set-identity", "reclaim"] {
         leases.push(s.acquire(&kp.pubkey(), owner(&kp, reason)).await.unwrap());
         let last = leases.last().unwrap();
-        s.store(last, &saved(&kp, &[leases.len() as u64])).await.unwrap();
+        s.store(last, &saved(&kp, &[leases.len() as u64]))
+            .await
+            .unwrap();
     }
     let history = s.history(&kp.pubkey()).await.unwrap();
     assert_eq!(history.len(), 3);

@@ -33,7 +33,7 @@ use huione_tower::{SavedTower, Tower};
 pub use error::{LockLost, StorageError, Unavailable};
 pub use etcd::{EtcdConfig, EtcdTowerStorage};
 pub use file::FileTowerStorage;
-pub use memory::{MemoryTowerStorage, MemKv};
+pub use memory::{MemKv, MemoryTowerStorage};
 pub use owner::{LockOwner, LockRecord};
 
 /// etcd-style revision: a cluster-wide counter that increases with every write.
@@ -129,10 +129,12 @@ pub trait TowerStorage: Send + Sync {
 /// Checks that a tower handed to `store` belongs to the lease's identity.
 pub(crate) fn check_tower_identity(lease: &Lease, tower: &SavedTower) -> Result<(), StorageError> {
     if tower.node_pubkey() != lease.identity {
-        return Err(StorageError::Tower(huione_tower::TowerError::WrongIdentity {
-            expected: lease.identity,
-            found: tower.node_pubkey(),
-        }));
+        return Err(StorageError::Tower(
+            huione_tower::TowerError::WrongIdentity {
+                expected: lease.identity,
+                found: tower.node_pubkey(),
+            },
+        ));
     }
     Ok(())
 }

@@ -13,8 +13,8 @@ use huione_keys::Pubkey;
 use huione_tower::SavedTower;
 
 use crate::{
-    check_tower_identity, keys, Lease, LockLost, LockOwner, LockRecord, Revision,
-    StorageError, TowerStorage, Unavailable,
+    check_tower_identity, keys, Lease, LockLost, LockOwner, LockRecord, Revision, StorageError,
+    TowerStorage, Unavailable,
 };
 
 /// One key's value and metadata, as etcd reports it.
@@ -175,7 +175,10 @@ impl MemoryTowerStorage {
         let bytes = owner.to_bytes();
         let puts = vec![
             (keys::lock(&self.prefix, identity), bytes.clone()),
-            (keys::audit(&self.prefix, identity, &owner.instance_id), bytes),
+            (
+                keys::audit(&self.prefix, identity, &owner.instance_id),
+                bytes,
+            ),
         ];
         let (_, rev) = s.kv.txn(&[], puts);
         Ok(Lease::new(*identity, owner, rev))
@@ -189,7 +192,10 @@ impl MemoryTowerStorage {
             Compare::ModRevision(lock_key.clone(), lease.revision()),
             Compare::Value(lock_key.clone(), lease.owner_bytes().to_vec()),
         ];
-        let puts = vec![(keys::tower(&self.prefix, &lease.identity()), tower.to_bytes())];
+        let puts = vec![(
+            keys::tower(&self.prefix, &lease.identity()),
+            tower.to_bytes(),
+        )];
         let (ok, rev) = s.kv.txn(&compares, puts);
         if ok {
             return Ok(rev);
@@ -213,17 +219,18 @@ impl MemoryTowerStorage {
 
     pub fn lock_holder_now(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
         let s = self.available()?;
-        Ok(s.kv.get(&keys::lock(&self.prefix, identity)).and_then(record_of))
+        Ok(s.kv
+            .get(&keys::lock(&self.prefix, identity))
+            .and_then(record_of))
     }
 
     pub fn history_now(&self, identity: &Pubkey) -> Result<Vec<LockRecord>, StorageError> {
         let s = self.available()?;
-        let mut records: Vec<LockRecord> = s
-            .kv
-            .range_prefix(&keys::audit_dir(&self.prefix, identity))
-            .iter()
-            .filter_map(|(_, kv)| record_of(kv))
-            .collect();
+        let mut records: Vec<LockRecord> =
+            s.kv.range_prefix(&keys::audit_dir(&self.prefix, identity))
+                .iter()
+                .filter_map(|(_, kv)| record_of(kv))
+                .collect();
         records.sort_by_key(|r| r.revision);
         Ok(records)
     }
@@ -267,13 +274,21 @@ mod tests {
         assert_eq!(kv.revision(), 1);
         let r1 = kv.put("a", b"1".to_vec());
         assert_eq!(r1, 2);
-        let r2 = kv.txn(&[], vec![("a".into(), b"2".to_vec()), ("b".into(), b"x".to_vec())]).1;
+        let r2 = kv
+            .txn(
+                &[],
+                vec![("a".into(), b"2".to_vec()), ("b".into(), b"x".to_vec())],
+            )
+            .1;
         assert_eq!(r2, 3);
         let a = kv.get("a").unwrap();
         assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
         assert_eq!(kv.get("b").unwrap().create_revision, 3);
         // failed compare: nothing written, revision unchanged
-        let (ok, rev) = kv.txn(&[Compare::ModRevision("a".into(), 2)], vec![("a".into(), b"3".to_vec())]);
+        let (ok, rev) = kv.txn(
+            &[Compare::ModRevision("a".into(), 2)],
+            vec![("a".into(), b"3".to_vec())],
+        );
         assert!(!ok);
         assert_eq!(rev, 3);
         assert_eq!(kv.get("a").unwrap().value, b"2");
@@ -290,9 +305,13 @@ mod tests {
         let s = MemoryTowerStorage::new();
         let id = Pubkey::from_seed_byte(3);
         s.set_available(false);
-        let err = s.acquire_now(&id, LockOwner::for_this_process(id, "test")).unwrap_err();
+        let err = s
+            .acquire_now(&id, LockOwner::for_this_process(id, "test"))
+            .unwrap_err();
         assert!(err.is_transient() && !err.is_lock_lost());
         s.set_available(true);
-        assert!(s.acquire_now(&id, LockOwner::for_this_process(id, "test")).is_ok());
+        assert!(s
+            .acquire_now(&id, LockOwner::for_this_process(id, "test"))
+            .is_ok());
     }
 }

@@ -87,7 +87,10 @@ impl Tower {
         last_vote_timestamp_ms: Option<u64>,
     ) -> Result<Self, String> {
         if votes.len() > MAX_LOCKOUT_HISTORY {
-            return Err(format!("{} votes, at most {MAX_LOCKOUT_HISTORY}", votes.len()));
+            return Err(format!(
+                "{} votes, at most {MAX_LOCKOUT_HISTORY}",
+                votes.len()
+            ));
         }
         for pair in votes.windows(2) {
             if pair[0].slot >= pair[1].slot {
@@ -203,7 +206,10 @@ fn apply_vote(votes: &mut VecDeque<Lockout>, root: &mut Option<Slot>, slot: Slot
         return VoteOutcome::Ignored;
     }
     // Pop votes whose lockout expired by this slot.
-    while votes.back().is_some_and(|last| !last.is_locked_out_at_slot(slot)) {
+    while votes
+        .back()
+        .is_some_and(|last| !last.is_locked_out_at_slot(slot))
+    {
         votes.pop_back();
     }
     let mut new_root = None;
@@ -216,7 +222,8 @@ fn apply_vote(votes: &mut VecDeque<Lockout>, root: &mut Option<Slot>, slot: Slot
     // Double the lockouts that have enough votes stacked on them.
     let depth = votes.len();
     for (i, v) in votes.iter_mut().enumerate() {
-        if depth > i + v.confirmation_count as usize && v.confirmation_count < MAX_CONFIRMATION_COUNT
+        if depth > i + v.confirmation_count as usize
+            && v.confirmation_count < MAX_CONFIRMATION_COUNT
         {
             v.confirmation_count += 1;
         }

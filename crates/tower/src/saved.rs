@@ -104,7 +104,9 @@ impl SavedTower {
         let signature = Signature(r.array()?);
         let len = r.u32()? as usize;
         if len > MAX_DATA_LEN {
-            return Err(TowerError::Malformed(format!("data length {len} is too large")));
+            return Err(TowerError::Malformed(format!(
+                "data length {len} is too large"
+            )));
         }
         let data = r.take(len)?.to_vec();
         r.finish()?;
@@ -269,7 +271,10 @@ mod tests {
         let kp = Keypair::from_secret(&[7; 32]);
         let t = sample(&kp);
         let bytes = SavedTower::new(&t, &kp).unwrap().to_bytes();
-        assert_eq!(SavedTower::decode_verified(&bytes, &kp.pubkey()).unwrap(), t);
+        assert_eq!(
+            SavedTower::decode_verified(&bytes, &kp.pubkey()).unwrap(),
+            t
+        );
     }
 
     #[test]

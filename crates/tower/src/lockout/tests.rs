@@ -102,7 +102,10 @@ fn is_locked_out_cases() {
     for (votes, slot, ancestors, expected) in LOCKED_OUT {
         let t = tower_with(votes);
         let got = t.is_locked_out(*slot, |s| ancestors.contains(&s));
-        assert_eq!(got, *expected, "votes {votes:?} candidate {slot} ancestors {ancestors:?}");
+        assert_eq!(
+            got, *expected,
+            "votes {votes:?} candidate {slot} ancestors {ancestors:?}"
+        );
     }
 }
 
