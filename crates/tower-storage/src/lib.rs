@@ -18,6 +18,7 @@
 //! * [`TowerStorage::load`] returns the stored bytes parsed; [`TowerStorage::load_verified`]
 //!   also checks the signature and identity. A bad tower is an error, never `None`.
 
+mod any;
 pub mod conformance;
 mod error;
 pub mod etcd;
@@ -30,6 +31,7 @@ use std::future::Future;
 use huione_keys::Pubkey;
 use huione_tower::{SavedTower, Tower};
 
+pub use any::AnyTowerStorage;
 pub use error::{LockLost, StorageError, Unavailable};
 pub use etcd::{EtcdConfig, EtcdTowerStorage};
 pub use file::FileTowerStorage;

@@ -1,1 +1,201 @@
-fn main() {}
+//! `huione-tower`: inspect stored towers and their lock history.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use huione_cli::{parse_identity, StorageArgs};
+use huione_tower::Tower;
+use huione_tower_storage::{LockRecord, TowerStorage};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "huione-tower",
+    version,
+    about = "Inspect stored towers and tower locks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the stored tower of an identity and who holds its lock.
+    Show {
+        /// The identity: base58 pubkey or keypair file.
+        #[arg(long)]
+        identity: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// List every acquire of an identity's tower lock (the audit records).
+    History {
+        #[arg(long)]
+        identity: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+fn main() -> ExitCode {
+    huione_cli::init_logging_quiet();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Show {
+            identity,
+            storage,
+            output,
+        } => {
+            let id = parse_identity(&identity)?;
+            let store = storage.open(None).await?;
+            let holder = store.lock_holder(&id).await?;
+            let tower = store.load_verified(&id).await.with_context(|| {
+                format!("cannot load the tower of {id} from {}", store.describe())
+            })?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&show_json(
+                        &id.to_string(),
+                        &store.describe(),
+                        tower.as_ref(),
+                        holder.as_ref()
+                    ))?
+                ),
+                Output::Text => print_show(
+                    &id.to_string(),
+                    &store.describe(),
+                    tower.as_ref(),
+                    holder.as_ref(),
+                ),
+            }
+            if tower.is_none() {
+                anyhow::bail!("no tower is stored for {id} in {}", store.describe());
+            }
+        }
+        Command::History {
+            identity,
+            storage,
+            output,
+        } => {
+            let id = parse_identity(&identity)?;
+            let store = storage.open(None).await?;
+            let history = store.history(&id).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&history)?),
+                Output::Text => {
+                    println!("lock history of {id} in {}:", store.describe());
+                    if history.is_empty() {
+                        println!("  (never acquired)");
+                    }
+                    for r in &history {
+                        println!("  {}", describe_record(r));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_record(r: &LockRecord) -> String {
+    format!(
+        "revision {:>8}  at {} ms  instance {} on {} (pid {})  reason {}",
+        r.revision,
+        r.owner.acquired_at_ms,
+        r.owner.instance_id,
+        r.owner.host,
+        r.owner.pid,
+        r.owner.reason
+    )
+}
+
+fn show_json(
+    id: &str,
+    storage: &str,
+    tower: Option<&Tower>,
+    holder: Option<&LockRecord>,
+) -> serde_json::Value {
+    json!({
+        "identity": id,
+        "storage": storage,
+        "tower": tower.map(|t| json!({
+            "root": t.root(),
+            "lastVote": t.last_voted_slot(),
+            "lastVoteTimestampMs": t.last_vote_timestamp_ms(),
+            "votes": t.votes().map(|l| json!({
+                "slot": l.slot,
+                "confirmationCount": l.confirmation_count,
+                "lockout": l.lockout(),
+                "lockedOutUntil": l.last_locked_out_slot(),
+            })).collect::<Vec<_>>(),
+        })),
+        "lock": holder,
+    })
+}
+
+fn print_show(id: &str, storage: &str, tower: Option<&Tower>, holder: Option<&LockRecord>) {
+    println!("identity:   {id}");
+    println!("storage:    {storage}");
+    match holder {
+        Some(r) => println!("lock:       {}", describe_record(r)),
+        None => println!("lock:       not held"),
+    }
+    let Some(t) = tower else {
+        println!("tower:      none stored");
+        return;
+    };
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!("root:       {}", opt(t.root()));
+    println!(
+        "last vote:  {} (at {} ms)",
+        opt(t.last_voted_slot()),
+        opt(t.last_vote_timestamp_ms())
+    );
+    println!("votes:      {}", t.votes().len());
+    println!(
+        "  {:>12} {:>6} {:>12} {:>14}",
+        "slot", "conf", "lockout", "locked until"
+    );
+    for l in t.votes() {
+        println!(
+            "  {:>12} {:>6} {:>12} {:>14}",
+            l.slot,
+            l.confirmation_count,
+            l.lockout(),
+            l.last_locked_out_slot()
+        );
+    }
+}

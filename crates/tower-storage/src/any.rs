@@ -1,0 +1,48 @@
+//! [`AnyTowerStorage`]: the storage chosen on the command line, as one concrete type.
+
+use huione_keys::Pubkey;
+use huione_tower::SavedTower;
+
+use crate::{
+    EtcdTowerStorage, FileTowerStorage, Lease, LockOwner, LockRecord, MemoryTowerStorage,
+    Revision, StorageError, TowerStorage,
+};
+
+/// One of the three implementations, picked at run time (`--tower-storage`).
+#[derive(Clone)]
+pub enum AnyTowerStorage {
+    Memory(MemoryTowerStorage),
+    File(FileTowerStorage),
+    Etcd(EtcdTowerStorage),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyTowerStorage::Memory($s) => $e,
+            AnyTowerStorage::File($s) => $e,
+            AnyTowerStorage::Etcd($s) => $e,
+        }
+    };
+}
+
+impl TowerStorage for AnyTowerStorage {
+    fn describe(&self) -> String {
+        delegate!(self, s => s.describe())
+    }
+    async fn acquire(&self, identity: &Pubkey, owner: LockOwner) -> Result<Lease, StorageError> {
+        delegate!(self, s => s.acquire(identity, owner).await)
+    }
+    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+        delegate!(self, s => s.store(lease, tower).await)
+    }
+    async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {
+        delegate!(self, s => s.load(identity).await)
+    }
+    async fn lock_holder(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
+        delegate!(self, s => s.lock_holder(identity).await)
+    }
+    async fn history(&self, identity: &Pubkey) -> Result<Vec<LockRecord>, StorageError> {
+        delegate!(self, s => s.history(identity).await)
+    }
+}
