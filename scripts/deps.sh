@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what huione needs to build and test on Debian: etcd (server + etcdctl),
+# protoc (etcd-client's build needs it), curl, iproute2. Idempotent; runs apt only if
+# something is missing.
+set -euo pipefail
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+
+if ((${#need[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing packages: ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
+    echo "installing: ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+        [[ -x "$d/cargo" ]] && export PATH="$d:$PATH"
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install a Rust toolchain (1.89 or newer) with rustup first" >&2
+    exit 1
+fi

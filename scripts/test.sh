@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test (unit, conformance against a
+# real etcd over mutual TLS, multi-member etcd faults, simulator rounds, CLI tests).
+# Tests start the etcd servers they need themselves, on free loopback ports, in temp dirs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+# Two test binaries at a time: the machine has 2 cores, and the etcd fault tests are
+# timing-sensitive.
+cargo test --workspace --locked -- --test-threads 2
