@@ -79,7 +79,11 @@ pub enum CertError {
 }
 
 impl CertError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         CertError::Io {
             action,
             path: path.into(),

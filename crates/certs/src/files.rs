@@ -142,11 +142,7 @@ pub fn read_pair(pair: &FilePair) -> Result<CertAndKey, CertError> {
 pub fn read_ca(dir: &Path) -> Result<CertAndKey, CertError> {
     let paths = CertPaths::in_dir(dir, 0);
     let ca = read_pair(&paths.ca)?;
-    let what = format!(
-        "{} + {}",
-        paths.ca.cert.display(),
-        paths.ca.key.display()
-    );
+    let what = format!("{} + {}", paths.ca.cert.display(), paths.ca.key.display());
     crate::generate::load_issuer(&ca, &what)?;
     Ok(ca)
 }

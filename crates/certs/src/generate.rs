@@ -5,8 +5,8 @@
 
 use crate::CertError;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
@@ -189,7 +189,10 @@ pub fn generate(opts: &CertOptions) -> Result<GeneratedCerts, CertError> {
 /// unchanged in [`GeneratedCerts::ca`].
 pub fn generate_with_ca(ca: CertAndKey, opts: &CertOptions) -> Result<GeneratedCerts, CertError> {
     let hosts = normalize_hosts(&opts.hosts)?;
-    let etcd = issue(&ca, &LeafSpec::server(ETCD_COMMON_NAME, &hosts, opts.validity))?;
+    let etcd = issue(
+        &ca,
+        &LeafSpec::server(ETCD_COMMON_NAME, &hosts, opts.validity),
+    )?;
     let validator = issue(&ca, &LeafSpec::client(VALIDATOR_COMMON_NAME, opts.validity))?;
     let members = (0..opts.members)
         .map(|i| {
@@ -283,7 +286,10 @@ pub fn generate_client_cert_with_validity(
 
 /// A client certificate signed by `ca` that expired yesterday. For negative tests: etcd
 /// must refuse it during the TLS handshake.
-pub fn generate_expired_client(ca: &CertAndKey, common_name: &str) -> Result<CertAndKey, CertError> {
+pub fn generate_expired_client(
+    ca: &CertAndKey,
+    common_name: &str,
+) -> Result<CertAndKey, CertError> {
     generate_client_cert_with_validity(ca, common_name, Validity::expired())
 }
 
@@ -324,7 +330,7 @@ pub(crate) fn load_issuer(
     }
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return Err(bad(
-            "the private key does not belong to the certificate".to_string(),
+            "the private key does not belong to the certificate".to_string()
         ));
     }
     Issuer::from_ca_cert_pem(&ca.cert_pem, key).map_err(|e| bad(e.to_string()))

@@ -54,7 +54,7 @@ impl CertInfo {
         if self.is_expired(now) {
             format!("EXPIRED {} days ago", (now - self.not_after).whole_days())
         } else if self.not_yet_valid(now) {
-            format!("NOT YET VALID (valid from {})", self.not_before)
+            format!("NOT YET VALID (valid from {})", utc(self.not_before))
         } else {
             match self.days_left(now) {
                 1 => "expires in 1 day".to_string(),
@@ -76,19 +76,37 @@ impl CertInfo {
         let _ = writeln!(out, "{}", self.path.display());
         let _ = writeln!(out, "  subject CN: {}", self.subject_cn);
         let _ = writeln!(out, "  issuer CN:  {}", self.issuer_cn);
-        let _ = writeln!(out, "  CA:         {}", if self.is_ca { "yes" } else { "no" });
+        let _ = writeln!(
+            out,
+            "  CA:         {}",
+            if self.is_ca { "yes" } else { "no" }
+        );
         let _ = writeln!(out, "  SANs:       {}", none(&self.sans));
         let _ = writeln!(out, "  key usage:  {}", none(&self.key_usages));
         let _ = writeln!(out, "  ext. usage: {}", none(&self.extended_key_usages));
-        let _ = writeln!(out, "  not before: {}", self.not_before);
+        let _ = writeln!(out, "  not before: {}", utc(self.not_before));
         let _ = writeln!(
             out,
             "  not after:  {} ({})",
-            self.not_after,
+            utc(self.not_after),
             self.expiry_status(now)
         );
         out
     }
+}
+
+/// `2026-01-31 12:00:00 UTC`.
+pub fn utc(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Reads every certificate in the PEM file `path` (a bundle gives several).
@@ -107,12 +125,10 @@ pub fn inspect(path: &Path) -> Result<Vec<CertInfo>, CertError> {
     let blocks = pem_blocks(path, &bytes)?;
     let mut infos = Vec::new();
     for block in blocks.iter().filter(|b| b.label == "CERTIFICATE") {
-        let cert = block
-            .parse_x509()
-            .map_err(|e| CertError::BadCertificate {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+        let cert = block.parse_x509().map_err(|e| CertError::BadCertificate {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         infos.push(info(path, &cert));
     }
     if infos.is_empty() {

@@ -29,11 +29,11 @@ pub use files::{
 };
 pub use generate::{
     generate, generate_ca, generate_client_cert_with_validity, generate_expired_client,
-    generate_foreign_ca_client, generate_with_ca, issue, normalize_hosts, CertAndKey,
-    CertOptions, ForeignClient, GeneratedCerts, LeafSpec, Validity, CA_COMMON_NAME,
-    DEFAULT_CA_DAYS, DEFAULT_DAYS, ETCD_COMMON_NAME, ORGANIZATION, VALIDATOR_COMMON_NAME,
+    generate_foreign_ca_client, generate_with_ca, issue, normalize_hosts, CertAndKey, CertOptions,
+    ForeignClient, GeneratedCerts, LeafSpec, Validity, CA_COMMON_NAME, DEFAULT_CA_DAYS,
+    DEFAULT_DAYS, ETCD_COMMON_NAME, ORGANIZATION, VALIDATOR_COMMON_NAME,
 };
-pub use inspect::{inspect, inspect_dir, CertInfo};
+pub use inspect::{inspect, inspect_dir, utc, CertInfo};
 pub use time;
 
 #[cfg(test)]

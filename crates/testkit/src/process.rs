@@ -1,0 +1,141 @@
+//! Process plumbing for the etcd launcher: finding binaries, picking free ports, signals,
+//! log tails.
+
+use anyhow::bail;
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Finds `name` via the env var `env` or PATH; the error says which Debian package to install.
+pub(crate) fn find_binary(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "{env}={} is not a file: point it at the {name} binary",
+            path.display()
+        );
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable(p))
+    });
+    match found {
+        Some(path) => Ok(path),
+        None => bail!(
+            "`{name}` not found on PATH: install it with `apt-get install {package}` \
+             (or set {env} to its path)"
+        ),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Ports handed out by this process, so that parallel tests never get the same one.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A 127.0.0.1 port that was free a moment ago and that this process has not handed out
+/// before. Another process may still take it: callers retry on "address already in use".
+pub(crate) fn pick_port() -> u16 {
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let used = guard.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind 127.0.0.1:0 to pick a free port");
+        if used.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Sends `sig` to `pid` (errors ignored: the process may be gone).
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// The last `lines` lines of the file at `path` ("" if unreadable).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The log at `path` reports a port that could not be bound.
+/// Only the part after byte `from` is read (the current run's messages).
+pub(crate) fn mentions_port_in_use(path: &Path, from: u64) -> bool {
+    let from = usize::try_from(from).unwrap_or(usize::MAX);
+    std::fs::read(path)
+        .map(|b| {
+            let run = b.get(from..).unwrap_or_default();
+            String::from_utf8_lossy(run).contains("address already in use")
+        })
+        .unwrap_or(false)
+}
+
+/// Writes `content` to `path` with `mode` (replacing it).
+pub(crate) fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    file.write_all(content)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_error_says_what_to_install() {
+        let err = find_binary(
+            "HUIONE_TESTKIT_UNSET_VAR_FOR_TEST",
+            "huione-no-such-binary",
+            "etcd-server",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("apt-get install etcd-server"), "{err}");
+        assert!(err.contains("huione-no-such-binary"), "{err}");
+    }
+
+    #[test]
+    fn picked_ports_are_distinct() {
+        let ports: HashSet<u16> = (0..50).map(|_| pick_port()).collect();
+        assert_eq!(ports.len(), 50);
+    }
+
+    #[test]
+    fn port_in_use_is_searched_only_after_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("m0.log");
+        std::fs::write(&log, "listen tcp: bind: address already in use\nstarted\n").unwrap();
+        assert!(mentions_port_in_use(&log, 0));
+        assert!(!mentions_port_in_use(&log, 30));
+        assert!(!mentions_port_in_use(&dir.path().join("none.log"), 0));
+        assert_eq!(tail(&log, 1), "started");
+    }
+}
