@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what huione needs to build and test on Debian: etcd (server + etcdctl),
-# protoc (etcd-client's build needs it), curl, iproute2. Idempotent; runs apt only if
+# protoc (etcd-client's build needs it), curl, iproute2, python3-venv (for the test that
+# reads our RPC with Solana's Python client library). Idempotent; runs apt only if
 # something is missing.
 set -euo pipefail
 
@@ -11,6 +12,9 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The RPC compatibility test builds a venv with the Python Solana client library.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
