@@ -97,9 +97,12 @@ impl AdminHandler for Fake {
             started_at_ms: 1,
         })
     }
-    async fn restart_window(&self) -> Result<RestartWindowInfo, AdminError> {
+    async fn restart_window(
+        &self,
+        identity: Option<Pubkey>,
+    ) -> Result<RestartWindowInfo, AdminError> {
         Ok(RestartWindowInfo {
-            identity: kp(1).pubkey(),
+            identity: identity.unwrap_or(kp(1).pubkey()),
             current_slot: 200,
             upcoming_leader_slots: vec![204, 205, 206, 207],
             ms_per_slot: 400,
@@ -159,7 +162,10 @@ async fn every_call_round_trips() {
     assert_eq!(s.lock.state, LockStateKind::Held);
     assert_eq!(s.root, Some(168));
 
-    let w = c.restart_window().await.unwrap();
+    let w = c.restart_window(None).await.unwrap();
+    assert_eq!(w.identity, kp(1).pubkey());
+    let other = kp(9).pubkey();
+    assert_eq!(c.restart_window(Some(other)).await.unwrap().identity, other);
     assert_eq!(w.next_leader_slot(), Some(204));
     assert_eq!(w.ms_until_next_leader_slot(), Some(1600));
     assert!(matches!(w.verdict(10_000, 5.0), RestartVerdict::Wait(_)));

@@ -144,8 +144,17 @@ impl AdminClient {
         self.call("status", Value::Null).await
     }
 
-    pub async fn restart_window(&mut self) -> Result<RestartWindowInfo, AdminClientError> {
-        self.call("restartWindow", Value::Null).await
+    /// Restart-window facts for the node's identity, or for `identity`'s leader slots
+    /// (a standby about to take over `identity`).
+    pub async fn restart_window(
+        &mut self,
+        identity: Option<huione_keys::Pubkey>,
+    ) -> Result<RestartWindowInfo, AdminClientError> {
+        let params = match identity {
+            Some(id) => json!({ "identity": id.to_string() }),
+            None => Value::Null,
+        };
+        self.call("restartWindow", params).await
     }
 
     /// Sends one call and reads its reply.

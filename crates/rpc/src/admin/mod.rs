@@ -12,7 +12,7 @@
 //! | `addAuthorizedVoter` | `{keypair: [64 bytes]}` | null |
 //! | `removeAllAuthorizedVoters` | none | null |
 //! | `status` | none | [`MonitorStatus`] |
-//! | `restartWindow` | none | [`RestartWindowInfo`] |
+//! | `restartWindow` | optional `{identity}` | [`RestartWindowInfo`] |
 //!
 //! A failed call is a JSON-RPC error with code [`ADMIN_ERROR_CODE`] whose `data` is the
 //! serialized [`AdminError`], so the client gets the typed error back.
@@ -223,7 +223,11 @@ pub trait AdminHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AdminError>> + Send;
     fn authorized_voter_remove_all(&self) -> impl Future<Output = Result<(), AdminError>> + Send;
     fn status(&self) -> impl Future<Output = Result<MonitorStatus, AdminError>> + Send;
-    fn restart_window(&self) -> impl Future<Output = Result<RestartWindowInfo, AdminError>> + Send;
+    /// `identity`: whose leader slots count (default: the node's own identity).
+    fn restart_window(
+        &self,
+        identity: Option<Pubkey>,
+    ) -> impl Future<Output = Result<RestartWindowInfo, AdminError>> + Send;
 }
 
 /// The keypair as sent on the wire: the 64 bytes of a keypair file.

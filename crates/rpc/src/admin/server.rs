@@ -415,8 +415,19 @@ async fn dispatch<H: AdminHandler>(method: &str, params: &Value, h: &H) -> Resul
             Ok(to_value(h.status().await?))
         }
         "restartWindow" => {
-            no_params(params)?;
-            Ok(to_value(h.restart_window().await?))
+            // Optional {"identity": base58}: whose leader slots to consider.
+            let identity = match params.get("identity") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.parse().map_err(|e| {
+                    Dispatch::Rpc(RpcError::invalid_params(format!("identity: {e}")))
+                })?),
+                Some(_) => {
+                    return Err(Dispatch::Rpc(RpcError::invalid_params(
+                        "identity must be a base58 string",
+                    )))
+                }
+            };
+            Ok(to_value(h.restart_window(identity).await?))
         }
         _ => Err(Dispatch::Rpc(RpcError::method_not_found())),
     }
