@@ -1,0 +1,227 @@
+//! Wire types: signed votes and signed blocks, and how their signatures are checked.
+//!
+//! Everything received is untrusted. [`Block::check_integrity`] recomputes the hash and
+//! checks the leader's signature; [`SignedVote::check_signature`] checks the voter's.
+//! Signature checks go through [`SigVerifier`] so that a simulator can share one cache of
+//! verified signatures between many in-process nodes (each signature is still checked).
+
+use huione_keys::{Keypair, Pubkey, Signature};
+use huione_tower::Slot;
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{sig_hex, Hash};
+
+/// Votes one block may carry; a block with more is dropped.
+pub const MAX_VOTES_PER_BLOCK: usize = 256;
+
+/// Checks ed25519 signatures.
+pub trait SigVerifier: Send + Sync {
+    fn verify(&self, signer: &Pubkey, message: &[u8], signature: &Signature) -> bool;
+}
+
+/// The plain verifier: every call runs ed25519.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ed25519Verifier;
+
+impl SigVerifier for Ed25519Verifier {
+    fn verify(&self, signer: &Pubkey, message: &[u8], signature: &Signature) -> bool {
+        signature.verify(signer, message)
+    }
+}
+
+/// A vote transaction: `vote_account` votes for block `hash` at `slot`, signed by the
+/// account's authorized voter. `node` and `timestamp_ms` are informational.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedVote {
+    pub vote_account: Pubkey,
+    pub voter: Pubkey,
+    pub node: Pubkey,
+    pub slot: Slot,
+    pub hash: Hash,
+    pub timestamp_ms: u64,
+    #[serde(with = "sig_hex")]
+    pub signature: Signature,
+}
+
+impl SignedVote {
+    /// Builds and signs a vote. Signing is not sending: only the core's store-confirmed
+    /// path turns a vote into a `SendVote` command.
+    pub fn sign(
+        voter: &Keypair,
+        vote_account: Pubkey,
+        node: Pubkey,
+        slot: Slot,
+        hash: Hash,
+        timestamp_ms: u64,
+    ) -> Self {
+        let mut v = SignedVote {
+            vote_account,
+            voter: voter.pubkey(),
+            node,
+            slot,
+            hash,
+            timestamp_ms,
+            signature: Signature([0; 64]),
+        };
+        v.signature = voter.sign(&v.message());
+        v
+    }
+
+    /// The signed bytes.
+    pub fn message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(11 + 3 * 32 + 8 + 32 + 8);
+        m.extend_from_slice(b"huione-vote");
+        m.extend_from_slice(self.vote_account.as_bytes());
+        m.extend_from_slice(self.voter.as_bytes());
+        m.extend_from_slice(self.node.as_bytes());
+        m.extend_from_slice(&self.slot.to_le_bytes());
+        m.extend_from_slice(&self.hash.0);
+        m.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        m
+    }
+
+    pub fn check_signature(&self, verifier: &dyn SigVerifier) -> bool {
+        verifier.verify(&self.voter, &self.message(), &self.signature)
+    }
+}
+
+/// Why a received block was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block {slot} names parent slot {parent_slot}, which is not older")]
+    ParentNotOlder { slot: Slot, parent_slot: Slot },
+    #[error("block {slot} carries {count} votes, at most {MAX_VOTES_PER_BLOCK}")]
+    TooManyVotes { slot: Slot, count: usize },
+    #[error("block {slot}'s hash does not match its contents")]
+    BadHash { slot: Slot },
+    #[error("block {slot} is signed by {claimed}, but the schedule's leader is {scheduled}")]
+    WrongLeader {
+        slot: Slot,
+        claimed: Pubkey,
+        scheduled: Pubkey,
+    },
+    #[error("block {slot}'s leader signature does not verify")]
+    BadSignature { slot: Slot },
+}
+
+/// A block: the leader's choice of parent and the votes it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub slot: Slot,
+    pub parent_slot: Slot,
+    pub parent_hash: Hash,
+    pub leader: Pubkey,
+    pub votes: Vec<SignedVote>,
+    /// sha256 of everything above.
+    pub hash: Hash,
+    /// The leader's signature over `hash`.
+    #[serde(with = "sig_hex")]
+    pub signature: Signature,
+}
+
+impl Block {
+    /// Builds and signs a block.
+    pub fn produce(
+        leader: &Keypair,
+        slot: Slot,
+        parent_slot: Slot,
+        parent_hash: Hash,
+        votes: Vec<SignedVote>,
+    ) -> Self {
+        let mut b = Block {
+            slot,
+            parent_slot,
+            parent_hash,
+            leader: leader.pubkey(),
+            votes,
+            hash: Hash::default(),
+            signature: Signature([0; 64]),
+        };
+        b.hash = b.compute_hash();
+        b.signature = leader.sign(&b.hash.0);
+        b
+    }
+
+    pub fn compute_hash(&self) -> Hash {
+        let mut body = Vec::with_capacity(80 + self.votes.len() * 200);
+        body.extend_from_slice(&self.slot.to_le_bytes());
+        body.extend_from_slice(&self.parent_slot.to_le_bytes());
+        body.extend_from_slice(&self.parent_hash.0);
+        body.extend_from_slice(self.leader.as_bytes());
+        body.extend_from_slice(&(self.votes.len() as u64).to_le_bytes());
+        for v in &self.votes {
+            body.extend_from_slice(&v.message());
+            body.extend_from_slice(&v.signature.0);
+        }
+        Hash::digest(&[b"huione-block", &body])
+    }
+
+    /// Checks shape, hash, and that `scheduled_leader` signed it. Votes inside are
+    /// checked one by one at replay (a bad vote does not make the block bad).
+    pub fn check_integrity(
+        &self,
+        scheduled_leader: &Pubkey,
+        verifier: &dyn SigVerifier,
+    ) -> Result<(), BlockError> {
+        let slot = self.slot;
+        if self.parent_slot >= slot {
+            return Err(BlockError::ParentNotOlder {
+                slot,
+                parent_slot: self.parent_slot,
+            });
+        }
+        if self.votes.len() > MAX_VOTES_PER_BLOCK {
+            return Err(BlockError::TooManyVotes {
+                slot,
+                count: self.votes.len(),
+            });
+        }
+        if self.leader != *scheduled_leader {
+            return Err(BlockError::WrongLeader {
+                slot,
+                claimed: self.leader,
+                scheduled: *scheduled_leader,
+            });
+        }
+        if self.compute_hash() != self.hash {
+            return Err(BlockError::BadHash { slot });
+        }
+        if !verifier.verify(&self.leader, &self.hash.0, &self.signature) {
+            return Err(BlockError::BadSignature { slot });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tampering_is_detected() {
+        let leader = Keypair::from_secret(&[1; 32]);
+        let voter = Keypair::from_secret(&[2; 32]);
+        let vote = SignedVote::sign(&voter, Pubkey::from_seed_byte(9), voter.pubkey(), 3, Hash::default(), 5);
+        assert!(vote.check_signature(&Ed25519Verifier));
+        let mut forged = vote.clone();
+        forged.slot = 4;
+        assert!(!forged.check_signature(&Ed25519Verifier));
+
+        let b = Block::produce(&leader, 5, 3, Hash::default(), vec![vote]);
+        let v = Ed25519Verifier;
+        assert_eq!(b.check_integrity(&leader.pubkey(), &v), Ok(()));
+        let other = voter.pubkey();
+        assert!(matches!(b.check_integrity(&other, &v), Err(BlockError::WrongLeader { .. })));
+        let mut t = b.clone();
+        t.votes.clear();
+        assert_eq!(t.check_integrity(&leader.pubkey(), &v), Err(BlockError::BadHash { slot: 5 }));
+        let mut t = b.clone();
+        t.signature.0[0] ^= 1;
+        assert_eq!(t.check_integrity(&leader.pubkey(), &v), Err(BlockError::BadSignature { slot: 5 }));
+        let mut t = b.clone();
+        t.parent_slot = 5;
+        assert!(matches!(t.check_integrity(&leader.pubkey(), &v), Err(BlockError::ParentNotOlder { .. })));
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<Block>(&json).unwrap(), b);
+    }
+}

@@ -1,0 +1,124 @@
+//! The types that make "store the tower, then send the vote" and fenced block
+//! production hard to get wrong.
+//!
+//! * The core never hands a vote to the driver directly. When it decides to vote it
+//!   records the vote in its tower and emits `Command::StoreTower(StoreTicket)`. The
+//!   ticket is not `Clone` and can only be made by the core; the driver stores
+//!   [`StoreTicket::tower`] under the lease whose revision is [`StoreTicket::fence`],
+//!   then consumes the ticket into a [`StoreReport`] with [`StoreTicket::confirmed`]
+//!   (only after the storage acknowledged the write) or [`StoreTicket::failed`].
+//! * Only the core, on a confirmed report for its current fence and the store in
+//!   flight, turns the withheld vote into an [`OutgoingVote`], the only payload of
+//!   `Command::SendVote`. `OutgoingVote` has no public constructor.
+//! * A confirmed report also extends the *leader claim*: a store confirmed for a request
+//!   issued during slot `s` lets the node produce blocks up to slot `s + F`
+//!   (`leader_fence_slots`). A node that takes an identity (startup, restart or
+//!   set-identity) produces only slots above `slot(now) + F + skew`. Because a taker
+//!   acquires the lock before it takes the identity, every store the previous holder
+//!   can still have confirmed was issued before that, so the two ranges never overlap
+//!   (see the crate docs for the argument).
+
+use huione_keys::Pubkey;
+use huione_tower::{SavedTower, Slot};
+use serde::{Deserialize, Serialize};
+
+use crate::block::SignedVote;
+
+/// The storage lock an instance votes under: the identity and the revision at which the
+/// lock was acquired (the fencing token). The driver builds it from its storage lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    pub identity: Pubkey,
+    pub revision: i64,
+}
+
+/// A request to store a tower durably under a fence. Made only by the core.
+#[derive(Debug)]
+#[must_use = "a store ticket must be executed and reported back, or the vote is withheld forever"]
+pub struct StoreTicket {
+    seq: u64,
+    fence: Fence,
+    tower: SavedTower,
+    issued_slot: Slot,
+}
+
+impl StoreTicket {
+    pub(crate) fn new(seq: u64, fence: Fence, tower: SavedTower, issued_slot: Slot) -> Self {
+        StoreTicket {
+            seq,
+            fence,
+            tower,
+            issued_slot,
+        }
+    }
+    /// The lock the store must be fenced by (compare its revision inside the write).
+    pub fn fence(&self) -> Fence {
+        self.fence
+    }
+    /// The signed tower to write.
+    pub fn tower(&self) -> &SavedTower {
+        &self.tower
+    }
+    /// The slot during which the core asked for this store.
+    pub fn issued_slot(&self) -> Slot {
+        self.issued_slot
+    }
+    /// Report that storage durably wrote the tower at `revision`. Call this only with the
+    /// result of a successful fenced write of [`Self::tower`].
+    pub fn confirmed(self, revision: i64) -> StoreReport {
+        self.report(Ok(revision))
+    }
+    /// Report that the write did not happen.
+    pub fn failed(self, failure: StoreFailure) -> StoreReport {
+        self.report(Err(failure))
+    }
+    fn report(self, outcome: Result<i64, StoreFailure>) -> StoreReport {
+        StoreReport {
+            seq: self.seq,
+            fence: self.fence,
+            issued_slot: self.issued_slot,
+            outcome,
+        }
+    }
+}
+
+/// Why a store did not happen, split by what the core must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Transient (unreachable, timeout): the vote stays withheld and the store is retried.
+    Unavailable(String),
+    /// Someone else holds the lock: stop voting now and exit.
+    LockLost(String),
+}
+
+/// The outcome of a [`StoreTicket`], fed back with `Event::StoreReport`.
+#[derive(Debug)]
+pub struct StoreReport {
+    pub(crate) seq: u64,
+    pub(crate) fence: Fence,
+    pub(crate) issued_slot: Slot,
+    pub(crate) outcome: Result<i64, StoreFailure>,
+}
+
+impl StoreReport {
+    pub fn is_confirmed(&self) -> bool {
+        self.outcome.is_ok()
+    }
+}
+
+/// A vote whose tower is durably stored under a lock the core still held when the
+/// confirmation arrived. The only thing `Command::SendVote` carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingVote(SignedVote);
+
+impl OutgoingVote {
+    pub(crate) fn new(vote: SignedVote) -> Self {
+        OutgoingVote(vote)
+    }
+    pub fn vote(&self) -> &SignedVote {
+        &self.0
+    }
+    pub fn into_vote(self) -> SignedVote {
+        self.0
+    }
+}

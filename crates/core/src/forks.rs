@@ -1,0 +1,272 @@
+//! The fork tree: every replayed bank above the root, stake-weighted heaviest-subtree
+//! fork choice, and pruning when the root advances.
+//!
+//! Fork choice counts each vote account's latest vote (from replayed blocks and from
+//! gossip) once, for the voted slot and all its ancestors; the best fork is found by
+//! walking from the root to the heaviest child at each step (ties go to the lower
+//! slot, so every node picks the same fork from the same votes).
+
+use std::collections::{BTreeSet, HashMap};
+
+use huione_keys::Pubkey;
+use huione_tower::Slot;
+
+use crate::bank::Bank;
+use crate::hash::Hash;
+
+/// Rooted ancestors remembered below the root, so that lockouts on old slots can still
+/// be checked. Older rooted slots are treated as "not an ancestor", which can only make
+/// the tower more cautious.
+pub const MAX_ROOTED_HISTORY: usize = 8192;
+
+#[derive(Clone, Debug)]
+struct Node {
+    parent: Option<Slot>,
+    children: Vec<Slot>,
+    bank: Bank,
+}
+
+/// Subtree stake of every slot in the tree, from the latest votes.
+pub type Weights = HashMap<Slot, u64>;
+
+#[derive(Clone, Debug)]
+pub struct ForkTree {
+    root: Slot,
+    nodes: HashMap<Slot, Node>,
+    rooted_chain: BTreeSet<Slot>,
+    latest_votes: HashMap<Pubkey, (Slot, Hash)>,
+}
+
+impl ForkTree {
+    pub fn new(root_bank: Bank, rooted_chain: BTreeSet<Slot>) -> Self {
+        let root = root_bank.slot;
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            root,
+            Node {
+                parent: None,
+                children: Vec::new(),
+                bank: root_bank,
+            },
+        );
+        let mut t = ForkTree {
+            root,
+            nodes,
+            rooted_chain,
+            latest_votes: HashMap::new(),
+        };
+        t.rooted_chain.insert(root);
+        t
+    }
+
+    pub fn root(&self) -> Slot {
+        self.root
+    }
+    pub fn root_bank(&self) -> &Bank {
+        &self.nodes[&self.root].bank
+    }
+    pub fn rooted_chain(&self) -> &BTreeSet<Slot> {
+        &self.rooted_chain
+    }
+    pub fn contains(&self, slot: Slot) -> bool {
+        self.nodes.contains_key(&slot)
+    }
+    pub fn bank(&self, slot: Slot) -> Option<&Bank> {
+        self.nodes.get(&slot).map(|n| &n.bank)
+    }
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    /// Slots in the tree, ascending.
+    pub fn slots(&self) -> Vec<Slot> {
+        let mut s: Vec<Slot> = self.nodes.keys().copied().collect();
+        s.sort_unstable();
+        s
+    }
+
+    /// The hash of the block at `ancestor` on the fork ending at `tip` (inclusive).
+    pub fn fork_hash(&self, tip: Slot, ancestor: Slot) -> Option<Hash> {
+        let mut cur = Some(tip);
+        while let Some(s) = cur {
+            if s < ancestor {
+                return None;
+            }
+            let node = self.nodes.get(&s)?;
+            if s == ancestor {
+                return Some(node.bank.hash);
+            }
+            cur = node.parent;
+        }
+        None
+    }
+
+    /// True when `a` is a strict ancestor of `b` (`b` must be in the tree).
+    pub fn is_ancestor(&self, a: Slot, b: Slot) -> bool {
+        if a >= b || !self.nodes.contains_key(&b) {
+            return false;
+        }
+        if a <= self.root {
+            return self.rooted_chain.contains(&a);
+        }
+        self.fork_hash(b, a).is_some()
+    }
+
+    /// Adds a replayed bank under `parent` (which must be in the tree).
+    pub fn insert(&mut self, parent: Slot, bank: Bank) {
+        let slot = bank.slot;
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.push(slot);
+            p.children.sort_unstable();
+            self.nodes.insert(
+                slot,
+                Node {
+                    parent: Some(parent),
+                    children: Vec::new(),
+                    bank,
+                },
+            );
+        }
+    }
+
+    /// Records `vote_account`'s vote for (`slot`, `hash`) if it is newer than its latest.
+    pub fn observe_vote(&mut self, vote_account: Pubkey, slot: Slot, hash: Hash) {
+        let e = self.latest_votes.entry(vote_account).or_insert((slot, hash));
+        if slot > e.0 {
+            *e = (slot, hash);
+        }
+    }
+
+    pub fn latest_vote(&self, vote_account: &Pubkey) -> Option<(Slot, Hash)> {
+        self.latest_votes.get(vote_account).copied()
+    }
+
+    /// Subtree stake per slot. `stake_of` gives each vote account's stake.
+    pub fn weights(&self, stake_of: impl Fn(&Pubkey) -> u64) -> Weights {
+        let mut w: Weights = self.nodes.keys().map(|s| (*s, 0)).collect();
+        for (account, (slot, hash)) in &self.latest_votes {
+            let Some(node) = self.nodes.get(slot) else { continue };
+            if node.bank.hash != *hash {
+                continue;
+            }
+            let stake = stake_of(account);
+            let mut cur = Some(*slot);
+            while let Some(s) = cur {
+                *w.get_mut(&s).expect("every tree slot has a weight") += stake;
+                cur = self.nodes[&s].parent;
+            }
+        }
+        w
+    }
+
+    /// The leaf at the end of the heaviest fork.
+    pub fn best_leaf(&self, weights: &Weights) -> Slot {
+        let mut cur = self.root;
+        loop {
+            let children = &self.nodes[&cur].children;
+            // children are sorted, so max_by_key's last-max rule needs a reversed tie.
+            let best = children
+                .iter()
+                .max_by_key(|c| (weights.get(c).copied().unwrap_or(0), std::cmp::Reverse(**c)));
+            match best {
+                Some(c) => cur = *c,
+                None => return cur,
+            }
+        }
+    }
+
+    /// Makes `new_root` (a tree slot above the root) the root and drops every bank not
+    /// descended from it. Returns how many banks were pruned.
+    pub fn set_root(&mut self, new_root: Slot) -> usize {
+        if new_root <= self.root || !self.nodes.contains_key(&new_root) {
+            return 0;
+        }
+        let mut cur = Some(new_root);
+        while let Some(s) = cur {
+            self.rooted_chain.insert(s);
+            cur = self.nodes[&s].parent;
+        }
+        while self.rooted_chain.len() > MAX_ROOTED_HISTORY {
+            self.rooted_chain.pop_first();
+        }
+        let keep = self.descendants(new_root);
+        let before = self.nodes.len();
+        self.nodes.retain(|s, _| keep.contains(s));
+        self.nodes.get_mut(&new_root).expect("kept").parent = None;
+        self.root = new_root;
+        let root = self.root;
+        self.latest_votes.retain(|_, (s, _)| *s + (1 << 16) > root);
+        before - self.nodes.len()
+    }
+
+    fn descendants(&self, slot: Slot) -> BTreeSet<Slot> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![slot];
+        while let Some(s) = stack.pop() {
+            out.insert(s);
+            stack.extend(self.nodes[&s].children.iter().copied());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::{Genesis, GenesisValidator};
+
+    fn tree() -> ForkTree {
+        let v = GenesisValidator {
+            identity: Pubkey::from_seed_byte(1),
+            vote_account: Pubkey::from_seed_byte(2),
+            authorized_voter: Pubkey::from_seed_byte(1),
+            stake: 1,
+        };
+        let g = Genesis::new(vec![v], 100, 64, 0).unwrap();
+        let root = Bank::genesis(&g);
+        let mut t = ForkTree::new(root.clone(), BTreeSet::new());
+        // 0 - 1 - 2 - 4
+        //       \ 3 - 5
+        for (slot, parent) in [(1, 0), (2, 1), (3, 1), (4, 2), (5, 3)] {
+            t.insert(parent, root.child(slot, Hash([slot as u8; 32])));
+        }
+        t
+    }
+
+    #[test]
+    fn heaviest_fork_and_ancestry() {
+        let mut t = tree();
+        let a = Pubkey::from_seed_byte(10);
+        let b = Pubkey::from_seed_byte(11);
+        let c = Pubkey::from_seed_byte(12);
+        let stake = |k: &Pubkey| k.0[0] as u64;
+        // no votes: lowest slots win ties
+        assert_eq!(t.best_leaf(&t.weights(stake)), 4);
+        t.observe_vote(a, 5, Hash([5; 32]));
+        assert_eq!(t.best_leaf(&t.weights(stake)), 5);
+        t.observe_vote(b, 4, Hash([4; 32]));
+        t.observe_vote(c, 2, Hash([2; 32]));
+        let w = t.weights(stake);
+        assert_eq!((w[&1], w[&2], w[&3]), (33, 23, 10));
+        assert_eq!(t.best_leaf(&w), 4);
+        // a vote with the wrong hash does not count
+        t.observe_vote(a, 6, Hash([9; 32]));
+        assert_eq!(t.weights(stake)[&3], 0);
+        assert!(t.is_ancestor(1, 5) && t.is_ancestor(0, 5) && !t.is_ancestor(2, 5));
+        assert!(!t.is_ancestor(5, 5));
+        assert_eq!(t.fork_hash(5, 3), Some(Hash([3; 32])));
+        assert_eq!(t.fork_hash(5, 2), None);
+    }
+
+    #[test]
+    fn set_root_prunes_other_forks_and_remembers_rooted_chain() {
+        let mut t = tree();
+        assert_eq!(t.set_root(2), 4, "0, 1, 3 and 5 go");
+        assert_eq!(t.slots(), vec![2, 4]);
+        assert!(t.is_ancestor(1, 4) && t.is_ancestor(0, 4) && !t.is_ancestor(3, 4));
+        assert_eq!(t.set_root(1), 0, "roots never move back");
+        assert_eq!(t.root(), 2);
+    }
+}

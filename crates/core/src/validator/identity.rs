@@ -1,0 +1,156 @@
+//! Taking an identity (startup, restart, set-identity) and the duplicate-instance rule.
+
+use huione_keys::Keypair;
+use huione_tower::{SavedTower, Tower};
+
+use super::{
+    Command, Core, CoreError, InstanceAnnouncement, PlantedBug, Role, StoreState, Voter,
+    MAX_INSTANCE_ID_LEN,
+};
+use crate::fence::Fence;
+
+/// "Your identity is now X; here is X's tower as stored, and the lock you hold for X."
+/// The driver acquires the lock first, then loads the tower, then calls
+/// [`Core::set_identity`]: loading after acquiring is what guarantees the tower is the
+/// newest one any earlier holder could have stored.
+#[derive(Debug)]
+pub struct IdentityChange {
+    pub keypair: Keypair,
+    /// The stored tower (None if this identity never stored one).
+    pub tower: Option<SavedTower>,
+    pub fence: Fence,
+}
+
+impl Core {
+    /// Starts voting as `change.keypair` under `change.fence`. The stored tower is
+    /// verified first; a bad one is an error and nothing changes.
+    pub fn set_identity(&mut self, now_ms: u64, change: IdentityChange) -> Result<Vec<Command>, CoreError> {
+        if let Role::Halted(r) = &self.role {
+            return Err(CoreError::Halted(r.clone()));
+        }
+        let id = change.keypair.pubkey();
+        if change.fence.identity != id {
+            return Err(CoreError::FenceMismatch {
+                fence: change.fence.identity,
+                keypair: id,
+            });
+        }
+        let tower = self.tower_for(&change)?;
+        let voter_key = self.voter_key_for(&change.keypair)?;
+        let floor = self.genesis.slot_at(now_ms) + self.cfg.leader_fence_slots + self.cfg.fence_skew_slots;
+        if let Some(r) = tower.root() {
+            self.set_root(r);
+        }
+        // Our own last vote counts in fork choice even if it never landed (as in Solana);
+        // otherwise a restarted voter can pick a fork it cannot switch to.
+        if let Some(last) = tower.last_voted_slot() {
+            let hash = crate::hash::Hash(tower.last_vote_hash());
+            self.forks.observe_vote(self.cfg.vote_account, last, hash);
+        }
+        let vote_landed = !self.account_has_voted();
+        self.identity = change.keypair;
+        self.role = Role::Voting(Box::new(Voter {
+            fence: change.fence,
+            tower,
+            voter_key,
+            since_ms: now_ms,
+            store: StoreState::Idle,
+            claim: None,
+            floor,
+            first_new_vote: None,
+            vote_landed,
+            outage_since_ms: None,
+        }));
+        self.announce(now_ms);
+        // Store at once: it proves the lock works and starts the leader claim.
+        self.issue_store(now_ms, None);
+        Ok(self.take_outbox())
+    }
+
+    fn tower_for(&self, change: &IdentityChange) -> Result<Tower, CoreError> {
+        let id = change.keypair.pubkey();
+        if self.cfg.planted_bug == Some(PlantedBug::IgnoreStoredTower) {
+            return Ok(Tower::new(id));
+        }
+        match &change.tower {
+            Some(saved) => Ok(saved.verify(&id)?),
+            // Every vote is stored before it is sent, so "no stored tower" means this
+            // identity never sent a vote: an empty tower is safe.
+            None => Ok(Tower::new(id)),
+        }
+    }
+
+    fn voter_key_for(&self, identity: &Keypair) -> Result<Keypair, CoreError> {
+        let vote_account = self.cfg.vote_account;
+        let account = self
+            .forks
+            .root_bank()
+            .account(&vote_account)
+            .ok_or(CoreError::UnknownVoteAccount(vote_account))?;
+        if account.node != identity.pubkey() {
+            return Err(CoreError::NotThisNodesAccount {
+                vote_account,
+                node: account.node,
+                identity: identity.pubkey(),
+            });
+        }
+        self.cfg
+            .authorized_voters
+            .iter()
+            .find(|k| k.pubkey() == account.authorized_voter)
+            .cloned()
+            .ok_or(CoreError::NoAuthorizedVoter(account.authorized_voter))
+    }
+
+    /// Whether our vote account has any vote on the best fork. A fresh account (new
+    /// cluster) may lead at once; otherwise we wait for one of our new votes to land.
+    fn account_has_voted(&self) -> bool {
+        let best = self.best_slot();
+        let bank = self.forks.bank(best).expect("best slot is in the tree");
+        bank.account(&self.cfg.vote_account)
+            .is_some_and(|a| a.lockouts.last_voted_slot().is_some() || a.lockouts.root().is_some())
+    }
+
+    fn announce(&mut self, now_ms: u64) {
+        let Role::Voting(v) = &self.role else { return };
+        let a = InstanceAnnouncement::sign(
+            &self.identity,
+            self.cfg.instance_id.clone(),
+            v.fence.revision,
+            v.since_ms,
+        );
+        self.last_announce_ms = now_ms;
+        self.outbox.push(Command::Announce(a));
+    }
+
+    pub(super) fn maybe_announce(&mut self, now_ms: u64) {
+        if now_ms >= self.last_announce_ms + self.cfg.announce_interval_ms {
+            self.announce(now_ms);
+        }
+    }
+
+    /// Another instance announced itself. If it runs our identity and is newer, we exit.
+    pub fn on_announcement(&mut self, now_ms: u64, a: InstanceAnnouncement) -> Vec<Command> {
+        let Role::Voting(v) = &self.role else { return Vec::new() };
+        if a.identity != self.identity.pubkey() || a.instance_id == self.cfg.instance_id {
+            return Vec::new();
+        }
+        if a.instance_id.len() > MAX_INSTANCE_ID_LEN
+            || !self.verifier.verify(&a.identity, &a.message(), &a.signature)
+        {
+            self.stats.announcements_dropped += 1;
+            return Vec::new();
+        }
+        let ours = (v.fence.revision, v.since_ms, self.cfg.instance_id.as_str());
+        if a.rank() > ours {
+            self.halt(super::ExitReason::DuplicateInstance {
+                identity: a.identity,
+                other: a.instance_id,
+            });
+        } else {
+            // Make sure the older one hears about us soon.
+            self.announce(now_ms);
+        }
+        self.take_outbox()
+    }
+}

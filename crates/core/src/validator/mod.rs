@@ -1,0 +1,484 @@
+//! [`Core`]: one validator's consensus state machine. Events and `now` in, commands out.
+//!
+//! The driver calls one method per event (`on_block`, `on_vote`, `on_store_report`,
+//! `set_identity`, `on_announcement`, `on_repair_request`, `tick`) and executes the
+//! returned [`Command`]s in order. The core reads no clock and does no I/O.
+
+mod identity;
+mod leader;
+mod replay;
+mod voting;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use huione_keys::{Keypair, Pubkey, Signature};
+use huione_tower::{Slot, Tower, TowerError};
+use serde::{Deserialize, Serialize};
+
+use crate::bank::Bank;
+use crate::block::{Block, SigVerifier, SignedVote};
+use crate::fence::{Fence, OutgoingVote, StoreTicket};
+use crate::forks::ForkTree;
+use crate::genesis::{Genesis, ScheduleCache};
+use crate::hash::{sig_hex, Hash};
+
+pub use identity::IdentityChange;
+
+/// Opaque peer address, assigned by the driver (used to answer repair requests).
+pub type PeerId = u64;
+
+/// Blocks that arrived before their parent, kept while the parent is repaired.
+pub const MAX_ORPHANS: usize = 1024;
+/// Gossip votes kept for inclusion in our blocks.
+pub const MAX_VOTE_POOL: usize = 4096;
+/// Rooted blocks kept for answering repair requests.
+pub const MAX_ROOTED_BLOCKS: u64 = 1024;
+/// Blocks returned for one repair request (the block and its ancestors).
+pub const MAX_REPAIR_BATCH: usize = 16;
+/// How far ahead of our clock a block's slot may be before it is dropped.
+pub const MAX_FUTURE_SLOTS: u64 = 2;
+/// Longest instance id accepted in an announcement.
+pub const MAX_INSTANCE_ID_LEN: usize = 128;
+
+/// Planted bugs, for showing that the simulator and auditor catch real mistakes.
+/// Never set outside tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Send each vote as soon as it is decided, before its tower is stored.
+    SendBeforeStore,
+    /// On an identity change, ignore the stored tower and start from an empty one.
+    IgnoreStoredTower,
+}
+
+/// Settings of one core. Times in ms.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// The vote account this node votes for when its identity is the account's node.
+    pub vote_account: Pubkey,
+    /// Keys that may sign votes (`--authorized-voter`).
+    pub authorized_voters: Vec<Keypair>,
+    /// This process's unique id, announced with the identity it runs.
+    pub instance_id: String,
+    /// F: a store confirmed for a request issued in slot s allows leading up to s + F.
+    pub leader_fence_slots: u64,
+    /// Extra slots a new holder waits, covering clock skew between machines.
+    pub fence_skew_slots: u64,
+    /// Delay before retrying a store that failed transiently.
+    pub store_retry_ms: u64,
+    /// Exit when stores keep failing this long (None: withhold votes forever).
+    pub max_store_outage_ms: Option<u64>,
+    pub announce_interval_ms: u64,
+    /// How far into its slot a leader waits before producing (lets the parent arrive).
+    pub produce_delay_ms: u64,
+    /// Minimum gap between two repair requests for the same slot.
+    pub repair_retry_ms: u64,
+    #[doc(hidden)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl CoreConfig {
+    /// Defaults scaled to the genesis slot length.
+    pub fn new(
+        genesis: &Genesis,
+        vote_account: Pubkey,
+        authorized_voters: Vec<Keypair>,
+        instance_id: String,
+    ) -> Self {
+        let slot_ms = genesis.slot_duration_ms;
+        CoreConfig {
+            vote_account,
+            authorized_voters,
+            instance_id,
+            leader_fence_slots: 8,
+            fence_skew_slots: 1,
+            store_retry_ms: (slot_ms / 4).max(1),
+            max_store_outage_ms: None,
+            announce_interval_ms: slot_ms * 4,
+            produce_delay_ms: slot_ms / 4,
+            repair_retry_ms: (slot_ms / 2).max(1),
+            planted_bug: None,
+        }
+    }
+}
+
+/// What the driver must do. Execute in order.
+#[derive(Debug)]
+pub enum Command {
+    /// Store the ticket's tower under its fence, then report back with
+    /// `StoreTicket::confirmed` / `failed` and [`Core::on_store_report`].
+    StoreTower(StoreTicket),
+    /// Send this vote to the cluster (its tower is durably stored).
+    SendVote(OutgoingVote),
+    /// Send this block (produced by us) to every peer.
+    BroadcastBlock(Block),
+    /// Ask some peer for the block (`slot`, `hash`) and its ancestors.
+    RequestRepair { slot: Slot, hash: Hash },
+    /// Answer a repair request.
+    SendRepair { to: PeerId, blocks: Vec<Block> },
+    /// Gossip our instance announcement.
+    Announce(InstanceAnnouncement),
+    /// Stop the process. The core has already stopped voting and producing.
+    Exit(ExitReason),
+}
+
+/// Why the core stopped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExitReason {
+    #[error("lost the tower lock, another instance took this identity: {0}")]
+    LockLost(String),
+    #[error("another, newer instance ({other}) runs identity {identity}; the older one exits")]
+    DuplicateInstance { identity: Pubkey, other: String },
+    #[error("tower storage failed for {outage_ms} ms, over the configured limit")]
+    StorageOutage { outage_ms: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Errors of calls that need an answer (set-identity).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("the stored tower cannot be used: {0}")]
+    BadTower(#[from] TowerError),
+    #[error("the lock is for identity {fence}, but the keypair is {keypair}")]
+    FenceMismatch { fence: Pubkey, keypair: Pubkey },
+    #[error("vote account {0} does not exist in this cluster; check --vote-account")]
+    UnknownVoteAccount(Pubkey),
+    #[error(
+        "vote account {vote_account} votes for node {node}, not {identity}; this identity \
+         cannot vote with it"
+    )]
+    NotThisNodesAccount {
+        vote_account: Pubkey,
+        node: Pubkey,
+        identity: Pubkey,
+    },
+    #[error("no authorized voter keypair for {0}; pass it with --authorized-voter")]
+    NoAuthorizedVoter(Pubkey),
+    #[error("the core has exited ({0}); restart the process")]
+    Halted(ExitReason),
+}
+
+/// Signed "identity X is run by instance I, which took it under lock revision R at T".
+/// Gossiped; when two instances run one identity the older (lower revision, then earlier
+/// time) exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceAnnouncement {
+    pub identity: Pubkey,
+    pub instance_id: String,
+    pub fence_revision: i64,
+    pub since_ms: u64,
+    #[serde(with = "sig_hex")]
+    pub signature: Signature,
+}
+
+impl InstanceAnnouncement {
+    pub fn sign(identity: &Keypair, instance_id: String, fence_revision: i64, since_ms: u64) -> Self {
+        let mut a = InstanceAnnouncement {
+            identity: identity.pubkey(),
+            instance_id,
+            fence_revision,
+            since_ms,
+            signature: Signature([0; 64]),
+        };
+        a.signature = identity.sign(&a.message());
+        a
+    }
+    fn message(&self) -> Vec<u8> {
+        let mut m = b"huione-instance".to_vec();
+        m.extend_from_slice(self.identity.as_bytes());
+        m.extend_from_slice(&self.fence_revision.to_le_bytes());
+        m.extend_from_slice(&self.since_ms.to_le_bytes());
+        m.extend_from_slice(self.instance_id.as_bytes());
+        m
+    }
+    /// Which of two instances is newer: higher lock revision, then later start, then id.
+    fn rank(&self) -> (i64, u64, &str) {
+        (self.fence_revision, self.since_ms, &self.instance_id)
+    }
+}
+
+/// Counters for metrics and tests. Every dropped input is counted here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub blocks_replayed: u64,
+    pub blocks_dropped: u64,
+    pub duplicate_blocks_seen: u64,
+    pub orphans_dropped: u64,
+    pub votes_applied: u64,
+    pub votes_rejected: u64,
+    pub gossip_votes_dropped: u64,
+    pub announcements_dropped: u64,
+    pub votes_decided: u64,
+    pub votes_sent: u64,
+    pub locked_out: u64,
+    pub threshold_failed: u64,
+    pub switch_failed: u64,
+    pub store_failures: u64,
+    pub stale_store_reports: u64,
+    pub blocks_produced: u64,
+    pub leader_slots_fenced: u64,
+    pub roots_set: u64,
+}
+
+/// A snapshot of the core's view, for RPC and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub identity: Pubkey,
+    pub voting: bool,
+    pub halted: Option<ExitReason>,
+    pub root: Slot,
+    pub best_slot: Slot,
+    pub last_voted_slot: Option<Slot>,
+    pub optimistic_slot: Slot,
+    pub fence: Option<Fence>,
+    /// Highest slot this node may lead by its confirmed stores.
+    pub leader_claim: Option<Slot>,
+    /// It leads only slots above this (None when not voting).
+    pub leader_floor: Option<Slot>,
+    pub vote_landed: bool,
+}
+
+/// What a restarted process finds on disk: the root bank and the blocks after it.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pub root_bank: Bank,
+    pub rooted_chain: std::collections::BTreeSet<Slot>,
+    pub blocks: Vec<Block>,
+}
+
+/// Where a store stands. Exactly one store is outstanding at a time; a vote is decided
+/// only when none is, so a vote's tower is always the last one stored.
+#[derive(Debug)]
+enum StoreState {
+    Idle,
+    InFlight { seq: u64, vote: Option<SignedVote> },
+    Retry { at_ms: u64, vote: Option<SignedVote> },
+}
+
+/// State held only while voting under a fence.
+#[derive(Debug)]
+struct Voter {
+    fence: Fence,
+    tower: Tower,
+    voter_key: Keypair,
+    since_ms: u64,
+    store: StoreState,
+    /// Highest slot our confirmed stores let us lead.
+    claim: Option<Slot>,
+    /// We lead only slots above this.
+    floor: Slot,
+    first_new_vote: Option<Slot>,
+    vote_landed: bool,
+    outage_since_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Role {
+    Observer,
+    Voting(Box<Voter>),
+    Halted(ExitReason),
+}
+
+/// One validator's consensus logic.
+pub struct Core {
+    genesis: Arc<Genesis>,
+    cfg: CoreConfig,
+    verifier: Arc<dyn SigVerifier>,
+    schedule: ScheduleCache,
+    stakes: HashMap<Pubkey, u64>,
+    total_stake: u64,
+    forks: ForkTree,
+    identity: Keypair,
+    role: Role,
+    blockstore: BTreeMap<Slot, Block>,
+    orphans: BTreeMap<Slot, Block>,
+    repair_asked_ms: HashMap<Slot, u64>,
+    vote_pool: BTreeMap<(Pubkey, Slot), SignedVote>,
+    produced: BTreeMap<Slot, Hash>,
+    next_seq: u64,
+    last_announce_ms: u64,
+    optimistic_slot: Slot,
+    stats: Stats,
+    outbox: Vec<Command>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("status", &self.status()).finish()
+    }
+}
+
+impl Core {
+    /// A core that observes (replays, repairs) as `identity` and does not vote until
+    /// [`Core::set_identity`] gives it a lock. `ledger` resumes from disk after a restart.
+    pub fn new(
+        genesis: Arc<Genesis>,
+        cfg: CoreConfig,
+        identity: Keypair,
+        verifier: Arc<dyn SigVerifier>,
+        ledger: Option<Ledger>,
+        now_ms: u64,
+    ) -> Self {
+        let stakes = genesis
+            .validators
+            .iter()
+            .map(|v| (v.vote_account, v.stake))
+            .collect();
+        let (root_bank, rooted_chain, blocks) = match ledger {
+            Some(l) => (l.root_bank, l.rooted_chain, l.blocks),
+            None => (Bank::genesis(&genesis), Default::default(), Vec::new()),
+        };
+        let mut core = Core {
+            total_stake: genesis.total_stake(),
+            genesis,
+            cfg,
+            verifier,
+            schedule: ScheduleCache::default(),
+            stakes,
+            forks: ForkTree::new(root_bank, rooted_chain),
+            identity,
+            role: Role::Observer,
+            blockstore: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            repair_asked_ms: HashMap::new(),
+            vote_pool: BTreeMap::new(),
+            produced: BTreeMap::new(),
+            next_seq: 0,
+            last_announce_ms: 0,
+            optimistic_slot: 0,
+            stats: Stats::default(),
+            outbox: Vec::new(),
+        };
+        core.restore_blocks(blocks, now_ms);
+        core
+    }
+
+    fn restore_blocks(&mut self, blocks: Vec<Block>, now_ms: u64) {
+        let root = self.forks.root();
+        for b in blocks {
+            if b.slot <= root {
+                self.blockstore.insert(b.slot, b);
+            } else {
+                self.on_block(now_ms, b);
+            }
+        }
+        // Replaying our own ledger must not make us send anything.
+        self.outbox.clear();
+    }
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    pub fn identity(&self) -> Pubkey {
+        self.identity.pubkey()
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn instance_id(&self) -> &str {
+        &self.cfg.instance_id
+    }
+    pub fn is_halted(&self) -> bool {
+        matches!(self.role, Role::Halted(_))
+    }
+
+    /// The durable part of our state, as a restarted process would find it on disk.
+    pub fn ledger(&self) -> Ledger {
+        Ledger {
+            root_bank: self.forks.root_bank().clone(),
+            rooted_chain: self.forks.rooted_chain().clone(),
+            blocks: self.blockstore.values().cloned().collect(),
+        }
+    }
+
+    /// Replayed within a few slots of the clock.
+    pub fn caught_up(&self, now_ms: u64) -> bool {
+        let best = self.best_slot();
+        best + 2 * crate::genesis::LEADER_SLOTS >= self.genesis.slot_at(now_ms)
+    }
+
+    pub fn status(&self) -> Status {
+        let voter = match &self.role {
+            Role::Voting(v) => Some(v),
+            _ => None,
+        };
+        Status {
+            identity: self.identity.pubkey(),
+            voting: voter.is_some(),
+            halted: match &self.role {
+                Role::Halted(r) => Some(r.clone()),
+                _ => None,
+            },
+            root: self.forks.root(),
+            best_slot: self.best_slot(),
+            last_voted_slot: voter.and_then(|v| v.tower.last_voted_slot()),
+            optimistic_slot: self.optimistic_slot,
+            fence: voter.map(|v| v.fence),
+            leader_claim: voter.and_then(|v| v.claim),
+            leader_floor: voter.map(|v| v.floor),
+            vote_landed: voter.is_some_and(|v| v.vote_landed),
+        }
+    }
+
+    /// Our tower (None unless voting).
+    pub fn tower(&self) -> Option<&Tower> {
+        match &self.role {
+            Role::Voting(v) => Some(&v.tower),
+            _ => None,
+        }
+    }
+
+    /// Slots in the fork tree, ascending (for tests and monitoring).
+    pub fn fork_slots(&self) -> Vec<Slot> {
+        self.forks.slots()
+    }
+
+    /// Fork-choice state for debugging: (vote account, latest vote slot) and subtree weights.
+    #[doc(hidden)]
+    pub fn debug_fork_choice(&self) -> String {
+        let w = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
+        let mut latest: Vec<_> = self
+            .stakes
+            .keys()
+            .map(|k| (self.stakes[k], self.forks.latest_vote(k).map(|(s, _)| s)))
+            .collect();
+        latest.sort();
+        let mut w: Vec<_> = w.into_iter().filter(|(_, v)| *v > 0).collect();
+        w.sort();
+        format!("latest (stake, slot): {latest:?}\nweights: {w:?}\n{:?}", self.stats)
+    }
+
+    fn best_slot(&self) -> Slot {
+        let w = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
+        self.forks.best_leaf(&w)
+    }
+
+    fn take_outbox(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Stops voting and producing for good, and tells the driver to exit.
+    fn halt(&mut self, reason: ExitReason) {
+        if self.is_halted() {
+            return;
+        }
+        self.role = Role::Halted(reason.clone());
+        self.outbox.push(Command::Exit(reason));
+    }
+
+    /// Time passes: retries, leader duties, announcements.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Command> {
+        if self.is_halted() {
+            return Vec::new();
+        }
+        self.retry_store(now_ms);
+        self.renew_leader_claim(now_ms);
+        self.after_change(now_ms);
+        self.maybe_produce(now_ms);
+        self.maybe_announce(now_ms);
+        self.retry_repairs(now_ms);
+        self.take_outbox()
+    }
+}

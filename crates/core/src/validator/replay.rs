@@ -1,0 +1,223 @@
+//! Block arrival: checks, replay into a bank, orphans and repair, gossip votes.
+
+use huione_tower::Slot;
+
+use super::{Command, Core, PeerId, Role, MAX_FUTURE_SLOTS, MAX_ORPHANS, MAX_REPAIR_BATCH, MAX_ROOTED_BLOCKS, MAX_VOTE_POOL};
+use crate::block::{Block, SignedVote};
+use crate::hash::Hash;
+
+/// What happened to one received block.
+enum Replayed {
+    /// Replayed into a new bank at this slot.
+    New(Slot),
+    /// Waiting for its parent.
+    Orphaned,
+    /// Already had it, or dropped (counted).
+    Nothing,
+}
+
+impl Core {
+    /// A block arrived (broadcast or repair). Replays it and any orphans it unblocks.
+    pub fn on_block(&mut self, now_ms: u64, block: Block) -> Vec<Command> {
+        if self.is_halted() {
+            return Vec::new();
+        }
+        let mut queue = vec![block];
+        while let Some(b) = queue.pop() {
+            if let Replayed::New(slot) = self.replay(now_ms, b) {
+                queue.extend(self.take_orphans_of(slot));
+            }
+        }
+        self.after_change(now_ms);
+        self.take_outbox()
+    }
+
+    /// Several blocks at once (a repair answer).
+    pub fn on_blocks(&mut self, now_ms: u64, blocks: Vec<Block>) -> Vec<Command> {
+        let mut out = Vec::new();
+        // Oldest first, so parents replay before children.
+        let mut blocks = blocks;
+        blocks.sort_by_key(|b| b.slot);
+        for b in blocks.into_iter().take(MAX_REPAIR_BATCH) {
+            out.extend(self.on_block(now_ms, b));
+        }
+        out
+    }
+
+    fn take_orphans_of(&mut self, parent: Slot) -> Vec<Block> {
+        let hash = self.forks.bank(parent).map(|b| b.hash);
+        let children: Vec<Slot> = self
+            .orphans
+            .iter()
+            .filter(|(_, b)| b.parent_slot == parent && Some(b.parent_hash) == hash)
+            .map(|(s, _)| *s)
+            .collect();
+        children
+            .iter()
+            .filter_map(|s| self.orphans.remove(s))
+            .collect()
+    }
+
+    fn replay(&mut self, now_ms: u64, b: Block) -> Replayed {
+        let root = self.forks.root();
+        if b.slot <= root {
+            return Replayed::Nothing;
+        }
+        if let Some(bank) = self.forks.bank(b.slot) {
+            if bank.hash != b.hash {
+                // A second block for a slot: the leader equivocated. Keep the first.
+                self.stats.duplicate_blocks_seen += 1;
+            }
+            return Replayed::Nothing;
+        }
+        if b.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS {
+            self.stats.blocks_dropped += 1;
+            return Replayed::Nothing;
+        }
+        let leader = self.schedule.leader_at(&self.genesis, b.slot);
+        if b.check_integrity(&leader, self.verifier.as_ref()).is_err() {
+            self.stats.blocks_dropped += 1;
+            return Replayed::Nothing;
+        }
+        match self.forks.bank(b.parent_slot).map(|p| p.hash) {
+            Some(h) if h == b.parent_hash => {
+                let slot = b.slot;
+                self.apply_block(b);
+                Replayed::New(slot)
+            }
+            Some(_) => {
+                self.stats.blocks_dropped += 1;
+                Replayed::Nothing
+            }
+            None if b.parent_slot < root => {
+                self.stats.blocks_dropped += 1;
+                Replayed::Nothing
+            }
+            None => self.keep_orphan(now_ms, b),
+        }
+    }
+
+    fn keep_orphan(&mut self, now_ms: u64, b: Block) -> Replayed {
+        let (slot, hash) = (b.parent_slot, b.parent_hash);
+        if self.orphans.len() >= MAX_ORPHANS {
+            self.stats.orphans_dropped += 1;
+            return Replayed::Nothing;
+        }
+        self.orphans.entry(b.slot).or_insert(b);
+        self.request_repair(now_ms, slot, hash);
+        Replayed::Orphaned
+    }
+
+    fn request_repair(&mut self, now_ms: u64, slot: Slot, hash: Hash) {
+        let last = self.repair_asked_ms.get(&slot).copied();
+        if last.is_some_and(|t| now_ms < t + self.cfg.repair_retry_ms) {
+            return;
+        }
+        self.repair_asked_ms.insert(slot, now_ms);
+        self.outbox.push(Command::RequestRepair { slot, hash });
+    }
+
+    /// Asks again for the parents of orphans still waiting.
+    pub(super) fn retry_repairs(&mut self, now_ms: u64) {
+        let missing: Vec<(Slot, Hash)> = self
+            .orphans
+            .values()
+            .filter(|b| !self.orphans.contains_key(&b.parent_slot))
+            .map(|b| (b.parent_slot, b.parent_hash))
+            .collect();
+        for (slot, hash) in missing {
+            self.request_repair(now_ms, slot, hash);
+        }
+    }
+
+    /// Replays `b` on its parent's bank (the parent is in the tree).
+    fn apply_block(&mut self, b: Block) {
+        let parent = self.forks.bank(b.parent_slot).expect("checked by caller");
+        let mut bank = parent.child(b.slot, b.hash);
+        let mut applied = Vec::new();
+        for vote in &b.votes {
+            let forks = &self.forks;
+            match bank.apply_vote(vote, self.verifier.as_ref(), |s| forks.fork_hash(b.parent_slot, s)) {
+                Ok(_) => applied.push((vote.vote_account, vote.slot, vote.hash)),
+                Err(_) => self.stats.votes_rejected += 1,
+            }
+        }
+        self.stats.votes_applied += applied.len() as u64;
+        for (account, slot, hash) in applied {
+            self.forks.observe_vote(account, slot, hash);
+            self.vote_pool.remove(&(account, slot));
+            self.note_landed(account, slot);
+        }
+        self.forks.insert(b.parent_slot, bank);
+        self.stats.blocks_replayed += 1;
+        self.blockstore.insert(b.slot, b);
+    }
+
+    /// One of our votes since the last identity change is in a replayed block.
+    fn note_landed(&mut self, account: huione_keys::Pubkey, slot: Slot) {
+        if account != self.cfg.vote_account {
+            return;
+        }
+        if let Role::Voting(v) = &mut self.role {
+            if v.first_new_vote.is_some_and(|first| slot >= first) {
+                v.vote_landed = true;
+            }
+        }
+    }
+
+    /// A vote arrived by gossip: counted for fork choice and pooled for our blocks.
+    pub fn on_vote(&mut self, now_ms: u64, vote: SignedVote) -> Vec<Command> {
+        if self.is_halted() {
+            return Vec::new();
+        }
+        if !self.gossip_vote_ok(now_ms, &vote) {
+            self.stats.gossip_votes_dropped += 1;
+            return Vec::new();
+        }
+        self.forks.observe_vote(vote.vote_account, vote.slot, vote.hash);
+        if self.vote_pool.len() < MAX_VOTE_POOL {
+            self.vote_pool.entry((vote.vote_account, vote.slot)).or_insert(vote);
+        }
+        self.take_outbox()
+    }
+
+    fn gossip_vote_ok(&self, now_ms: u64, vote: &SignedVote) -> bool {
+        if vote.slot <= self.forks.root() || vote.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS {
+            return false;
+        }
+        let Some(account) = self.forks.root_bank().account(&vote.vote_account) else {
+            return false;
+        };
+        account.authorized_voter == vote.voter && vote.check_signature(self.verifier.as_ref())
+    }
+
+    /// A peer asks for the block (`slot`, `hash`); we answer with it and its ancestors.
+    pub fn on_repair_request(&mut self, from: PeerId, slot: Slot, hash: Hash) -> Vec<Command> {
+        let mut blocks = Vec::new();
+        let mut want = Some((slot, hash));
+        while let Some((s, h)) = want {
+            match self.blockstore.get(&s) {
+                Some(b) if b.hash == h && blocks.len() < MAX_REPAIR_BATCH => {
+                    want = Some((b.parent_slot, b.parent_hash));
+                    blocks.push(b.clone());
+                }
+                _ => want = None,
+            }
+        }
+        if blocks.is_empty() {
+            return Vec::new();
+        }
+        vec![Command::SendRepair { to: from, blocks }]
+    }
+
+    /// Drops everything older than the root that we no longer need.
+    pub(super) fn prune_below_root(&mut self) {
+        let root = self.forks.root();
+        let keep_from = root.saturating_sub(MAX_ROOTED_BLOCKS);
+        self.blockstore = self.blockstore.split_off(&keep_from);
+        self.orphans = self.orphans.split_off(&(root + 1));
+        self.repair_asked_ms.retain(|s, _| *s > root);
+        self.vote_pool.retain(|(_, s), _| *s > root);
+        self.produced = self.produced.split_off(&keep_from);
+    }
+}

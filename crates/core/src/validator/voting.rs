@@ -1,0 +1,251 @@
+//! Fork choice → tower checks → record → store → (confirmed) → send.
+
+use huione_tower::{SavedTower, Slot, VoteOutcome};
+
+use super::{Command, Core, ExitReason, PlantedBug, Role, StoreState, Voter};
+use crate::block::SignedVote;
+use crate::fence::{OutgoingVote, StoreFailure, StoreReport, StoreTicket};
+use crate::forks::Weights;
+
+/// Vote threshold: the vote at depth 8 needs 2/3 of stake.
+const THRESHOLD: (u64, u64) = (2, 3);
+/// Switching forks needs 38% of stake voting on other forks.
+const SWITCH_PERCENT: u64 = 38;
+
+/// Why the core did not vote for the best slot (for counters and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoVote {
+    LockedOut,
+    Threshold,
+    Switch,
+}
+
+impl Core {
+    /// After anything that can change fork choice: roots, confirmation, maybe a vote.
+    pub(super) fn after_change(&mut self, now_ms: u64) {
+        if self.is_halted() {
+            return;
+        }
+        let weights = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
+        let best = self.forks.best_leaf(&weights);
+        self.update_optimistic(best, &weights);
+        self.advance_supermajority_root(best);
+        self.maybe_vote(now_ms, best, &weights);
+    }
+
+    fn update_optimistic(&mut self, best: Slot, weights: &Weights) {
+        let mut cur = Some(best);
+        while let Some(s) = cur.filter(|s| *s > self.optimistic_slot) {
+            if self.has_supermajority(weights.get(&s).copied().unwrap_or(0)) {
+                self.optimistic_slot = s;
+                return;
+            }
+            cur = self.forks.bank(s).and_then(|_| self.parent_of(s));
+        }
+    }
+
+    fn parent_of(&self, slot: Slot) -> Option<Slot> {
+        self.blockstore.get(&slot).map(|b| b.parent_slot)
+    }
+
+    fn has_supermajority(&self, stake: u64) -> bool {
+        stake as u128 * THRESHOLD.1 as u128 >= self.total_stake as u128 * THRESHOLD.0 as u128
+    }
+
+    /// Roots the highest slot that 2/3 of stake have rooted on the best fork. This is how
+    /// a node that does not vote (a standby) still prunes; a voter's own tower root is
+    /// applied as well in [`Core::set_root`].
+    fn advance_supermajority_root(&mut self, best: Slot) {
+        let Some(bank) = self.forks.bank(best) else { return };
+        let mut roots: Vec<(Slot, u64)> = bank
+            .accounts()
+            .filter_map(|(k, a)| a.lockouts.root().map(|r| (r, self.stakes.get(k).copied().unwrap_or(0))))
+            .collect();
+        roots.sort_unstable_by(|a, b| b.cmp(a));
+        let mut acc = 0u64;
+        for (root, stake) in roots {
+            acc += stake;
+            if self.has_supermajority(acc) {
+                self.set_root(root);
+                return;
+            }
+        }
+    }
+
+    pub(super) fn set_root(&mut self, slot: Slot) {
+        if slot > self.forks.root() && self.forks.contains(slot) {
+            self.forks.set_root(slot);
+            self.stats.roots_set += 1;
+            self.prune_below_root();
+        }
+    }
+
+    fn maybe_vote(&mut self, now_ms: u64, best: Slot, weights: &Weights) {
+        let Role::Voting(v) = &self.role else { return };
+        if !matches!(v.store, StoreState::Idle) || best <= self.forks.root() {
+            return;
+        }
+        if v.tower.last_voted_slot().is_some_and(|last| best <= last) {
+            return;
+        }
+        if !self.account_is_ours(best) {
+            return;
+        }
+        match self.vote_check(v, best, weights) {
+            Ok(()) => self.cast_vote(now_ms, best),
+            Err(NoVote::LockedOut) => self.stats.locked_out += 1,
+            Err(NoVote::Threshold) => self.stats.threshold_failed += 1,
+            Err(NoVote::Switch) => self.stats.switch_failed += 1,
+        }
+    }
+
+    /// The vote account still names our identity as its node on this fork.
+    fn account_is_ours(&self, slot: Slot) -> bool {
+        let bank = self.forks.bank(slot).expect("best slot is in the tree");
+        bank.account(&self.cfg.vote_account)
+            .is_some_and(|a| a.node == self.identity.pubkey())
+    }
+
+    fn vote_check(&self, v: &Voter, slot: Slot, weights: &Weights) -> Result<(), NoVote> {
+        if v.tower.is_locked_out(slot, |s| self.forks.is_ancestor(s, slot)) {
+            return Err(NoVote::LockedOut);
+        }
+        let voted = |s: Slot| match weights.get(&s) {
+            Some(w) => *w,
+            // Rooted ancestors are final.
+            None if self.forks.is_ancestor(s, slot) => self.total_stake,
+            None => 0,
+        };
+        if !v.tower.check_vote_threshold(slot, voted, self.total_stake, THRESHOLD.0, THRESHOLD.1) {
+            return Err(NoVote::Threshold);
+        }
+        if !self.switch_allowed(v, slot) {
+            return Err(NoVote::Switch);
+        }
+        Ok(())
+    }
+
+    /// Switching away from the fork of our last vote needs 38% of stake on other forks.
+    fn switch_allowed(&self, v: &Voter, slot: Slot) -> bool {
+        let Some(last) = v.tower.last_voted_slot() else { return true };
+        if !self.forks.contains(last) || self.forks.is_ancestor(last, slot) {
+            return true;
+        }
+        let elsewhere: u64 = self
+            .stakes
+            .iter()
+            .filter(|(k, _)| **k != self.cfg.vote_account)
+            .filter_map(|(k, stake)| self.forks.latest_vote(k).map(|(s, _)| (s, *stake)))
+            .filter(|(s, _)| {
+                self.forks.contains(*s)
+                    && *s != last
+                    && !self.forks.is_ancestor(*s, last)
+                    && !self.forks.is_ancestor(last, *s)
+            })
+            .map(|(_, stake)| stake)
+            .sum();
+        elsewhere as u128 * 100 >= self.total_stake as u128 * SWITCH_PERCENT as u128
+    }
+
+    /// Records the vote in the tower and asks for the tower to be stored. The vote
+    /// itself is withheld until the store is confirmed.
+    fn cast_vote(&mut self, now_ms: u64, slot: Slot) {
+        let hash = self.forks.bank(slot).expect("in tree").hash;
+        let node = self.identity.pubkey();
+        let vote_account = self.cfg.vote_account;
+        let Role::Voting(v) = &mut self.role else { return };
+        let new_root = match v.tower.record_vote(slot, hash.0, now_ms) {
+            VoteOutcome::Recorded { new_root } => new_root,
+            VoteOutcome::Ignored => return,
+        };
+        let vote = SignedVote::sign(&v.voter_key, vote_account, node, slot, hash, now_ms);
+        v.first_new_vote.get_or_insert(slot);
+        self.stats.votes_decided += 1;
+        self.forks.observe_vote(vote_account, slot, hash);
+        if self.cfg.planted_bug == Some(PlantedBug::SendBeforeStore) {
+            self.stats.votes_sent += 1;
+            self.outbox.push(Command::SendVote(OutgoingVote::new(vote)));
+            self.issue_store(now_ms, None);
+        } else {
+            self.issue_store(now_ms, Some(vote));
+        }
+        if let Some(r) = new_root {
+            self.set_root(r);
+        }
+    }
+
+    /// Emits a store of the current tower under the current fence.
+    pub(super) fn issue_store(&mut self, now_ms: u64, vote: Option<SignedVote>) {
+        let issued_slot = self.genesis.slot_at(now_ms);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let Role::Voting(v) = &mut self.role else { return };
+        let saved = match SavedTower::new(&v.tower, &self.identity) {
+            Ok(s) => s,
+            Err(e) => return self.halt(ExitReason::Internal(format!("cannot sign tower: {e}"))),
+        };
+        v.store = StoreState::InFlight { seq, vote };
+        let ticket = StoreTicket::new(seq, v.fence, saved, issued_slot);
+        self.outbox.push(Command::StoreTower(ticket));
+    }
+
+    /// The driver reports how a store went.
+    pub fn on_store_report(&mut self, now_ms: u64, report: StoreReport) -> Vec<Command> {
+        let Role::Voting(v) = &mut self.role else { return self.take_outbox() };
+        let current = matches!(v.store, StoreState::InFlight { seq, .. } if seq == report.seq);
+        if !current || report.fence != v.fence {
+            // From before an identity change or a retry: its vote is not ours to send.
+            self.stats.stale_store_reports += 1;
+            return self.take_outbox();
+        }
+        let StoreState::InFlight { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle) else {
+            unreachable!("checked above")
+        };
+        match report.outcome {
+            Ok(_) => self.store_confirmed(now_ms, report.issued_slot, vote),
+            Err(StoreFailure::Unavailable(_)) => self.store_unavailable(now_ms, vote),
+            Err(StoreFailure::LockLost(detail)) => self.halt(ExitReason::LockLost(detail)),
+        }
+        self.take_outbox()
+    }
+
+    fn store_confirmed(&mut self, now_ms: u64, issued_slot: Slot, vote: Option<SignedVote>) {
+        let Role::Voting(v) = &mut self.role else { return };
+        let claim = issued_slot + self.cfg.leader_fence_slots;
+        v.claim = Some(v.claim.map_or(claim, |c| c.max(claim)));
+        v.outage_since_ms = None;
+        if let Some(vote) = vote {
+            self.stats.votes_sent += 1;
+            self.outbox.push(Command::SendVote(OutgoingVote::new(vote)));
+        }
+        self.after_change(now_ms);
+    }
+
+    fn store_unavailable(&mut self, now_ms: u64, vote: Option<SignedVote>) {
+        self.stats.store_failures += 1;
+        let limit = self.cfg.max_store_outage_ms;
+        let Role::Voting(v) = &mut self.role else { return };
+        let since = *v.outage_since_ms.get_or_insert(now_ms);
+        if limit.is_some_and(|l| now_ms - since > l) {
+            let outage_ms = now_ms - since;
+            return self.halt(ExitReason::StorageOutage { outage_ms });
+        }
+        v.store = StoreState::Retry {
+            at_ms: now_ms + self.cfg.store_retry_ms,
+            vote,
+        };
+    }
+
+    /// Re-issues a store that failed transiently, with the same withheld vote.
+    pub(super) fn retry_store(&mut self, now_ms: u64) {
+        let Role::Voting(v) = &mut self.role else { return };
+        let due = matches!(v.store, StoreState::Retry { at_ms, .. } if now_ms >= at_ms);
+        if !due {
+            return;
+        }
+        let StoreState::Retry { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle) else {
+            unreachable!("checked above")
+        };
+        self.issue_store(now_ms, vote);
+    }
+}

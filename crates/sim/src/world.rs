@@ -1,0 +1,443 @@
+//! The simulated world: machines, the event queue, simulated time, and the run loop.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use huione_core::audit::Auditor;
+use huione_core::{
+    Block, Core, CoreConfig, ExitReason, Genesis, GenesisValidator, InstanceAnnouncement, Ledger,
+    SignedVote, Slot, StoreReport, StoreTicket,
+};
+use huione_keys::{Keypair, Pubkey};
+use huione_tower_storage::{Lease, MemoryTowerStorage};
+
+use crate::config::SimConfig;
+use crate::report::{SimFailure, SimReport};
+use crate::rng::Rng;
+use crate::verifier::CachedVerifier;
+
+pub type MachineId = usize;
+
+/// Messages buffered for a frozen machine before newer ones are dropped.
+/// How far the root must advance after the heal for the liveness check to pass.
+pub const LIVENESS_ROOT_ADVANCE: Slot = 16;
+
+pub(crate) const MAX_FROZEN_INBOX: usize = 20_000;
+
+/// Whether a machine is a validator's primary or its standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineKind {
+    Primary,
+    Standby,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineState {
+    Running,
+    /// Paused: no ticks, messages buffered; resumes at `until_ms`.
+    Frozen { until_ms: u64 },
+    /// Crashed or exited; restarts at `restart_at_ms` (None: stays down until told).
+    Down { restart_at_ms: Option<u64> },
+}
+
+/// What crosses the simulated network (or comes back from storage).
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Block(Block),
+    Blocks(Vec<Block>),
+    Vote(SignedVote),
+    Announce(InstanceAnnouncement),
+    RepairRequest { from: MachineId, slot: Slot, hash: huione_core::Hash },
+    StoreResult { incarnation: u64, report: StoreReport },
+}
+
+#[derive(Debug)]
+pub(crate) enum Item {
+    Deliver { to: MachineId, msg: Msg },
+    /// A store request reaches the storage.
+    StoreExec { machine: MachineId, incarnation: u64, ticket: StoreTicket },
+}
+
+pub(crate) struct Queued {
+    pub at_ms: u64,
+    pub seq: u64,
+    pub item: Item,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at_ms, self.seq) == (o.at_ms, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at_ms, o.seq).cmp(&(self.at_ms, self.seq))
+    }
+}
+
+/// Per-machine counters, for scenario assertions.
+#[derive(Clone, Debug, Default)]
+pub struct MachineStats {
+    pub votes_sent: u64,
+    pub blocks_produced: u64,
+    pub last_vote_sent_ms: Option<u64>,
+    pub exits: Vec<(u64, ExitReason)>,
+    pub takeovers: u64,
+    pub stores_ok: u64,
+    pub stores_lock_lost: u64,
+    pub stores_unavailable: u64,
+}
+
+/// One simulated machine (process + its disk).
+pub struct Machine {
+    pub id: MachineId,
+    pub kind: MachineKind,
+    pub validator: usize,
+    /// The identity it starts with (the validator's for a primary, its own for a standby).
+    pub(crate) own: Keypair,
+    /// The validator's identity keypair (also the authorized voter), on both machines.
+    pub(crate) validator_identity: Keypair,
+    pub(crate) vote_account: Pubkey,
+    pub state: MachineState,
+    pub(crate) core: Option<Core>,
+    pub incarnation: u64,
+    pub(crate) leases: HashMap<i64, Lease>,
+    pub(crate) disk: Option<Ledger>,
+    pub(crate) frozen_inbox: Vec<(u64, Msg)>,
+    /// Take the validator identity as soon as caught up (a restarted primary).
+    pub(crate) reclaim_when_caught_up: bool,
+    pub(crate) group: u8,
+    pub(crate) storage_cut: bool,
+    /// Time of the last successful store by the current incarnation.
+    pub(crate) last_store_ok_ms: Option<u64>,
+    pub stats: MachineStats,
+}
+
+impl Machine {
+    pub fn instance_id(&self) -> String {
+        let kind = match self.kind {
+            MachineKind::Primary => "primary",
+            MachineKind::Standby => "standby",
+        };
+        format!("v{}-{}-{}", self.validator, kind, self.incarnation)
+    }
+    pub fn core(&self) -> Option<&Core> {
+        self.core.as_ref()
+    }
+}
+
+/// The whole simulated cluster.
+pub struct Sim {
+    pub cfg: SimConfig,
+    pub(crate) rng: Rng,
+    pub now_ms: u64,
+    pub(crate) queue: BinaryHeap<Queued>,
+    pub(crate) seq: u64,
+    pub machines: Vec<Machine>,
+    pub storage: MemoryTowerStorage,
+    pub genesis: Arc<Genesis>,
+    pub(crate) verifier: Arc<CachedVerifier>,
+    pub auditor: Auditor,
+    pub(crate) failure: Option<SimFailure>,
+    pub(crate) faults: crate::faults::FaultState,
+    pub report: SimReport,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let ids: Vec<Keypair> = (0..cfg.validators).map(|i| key(1, i)).collect();
+        let validators = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| GenesisValidator {
+                identity: id.pubkey(),
+                vote_account: vote_account(i),
+                authorized_voter: id.pubkey(),
+                stake: 100 * rng.range(1, 3),
+            })
+            .collect();
+        let genesis = Arc::new(
+            Genesis::new(validators, cfg.slot_ms, cfg.slots_per_epoch, 0).expect("valid sim genesis"),
+        );
+        let mut machines = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            machines.push(new_machine(machines.len(), MachineKind::Primary, i, id.clone(), id.clone()));
+        }
+        for (i, id) in ids.iter().enumerate().take(cfg.standbys) {
+            machines.push(new_machine(machines.len(), MachineKind::Standby, i, key(2, i), id.clone()));
+        }
+        let mut sim = Sim {
+            auditor: Auditor::new(genesis.hash),
+            rng,
+            now_ms: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            machines,
+            storage: MemoryTowerStorage::new(),
+            genesis,
+            verifier: Arc::new(CachedVerifier::default()),
+            failure: None,
+            faults: Default::default(),
+            report: SimReport::default(),
+            cfg,
+        };
+        for m in 0..sim.machines.len() {
+            sim.boot(m);
+        }
+        sim
+    }
+
+    pub fn slot(&self) -> Slot {
+        self.genesis.slot_at(self.now_ms)
+    }
+    pub fn tick_ms(&self) -> u64 {
+        (self.cfg.slot_ms / 4).max(1)
+    }
+    pub fn primary(&self, validator: usize) -> MachineId {
+        validator
+    }
+    pub fn standby(&self, validator: usize) -> Option<MachineId> {
+        (validator < self.cfg.standbys).then_some(self.cfg.validators + validator)
+    }
+    pub fn failure(&self) -> Option<&SimFailure> {
+        self.failure.as_ref()
+    }
+
+    /// Starts a process on machine `m` from its disk: observer with its own identity;
+    /// a primary takes its identity once caught up.
+    pub(crate) fn boot(&mut self, m: MachineId) {
+        let now = self.now_ms;
+        let verifier = self.verifier.clone();
+        let genesis = self.genesis.clone();
+        let bug = self.cfg.planted_bug;
+        let mach = &mut self.machines[m];
+        mach.incarnation += 1;
+        mach.leases.clear();
+        mach.frozen_inbox.clear();
+        mach.last_store_ok_ms = None;
+        let mut cfg = CoreConfig::new(
+            &genesis,
+            mach.vote_account,
+            vec![mach.validator_identity.clone()],
+            mach.instance_id(),
+        );
+        cfg.planted_bug = bug;
+        let core = Core::new(genesis, cfg, mach.own.clone(), verifier, mach.disk.take(), now);
+        mach.core = Some(core);
+        mach.state = MachineState::Running;
+        mach.reclaim_when_caught_up = mach.kind == MachineKind::Primary;
+    }
+
+    pub(crate) fn push(&mut self, at_ms: u64, item: Item) {
+        self.seq += 1;
+        self.queue.push(Queued {
+            at_ms,
+            seq: self.seq,
+            item,
+        });
+    }
+
+    /// Runs `slots` slots. Random faults are injected while the run is in its fault
+    /// phase (the first `cfg.slots` slots).
+    pub fn run_slots(&mut self, slots: u64) -> Result<(), SimFailure> {
+        let end = self.now_ms + slots * self.cfg.slot_ms;
+        while self.now_ms < end {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// One tick: deliver due events, wake machines, inject faults, tick every core.
+    pub fn step(&mut self) -> Result<(), SimFailure> {
+        let next = self.now_ms + self.tick_ms();
+        self.deliver_until(next);
+        self.now_ms = next;
+        self.wake_machines();
+        if self.now_ms % self.cfg.slot_ms == 0 {
+            self.on_slot_boundary();
+        }
+        for m in 0..self.machines.len() {
+            self.tick_machine(m);
+        }
+        self.report.slots = self.slot();
+        match self.failure.take() {
+            Some(f) => {
+                self.failure = Some(f.clone());
+                Err(f)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn deliver_until(&mut self, until_ms: u64) {
+        while self.queue.peek().is_some_and(|q| q.at_ms <= until_ms) {
+            let q = self.queue.pop().expect("peeked");
+            self.now_ms = self.now_ms.max(q.at_ms);
+            match q.item {
+                Item::Deliver { to, msg } => self.deliver(to, msg),
+                Item::StoreExec {
+                    machine,
+                    incarnation,
+                    ticket,
+                } => self.exec_store(machine, incarnation, ticket),
+            }
+        }
+    }
+
+    fn wake_machines(&mut self) {
+        for m in 0..self.machines.len() {
+            match self.machines[m].state {
+                MachineState::Frozen { until_ms } if until_ms <= self.now_ms => self.resume(m),
+                MachineState::Down {
+                    restart_at_ms: Some(t),
+                } if t <= self.now_ms => self.boot(m),
+                _ => {}
+            }
+        }
+    }
+
+    fn tick_machine(&mut self, m: MachineId) {
+        if self.machines[m].state != MachineState::Running {
+            return;
+        }
+        self.maybe_reclaim(m);
+        let now = self.now_ms;
+        let Some(core) = self.machines[m].core.as_mut() else { return };
+        let cmds = core.tick(now);
+        self.handle(m, cmds);
+    }
+
+    /// A restarted primary takes its identity back once it has caught up.
+    fn maybe_reclaim(&mut self, m: MachineId) {
+        let mach = &self.machines[m];
+        let ready = mach.reclaim_when_caught_up
+            && mach.core.as_ref().is_some_and(|c| c.caught_up(self.now_ms));
+        if ready && self.take_identity(m, "reclaim").is_ok() {
+            self.machines[m].reclaim_when_caught_up = false;
+        }
+    }
+
+    /// Highest root among running cores.
+    pub fn max_root(&self) -> Slot {
+        self.machines
+            .iter()
+            .filter(|m| m.state == MachineState::Running)
+            .filter_map(|m| m.core.as_ref().map(|c| c.status().root))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Full run: the fault phase, heal, then the liveness phase: run fault-free until
+    /// the root has advanced [`LIVENESS_ROOT_ADVANCE`] slots past where it was at the
+    /// heal, failing if that takes more than `cfg.liveness_slots`. The bound must cover
+    /// the longest lockout a minority fork can build under the depth-8 threshold
+    /// (about 2^9 slots), which is how long Tower BFT may legitimately stall.
+    pub fn run(&mut self) -> Result<SimReport, SimFailure> {
+        self.run_slots(self.cfg.slots)?;
+        self.heal_all();
+        let heal_root = self.max_root();
+        self.report.root_at_heal = heal_root;
+        let mut recovered = self.cfg.liveness_slots == 0;
+        for _ in 0..self.cfg.liveness_slots {
+            self.run_slots(1)?;
+            if self.max_root() >= heal_root + LIVENESS_ROOT_ADVANCE {
+                recovered = true;
+                break;
+            }
+        }
+        self.report.final_root = self.max_root();
+        self.report.recovery_slots = self.slot().saturating_sub(self.cfg.slots);
+        if !recovered {
+            let detail = format!(
+                "roots stalled: root {heal_root} at heal, {} after {} fault-free slots",
+                self.report.final_root, self.cfg.liveness_slots
+            );
+            return Err(self.fail(crate::report::FailureKind::Liveness(detail)));
+        }
+        self.report.violations = self.auditor.violations().len() as u64;
+        self.report.votes_audited = self.auditor.votes_seen;
+        self.report.blocks_audited = self.auditor.blocks_seen;
+        Ok(self.report.clone())
+    }
+
+    pub(crate) fn fail(&mut self, kind: crate::report::FailureKind) -> SimFailure {
+        let f = SimFailure {
+            seed: self.cfg.seed,
+            slot: self.slot(),
+            kind,
+            replay: self.cfg.replay_command(),
+        };
+        if self.failure.is_none() {
+            self.failure = Some(f.clone());
+        }
+        f
+    }
+}
+
+fn new_machine(id: MachineId, kind: MachineKind, validator: usize, own: Keypair, validator_identity: Keypair) -> Machine {
+    Machine {
+        id,
+        kind,
+        validator,
+        own,
+        validator_identity,
+        vote_account: vote_account(validator),
+        state: MachineState::Down { restart_at_ms: None },
+        core: None,
+        incarnation: 0,
+        leases: HashMap::new(),
+        disk: None,
+        frozen_inbox: Vec::new(),
+        reclaim_when_caught_up: false,
+        group: 0,
+        storage_cut: false,
+        last_store_ok_ms: None,
+        stats: MachineStats::default(),
+    }
+}
+
+/// Deterministic keys: `role` 1 = validator identities, 2 = standby identities.
+fn key(role: u8, i: usize) -> Keypair {
+    let mut secret = [0u8; 32];
+    secret[0] = role;
+    secret[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+    Keypair::from_secret(&secret)
+}
+
+pub fn vote_account(i: usize) -> Pubkey {
+    let mut b = [0xA5u8; 32];
+    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    Pubkey(b)
+}
+
+
+impl Sim {
+    /// One line per machine: state, identity role and core status (for failure reports).
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for m in &self.machines {
+            let status = m.core.as_ref().map(|c| (c.status(), c.stats().clone()));
+            out.push_str(&format!(
+                "machine {} ({:?} of v{}, {}): {:?} votes_sent={} blocks={} exits={:?}\n    {:?}\n",
+                m.id,
+                m.kind,
+                m.validator,
+                m.instance_id(),
+                m.state,
+                m.stats.votes_sent,
+                m.stats.blocks_produced,
+                m.stats.exits.iter().map(|(t, r)| format!("{t}:{r}")).collect::<Vec<_>>(),
+                status
+            ));
+        }
+        out
+    }
+}

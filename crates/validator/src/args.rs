@@ -1,0 +1,124 @@
+//! Command-line flags, parsed into plain data. Resolution into keys, storage and sockets
+//! happens in `config.rs`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use huione_cli::StorageArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "huione-validator",
+    version,
+    about = "The huione validator, with fenced tower storage for safe hot-standby failover",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// The ledger directory (blocks, genesis, admin socket `admin.rpc`).
+    #[arg(long, global = true, default_value = "ledger")]
+    pub ledger: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Flags of the validator process itself.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// This node's identity keypair.
+    #[arg(long, value_name = "KEYPAIR")]
+    pub identity: Option<PathBuf>,
+    /// The vote account this node votes for: a pubkey or keypair file.
+    #[arg(long, value_name = "PUBKEY_OR_KEYPAIR")]
+    pub vote_account: Option<String>,
+    /// A keypair allowed to sign votes (repeatable). Defaults to the identity.
+    #[arg(long = "authorized-voter", value_name = "KEYPAIR")]
+    pub authorized_voters: Vec<PathBuf>,
+    /// Do not require the vote account to name this identity (for a hot standby).
+    #[arg(long)]
+    pub no_check_vote_account: bool,
+    /// The cluster's genesis file (copied into the ledger on first start).
+    #[arg(long, value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
+    /// A node to learn the cluster from (repeatable).
+    #[arg(long = "entrypoint", value_name = "HOST:PORT")]
+    pub entrypoints: Vec<String>,
+    /// UDP port for gossip, blocks, votes and repair.
+    #[arg(long, default_value_t = 8001)]
+    pub gossip_port: u16,
+    /// TCP port for JSON-RPC (and /metrics).
+    #[arg(long, default_value_t = 8899)]
+    pub rpc_port: u16,
+    /// Address to bind gossip and RPC to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Exit if the tower could not be stored for this long (0 = never; votes are withheld
+    /// meanwhile).
+    #[arg(long, default_value_t = 0)]
+    pub tower_outage_exit_after_ms: u64,
+    /// Take the identity's lock at start even if another instance holds it and this node
+    /// has not caught up (the old implementation's behaviour).
+    #[arg(long)]
+    pub reclaim_immediately: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ask the running validator to exit.
+    Exit,
+    /// Print the running validator's contact information.
+    ContactInfo,
+    /// Live view of the running validator: identity, slot, votes, role, tower lock.
+    Monitor {
+        /// Stop after this many updates (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Wait until restarting or failing over would not cost a leader slot.
+    WaitForRestartWindow(WaitArgs),
+    /// Change the keys allowed to sign votes.
+    AuthorizedVoter {
+        #[command(subcommand)]
+        action: AuthorizedVoterAction,
+    },
+    /// Switch the running validator to another identity: take its tower lock, load its
+    /// tower, vote as it. Reads the keypair from stdin when no file is given.
+    SetIdentity {
+        #[arg(value_name = "KEYPAIR")]
+        keypair: Option<PathBuf>,
+        /// Fail unless a tower for the identity is stored.
+        #[arg(long)]
+        require_tower: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Also require that this identity (pubkey or keypair file) has no leader slot soon.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Time without leader slots needed, in seconds.
+    #[arg(long, default_value_t = 4)]
+    pub min_idle_time: u64,
+    /// Maximum delinquent stake, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_delinquent_stake: f64,
+    /// Give up after this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthorizedVoterAction {
+    /// Add an authorized voter keypair (stdin when no file is given).
+    Add {
+        #[arg(value_name = "KEYPAIR")]
+        keypair: Option<PathBuf>,
+    },
+    /// Remove every authorized voter except the identity.
+    RemoveAll,
+}

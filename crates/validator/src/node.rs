@@ -1,0 +1,671 @@
+//! The validator process: a thin driver around `huione_core::Core`.
+//!
+//! One task owns the core. It feeds it time (a tick every few ms), network events,
+//! store results and admin requests, and executes the commands the core returns:
+//!
+//! * `StoreTower` → a storage task writes the tower under our lease and reports back;
+//!   only a successful write becomes `ticket.confirmed` (this is the one place that
+//!   calls it), so the core releases the vote only after its tower is stored.
+//! * `SendVote` → appended to the audit log, then broadcast.
+//! * `BroadcastBlock` → audit log, ledger, broadcast.
+//! * `Exit` → the process ends with a distinct exit code.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use huione_core::{
+    Bank, Command, Core, CoreConfig, Ed25519Verifier, ExitReason, Fence, IdentityChange, Ledger,
+    ScheduleCache, StoreFailure, StoreReport, StoreTicket,
+};
+use huione_keys::{Keypair, Pubkey};
+use huione_net::{InstanceId, NetConfig, NetEvent, NetHandle, RepairRequest, Transport};
+use huione_rpc::{
+    AdminError, AdminServer, AdminServerConfig, ContactInfo, LockState, LockStateKind, Metrics,
+    MonitorStatus, NodeSnapshot, RestartWindowInfo, Role, RpcServer, RpcServerConfig,
+    SetIdentityOutcome,
+};
+use huione_tower_storage::{AnyTowerStorage, Lease, LockOwner, StorageError, TowerStorage};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{AdminBridge, AdminRequest};
+use crate::args::RunArgs;
+use crate::config::{self, NodeConfig};
+use crate::exit_code;
+use crate::ledger::LedgerFiles;
+use crate::snapshot;
+
+const TICK: Duration = Duration::from_millis(10);
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+const PERSIST_EVERY: Duration = Duration::from_millis(1000);
+/// A restarted primary waits at most this long to catch up before reclaiming anyway.
+const RECLAIM_CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+
+pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
+    let cfg = config::resolve(ledger, args)?;
+    let _ledger_lock = lock_ledger(&cfg.ledger)?;
+    let storage = cfg.args.storage.open(Some(cfg.ledger.clone())).await?;
+    tracing::info!(storage = %storage.describe(), identity = %cfg.identity.pubkey(),
+        vote_account = %cfg.vote_account, "starting huione-validator {}", snapshot::VERSION);
+    let (files, blocks) = LedgerFiles::open(&cfg.ledger)?;
+    let genesis = Arc::new(cfg.genesis.clone());
+    let started_ms = now_ms();
+    let instance_id = new_instance_id();
+
+    let mut core_cfg = CoreConfig::new(
+        &genesis,
+        cfg.vote_account,
+        cfg.authorized_voters.clone(),
+        instance_id.clone(),
+    );
+    if cfg.args.tower_outage_exit_after_ms > 0 {
+        core_cfg.max_store_outage_ms = Some(cfg.args.tower_outage_exit_after_ms);
+    }
+    let resumed = blocks.len();
+    let ledger_state = (!blocks.is_empty()).then(|| Ledger {
+        root_bank: Bank::genesis(&genesis),
+        rooted_chain: Default::default(),
+        blocks,
+    });
+    let core = Core::new(
+        genesis.clone(),
+        core_cfg,
+        cfg.identity.clone(),
+        Arc::new(Ed25519Verifier),
+        ledger_state,
+        now_ms(),
+    );
+    tracing::info!(blocks = resumed, root = core.status().root, "ledger loaded");
+
+    let mut net_cfg = NetConfig::new(
+        cfg.gossip_addr,
+        cfg.identity.clone(),
+        InstanceId {
+            id: instance_id.clone(),
+            started_ms,
+        },
+        genesis.hash,
+        cfg.entrypoints.clone(),
+    );
+    net_cfg.rpc_addr = Some(cfg.rpc_addr);
+    let (transport, net_rx) = Transport::bind(net_cfg).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_identity(cfg.identity.pubkey());
+    metrics.set_lock_state(LockStateKind::NotHeld);
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(NodeSnapshot::empty(
+        cfg.identity.pubkey(),
+        format!("huione {}", snapshot::VERSION),
+    )));
+    let rpc = RpcServer::bind(
+        cfg.rpc_addr,
+        RpcServerConfig::default(),
+        snap_rx,
+        metrics.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve JSON-RPC on {} (is --rpc-port in use?)",
+            cfg.rpc_addr
+        )
+    })?;
+    let (admin_tx, admin_rx) = mpsc::channel(16);
+    let admin = AdminServer::start(
+        &cfg.ledger,
+        Arc::new(AdminBridge { tx: admin_tx }),
+        metrics.clone(),
+        AdminServerConfig::default(),
+    )
+    .await?;
+    tracing::info!(gossip = %transport.local_addr(), rpc = %cfg.rpc_addr,
+        admin = %admin.path().display(), "listening");
+
+    let (store_tx, store_rx) = mpsc::channel(4);
+    let mut node = Node {
+        net: transport.handle(),
+        storage,
+        lease: None,
+        files,
+        metrics,
+        snap_tx,
+        store_tx,
+        schedule: ScheduleCache::default(),
+        peer_ids: HashMap::new(),
+        peer_addrs: HashMap::new(),
+        repair_rr: 0,
+        instance_id,
+        started_ms,
+        votes_sent: 0,
+        exit: None,
+        pending_reclaim: None,
+        vote_account: cfg.vote_account,
+        genesis: genesis.clone(),
+        core,
+        gossip_addr: transport.local_addr(),
+        rpc_addr: cfg.rpc_addr,
+    };
+    if cfg.is_vote_account_node {
+        node.start_primary(&cfg).await?;
+    }
+    let code = node.run_loop(net_rx, store_rx, admin_rx).await;
+    admin.shutdown().await;
+    rpc.shutdown().await;
+    drop(transport);
+    Ok(code)
+}
+
+struct Node {
+    core: Core,
+    genesis: Arc<huione_core::Genesis>,
+    net: NetHandle,
+    storage: AnyTowerStorage,
+    lease: Option<Lease>,
+    files: LedgerFiles,
+    metrics: Arc<Metrics>,
+    snap_tx: watch::Sender<Arc<NodeSnapshot>>,
+    store_tx: mpsc::Sender<StoreReport>,
+    schedule: ScheduleCache,
+    peer_ids: HashMap<SocketAddr, u64>,
+    peer_addrs: HashMap<u64, SocketAddr>,
+    repair_rr: usize,
+    instance_id: String,
+    started_ms: u64,
+    votes_sent: u64,
+    exit: Option<u8>,
+    /// A restarted primary waiting to catch up before reclaiming its identity.
+    pending_reclaim: Option<(Keypair, Instant)>,
+    vote_account: Pubkey,
+    gossip_addr: SocketAddr,
+    rpc_addr: SocketAddr,
+}
+
+impl Node {
+    /// The vote account's own node: take the lock now if nobody holds it (or when asked
+    /// to reclaim immediately); otherwise reclaim once caught up with the cluster, so the
+    /// standby keeps voting while we replay.
+    async fn start_primary(&mut self, cfg: &NodeConfig) -> anyhow::Result<()> {
+        let id = cfg.identity.pubkey();
+        let holder = self.storage.lock_holder(&id).await?;
+        match holder {
+            Some(h) if !cfg.args.reclaim_immediately => {
+                tracing::info!(holder = %h.owner.instance_id, host = %h.owner.host, revision = h.revision,
+                    "the tower lock is held by another instance; reclaiming once caught up with the cluster");
+                self.pending_reclaim = Some((cfg.identity.clone(), Instant::now()));
+            }
+            _ => {
+                self.take_identity(cfg.identity.clone(), false, "startup")
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot take the identity {id}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_loop(
+        &mut self,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        mut store_rx: mpsc::Receiver<StoreReport>,
+        mut admin_rx: mpsc::Receiver<AdminRequest>,
+    ) -> u8 {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let (mut last_snap, mut last_persist) = (Instant::now(), Instant::now());
+        let mut sigterm = signal(SignalKind::terminate()).ok();
+        let mut sigint = signal(SignalKind::interrupt()).ok();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let cmds = self.core.tick(now_ms());
+                    self.execute(cmds).await;
+                    self.maybe_reclaim().await;
+                    if last_snap.elapsed() >= SNAPSHOT_EVERY {
+                        last_snap = Instant::now();
+                        self.publish();
+                    }
+                    if last_persist.elapsed() >= PERSIST_EVERY {
+                        last_persist = Instant::now();
+                        let ledger = self.core.ledger();
+                        self.files.persist(ledger.blocks.iter());
+                    }
+                }
+                Some(ev) = net_rx.recv() => self.on_net(ev).await,
+                Some(report) = store_rx.recv() => {
+                    let cmds = self.core.on_store_report(now_ms(), report);
+                    self.execute(cmds).await;
+                }
+                Some(req) = admin_rx.recv() => self.on_admin(req).await,
+                _ = recv_signal(&mut sigterm) => {
+                    tracing::info!("SIGTERM: exiting");
+                    self.exit.get_or_insert(0);
+                }
+                _ = recv_signal(&mut sigint) => {
+                    tracing::info!("SIGINT: exiting");
+                    self.exit.get_or_insert(0);
+                }
+            }
+            if let Some(code) = self.exit {
+                let ledger = self.core.ledger();
+                self.files.persist(ledger.blocks.iter());
+                return code;
+            }
+        }
+    }
+
+    async fn maybe_reclaim(&mut self) {
+        let Some((_, since)) = &self.pending_reclaim else {
+            return;
+        };
+        let caught_up = self.core.caught_up(now_ms());
+        let timed_out = since.elapsed() > RECLAIM_CATCH_UP_LIMIT;
+        if !caught_up && !timed_out {
+            return;
+        }
+        let (kp, _) = self.pending_reclaim.take().expect("checked above");
+        if timed_out && !caught_up {
+            tracing::warn!(
+                "not caught up after {} s; reclaiming the identity anyway",
+                RECLAIM_CATCH_UP_LIMIT.as_secs()
+            );
+        }
+        if let Err(e) = self.take_identity(kp.clone(), false, "reclaim").await {
+            tracing::warn!(error = %e, "reclaiming the identity failed; retrying");
+            self.pending_reclaim = Some((kp, Instant::now()));
+        }
+    }
+
+    /// Acquire the lock, then load the tower (loading after acquiring guarantees it is
+    /// the newest any earlier holder could have stored), then switch the core.
+    async fn take_identity(
+        &mut self,
+        keypair: Keypair,
+        require_tower: bool,
+        reason: &str,
+    ) -> Result<SetIdentityOutcome, AdminError> {
+        let id = keypair.pubkey();
+        let storage_name = self.storage.describe();
+        let unavailable = |e: StorageError| match e {
+            StorageError::Tower(t) => AdminError::TowerInvalid {
+                identity: id,
+                reason: t.to_string(),
+            },
+            other => AdminError::StorageUnavailable {
+                reason: other.to_string(),
+            },
+        };
+        // Check first, so a refused set-identity does not take the lock from the primary.
+        let before = self.storage.load(&id).await.map_err(unavailable)?;
+        match &before {
+            None if require_tower => {
+                return Err(AdminError::TowerRequired {
+                    identity: id,
+                    storage: storage_name,
+                })
+            }
+            Some(saved) => {
+                saved.verify(&id).map_err(|e| AdminError::TowerInvalid {
+                    identity: id,
+                    reason: e.to_string(),
+                })?;
+            }
+            None => {}
+        }
+        let lease = self
+            .storage
+            .acquire(&id, LockOwner::for_this_process(id, reason))
+            .await
+            .map_err(|e| AdminError::LockNotAcquired {
+                identity: id,
+                reason: e.to_string(),
+            })?;
+        let tower = self.storage.load(&id).await.map_err(unavailable)?;
+        let tower_loaded = tower.is_some();
+        let previous = self.core.identity();
+        let fence = Fence {
+            identity: id,
+            revision: lease.revision(),
+        };
+        let change = IdentityChange {
+            keypair: keypair.clone(),
+            tower,
+            fence,
+        };
+        let cmds = self
+            .core
+            .set_identity(now_ms(), change)
+            .map_err(|e| AdminError::Internal {
+                message: e.to_string(),
+            })?;
+        tracing::info!(identity = %id, previous = %previous, revision = lease.revision(), reason,
+            "took the identity: votes as {id} under tower lock revision {}", lease.revision());
+        self.metrics.set_identity(id);
+        self.metrics.set_lock_state(LockStateKind::Held);
+        self.metrics.tower_lock_revision.set(lease.revision());
+        self.metrics.primary.set(1);
+        self.lease = Some(lease.clone());
+        if let Err(e) = self.net.set_identity(
+            &keypair,
+            InstanceId {
+                id: self.instance_id.clone(),
+                started_ms: self.started_ms,
+            },
+        ) {
+            tracing::warn!(error = %e, "could not update the gossip identity");
+        }
+        self.execute(cmds).await;
+        Ok(SetIdentityOutcome {
+            previous_identity: previous,
+            identity: id,
+            tower_loaded,
+            tower_root: self.core.tower().and_then(|t| t.root()),
+            lock_revision: Some(lease.revision()),
+        })
+    }
+
+    async fn execute(&mut self, cmds: Vec<Command>) {
+        for cmd in cmds {
+            match cmd {
+                Command::StoreTower(ticket) => self.store(ticket),
+                Command::SendVote(v) => {
+                    let vote = v.into_vote();
+                    if let Err(e) = self.files.record_vote(&vote, &self.instance_id, now_ms()) {
+                        tracing::error!(error = %e, slot = vote.slot, "vote not sent: the audit log cannot be written");
+                        continue;
+                    }
+                    self.votes_sent += 1;
+                    self.metrics.votes_sent.inc();
+                    self.metrics.last_vote_slot.set_u64(vote.slot);
+                    tracing::debug!(slot = vote.slot, "vote sent");
+                    let _ = self.net.broadcast_vote(&vote).await;
+                }
+                Command::BroadcastBlock(block) => {
+                    if let Err(e) = self.files.record_block(&block, &self.instance_id, now_ms()) {
+                        tracing::error!(error = %e, slot = block.slot, "block not sent: the audit log cannot be written");
+                        continue;
+                    }
+                    self.files.persist([&block]);
+                    tracing::debug!(
+                        slot = block.slot,
+                        votes = block.votes.len(),
+                        "produced a block"
+                    );
+                    let _ = self.net.broadcast_block(&block).await;
+                }
+                Command::RequestRepair { slot, hash } => {
+                    let peers = self.net.peers();
+                    if peers.is_empty() {
+                        continue;
+                    }
+                    self.repair_rr = self.repair_rr.wrapping_add(1);
+                    let to = peers[self.repair_rr % peers.len()].gossip_addr;
+                    let _ = self
+                        .net
+                        .send_repair_request(to, RepairRequest::Block { slot, hash })
+                        .await;
+                }
+                Command::SendRepair { to, blocks } => {
+                    if let Some(addr) = self.peer_addrs.get(&to).copied() {
+                        let _ = self.net.send_repair_response(addr, &blocks).await;
+                    }
+                }
+                Command::Announce(a) => {
+                    let _ = self.net.broadcast_announcement(&a).await;
+                }
+                Command::Exit(reason) => self.on_exit(reason),
+            }
+        }
+    }
+
+    /// Runs one fenced store in the background and reports the outcome to the loop.
+    fn store(&mut self, ticket: StoreTicket) {
+        let fence = ticket.fence();
+        let lease = match &self.lease {
+            Some(l) if l.identity() == fence.identity && l.revision() == fence.revision => {
+                l.clone()
+            }
+            _ => {
+                let report = ticket.failed(StoreFailure::LockLost(format!(
+                    "no lease for {} at revision {}",
+                    fence.identity, fence.revision
+                )));
+                let _ = self.store_tx.try_send(report);
+                return;
+            }
+        };
+        let storage = self.storage.clone();
+        let tx = self.store_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let result = storage.store(&lease, ticket.tower()).await;
+            metrics.tower_store_latency.observe(start.elapsed());
+            let report = match result {
+                // The one place a ticket is confirmed: after a successful fenced write.
+                Ok(revision) => ticket.confirmed(revision),
+                Err(e) if e.is_lock_lost() => ticket.failed(StoreFailure::LockLost(e.to_string())),
+                Err(e) => {
+                    metrics.votes_withheld.inc();
+                    tracing::warn!(error = %e, "tower store failed; vote withheld, will retry");
+                    ticket.failed(StoreFailure::Unavailable(e.to_string()))
+                }
+            };
+            let _ = tx.send(report).await;
+        });
+    }
+
+    fn on_exit(&mut self, reason: ExitReason) {
+        let code = match &reason {
+            ExitReason::LockLost(_) => {
+                self.metrics.set_lock_state(LockStateKind::Lost);
+                exit_code::LOCK_LOST
+            }
+            ExitReason::DuplicateInstance { .. } => exit_code::DUPLICATE_INSTANCE,
+            ExitReason::StorageOutage { .. } => exit_code::STORAGE_OUTAGE,
+            ExitReason::Internal(_) => exit_code::ERROR,
+        };
+        tracing::error!("stopping: {reason}");
+        eprintln!("huione-validator: stopping: {reason}");
+        self.exit.get_or_insert(code);
+    }
+
+    async fn on_net(&mut self, ev: NetEvent) {
+        let now = now_ms();
+        let cmds = match ev {
+            NetEvent::Vote { vote, .. } => self.core.on_vote(now, vote),
+            NetEvent::Block { block, .. } => self.core.on_block(now, block),
+            NetEvent::RepairResponse { block, .. } => self.core.on_block(now, block),
+            NetEvent::RepairRequest { from, request } => match request {
+                RepairRequest::Block { slot, hash } => {
+                    let id = self.peer_id(from);
+                    self.core.on_repair_request(id, slot, hash)
+                }
+                RepairRequest::HighestAfter { .. } => Vec::new(),
+            },
+            NetEvent::Announcement { announcement, .. } => {
+                self.core.on_announcement(now, announcement)
+            }
+            NetEvent::DuplicateInstance(d) => {
+                // The core decides with lock revisions (announcements); this is only seen
+                // in gossip and logged.
+                tracing::info!(identity = %d.identity, "another instance of this identity is in gossip");
+                Vec::new()
+            }
+        };
+        self.execute(cmds).await;
+    }
+
+    fn peer_id(&mut self, addr: SocketAddr) -> u64 {
+        if let Some(id) = self.peer_ids.get(&addr) {
+            return *id;
+        }
+        if self.peer_ids.len() >= 4096 {
+            self.peer_ids.clear();
+            self.peer_addrs.clear();
+        }
+        let id = self.peer_ids.len() as u64 + 1;
+        self.peer_ids.insert(addr, id);
+        self.peer_addrs.insert(id, addr);
+        id
+    }
+
+    async fn on_admin(&mut self, req: AdminRequest) {
+        match req {
+            AdminRequest::Exit(reply) => {
+                tracing::info!("exit requested over the admin socket");
+                let _ = reply.send(Ok(()));
+                self.exit.get_or_insert(0);
+            }
+            AdminRequest::ContactInfo(reply) => {
+                let _ = reply.send(Ok(self.contact_info()));
+            }
+            AdminRequest::SetIdentity {
+                keypair,
+                require_tower,
+                reply,
+            } => {
+                let r = self
+                    .take_identity(keypair, require_tower, "set-identity")
+                    .await;
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "set-identity failed");
+                }
+                let _ = reply.send(r);
+            }
+            AdminRequest::AddVoter(_, reply) | AdminRequest::RemoveVoters(reply) => {
+                let _ = reply.send(Err(AdminError::Unsupported {
+                    what: "changing authorized voters at run time; restart with --authorized-voter"
+                        .into(),
+                }));
+            }
+            AdminRequest::Status(reply) => {
+                let _ = reply.send(Ok(self.monitor_status()));
+            }
+            AdminRequest::RestartWindow(identity, reply) => {
+                let _ = reply.send(Ok(self.restart_window(identity)));
+            }
+        }
+    }
+
+    fn contact_info(&self) -> ContactInfo {
+        ContactInfo {
+            identity: self.core.identity(),
+            gossip: Some(self.gossip_addr),
+            tvu: None,
+            tpu: None,
+            tpu_vote: None,
+            serve_repair: Some(self.gossip_addr),
+            rpc: Some(self.rpc_addr),
+            shred_version: 0,
+            version: format!("huione {}", snapshot::VERSION),
+            started_at_ms: self.started_ms,
+        }
+    }
+
+    fn monitor_status(&self) -> MonitorStatus {
+        let s = self.core.status();
+        let held = self.lease.is_some() && s.voting;
+        MonitorStatus {
+            identity: s.identity,
+            vote_account: self.vote_account,
+            version: format!("huione {}", snapshot::VERSION),
+            slot: s.best_slot,
+            confirmed_slot: s.optimistic_slot,
+            last_vote: s.last_voted_slot,
+            root: Some(s.root),
+            role: if held { Role::Primary } else { Role::Standby },
+            tower_storage: self.storage.describe(),
+            lock: LockState {
+                state: self.metrics.lock_state(),
+                revision: self.lease.as_ref().map(|l| l.revision()),
+                holder: self.lease.as_ref().map(|l| l.owner().instance_id.clone()),
+            },
+            votes_withheld: self.metrics.votes_withheld.get(),
+            started_at_ms: self.started_ms,
+        }
+    }
+
+    fn restart_window(&mut self, identity: Option<Pubkey>) -> RestartWindowInfo {
+        let now = now_ms();
+        let current = self.genesis.slot_at(now);
+        let id = identity.unwrap_or_else(|| self.core.identity());
+        let window = (120_000 / self.genesis.slot_duration_ms).max(64);
+        let best = self.core.status().best_slot;
+        RestartWindowInfo {
+            identity: id,
+            current_slot: current,
+            upcoming_leader_slots: snapshot::upcoming_leader_slots(
+                &self.genesis,
+                &mut self.schedule,
+                &id,
+                current,
+                window,
+            ),
+            ms_per_slot: self.genesis.slot_duration_ms,
+            caught_up: self.core.caught_up(now),
+            slots_behind: Some(current.saturating_sub(best)),
+            delinquent_stake_percent: snapshot::delinquent_stake_percent(&self.core, current),
+        }
+    }
+
+    fn publish(&mut self) {
+        let now = now_ms();
+        let s = self.core.status();
+        self.metrics.slot_processed.set_u64(s.best_slot);
+        self.metrics.slot_confirmed.set_u64(s.optimistic_slot);
+        self.metrics.slot_finalized.set_u64(s.root);
+        self.metrics.root_slot.set_u64(s.root);
+        let peers = self.net.peers();
+        let snap = snapshot::build(snapshot::SnapshotInput {
+            core: &self.core,
+            genesis: &self.genesis,
+            schedule: &mut self.schedule,
+            peers: &peers,
+            now_ms: now,
+            blocks_sent_votes: self.votes_sent,
+        });
+        let _ = self.snap_tx.send(Arc::new(snap));
+    }
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Two validators must never share a ledger directory.
+fn lock_ledger(ledger: &Path) -> anyhow::Result<std::fs::File> {
+    let path = ledger.join(".validator.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(_) => anyhow::bail!(
+            "another huione-validator is running with --ledger {}; stop it first or use another ledger directory",
+            ledger.display()
+        ),
+    }
+}
+
+fn new_instance_id() -> String {
+    let owner = LockOwner::for_this_process(Pubkey::default(), "");
+    owner.instance_id
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
