@@ -11,8 +11,7 @@ use huione_cli::StorageArgs;
 #[command(
     name = "huione-validator",
     version,
-    about = "The huione validator, with fenced tower storage for safe hot-standby failover",
-    args_conflicts_with_subcommands = true
+    about = "The huione validator, with fenced tower storage for safe hot-standby failover"
 )]
 pub struct Cli {
     /// The ledger directory (blocks, genesis, admin socket `admin.rpc`).

@@ -1,0 +1,172 @@
+//! The operator guide's failover with real processes and a real etcd over mutual TLS:
+//! a primary with its tower in etcd, a hot standby, `set-identity` on the standby, the
+//! primary stopping, and an audit of every vote and block the nodes recorded.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use huione_core::audit::{AuditRecord, Auditor};
+use huione_testkit::EtcdCluster;
+use serde_json::json;
+
+fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
+    let tls = etcd.tls();
+    let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
+    for e in etcd.client_endpoints() {
+        v.push("--etcd-endpoint".into());
+        v.push(e);
+    }
+    v.extend([
+        "--etcd-cacert-file".into(),
+        tls.ca_file.display().to_string(),
+        "--etcd-cert-file".into(),
+        tls.cert_file.display().to_string(),
+        "--etcd-key-file".into(),
+        tls.key_file.display().to_string(),
+    ]);
+    v
+}
+
+fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
+    let mut all = Vec::new();
+    for l in ledgers {
+        if let Ok(f) = std::fs::File::open(l.join("audit.jsonl")) {
+            all.extend(Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap());
+        }
+    }
+    all
+}
+
+fn last_vote_of(node: &Node, vote_account: &str) -> Option<u64> {
+    let va = node.rpc("getVoteAccounts", json!([]))?;
+    let all: Vec<serde_json::Value> = ["current", "delinquent"]
+        .iter()
+        .filter_map(|k| va["result"][k].as_array().cloned())
+        .flatten()
+        .collect();
+    all.iter().find(|a| a["votePubkey"] == vote_account)?["lastVote"].as_u64()
+}
+
+#[test]
+fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let mut c = Cluster::new(3, 100);
+    let flags = etcd_flags(&etcd);
+    // v2 is the primary, with its tower in etcd.
+    let entry = c.nodes[0].gossip_port;
+    let primary = c.node_spec("primary", 2, Some(entry), &flags);
+    c.nodes[2] = primary;
+    // The standby: its own identity, the primary's vote account and voter key.
+    let standby_id = huione_keys::Keypair::generate().unwrap();
+    let standby_file = c.path().join("secondary-validator-keypair.json");
+    standby_id.write_file(&standby_file, false).unwrap();
+    let mut extra = flags.clone();
+    extra.extend([
+        "--no-check-vote-account".to_string(),
+        "--authorized-voter".into(),
+        c.nodes[2].identity_file.display().to_string(),
+    ]);
+    let mut standby = c.node_spec("secondary", 2, Some(entry), &extra);
+    let pos = standby.args.iter().position(|a| a == "--identity").unwrap();
+    standby.args[pos + 1] = standby_file.display().to_string();
+    c.start_all();
+    standby.start();
+
+    let vote = c.keys[2].1.pubkey().to_string();
+    let primary_id = c.keys[2].0.pubkey().to_string();
+    let voting = wait_for(Duration::from_secs(40), || {
+        let r = c.nodes[0].slot("finalized")?;
+        let lv = last_vote_of(&c.nodes[0], &vote)?;
+        (r >= 20 && lv >= 20).then_some(())
+    });
+    assert!(voting.is_some(), "the primary did not vote:\n{}", c.logs());
+    // The tower is in etcd, visible as raw keys.
+    let keys = etcd
+        .etcdctl(&["get", "--prefix", "/huione", "--keys-only"])
+        .unwrap();
+    assert!(
+        keys.contains(&format!("/huione/tower/{primary_id}")),
+        "{keys}"
+    );
+    assert!(
+        standby.wait_exit(Duration::from_millis(10)).is_none(),
+        "standby exited early:\n{}",
+        standby.log()
+    );
+
+    let t0 = now_ms();
+    let out = Command::new(BIN)
+        .args(["--ledger", standby.ledger.to_str().unwrap(), "set-identity"])
+        .arg(&c.nodes[2].identity_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "set-identity failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        standby.log()
+    );
+    let code = c.nodes[2].wait_exit(Duration::from_secs(10));
+    // Whichever comes first: the fenced store (3, lock lost) or the newer instance's
+    // announcement in gossip (4, duplicate instance).
+    assert!(
+        matches!(code, Some(3) | Some(4)),
+        "the primary must stop with exit code 3 or 4, got {code:?}:\n{}",
+        c.nodes[2].log()
+    );
+    let lost_ms = now_ms() - t0;
+
+    let before = last_vote_of(&c.nodes[0], &vote).unwrap();
+    let moved_on = wait_for(Duration::from_secs(20), || {
+        (last_vote_of(&c.nodes[0], &vote)? > before + 10).then_some(())
+    });
+    assert!(
+        moved_on.is_some(),
+        "the standby did not vote as the primary:\n{}\n{}",
+        standby.log(),
+        c.logs()
+    );
+    assert_eq!(
+        standby.rpc("getIdentity", json!([])).unwrap()["result"]["identity"],
+        primary_id.as_str()
+    );
+
+    let ledgers: Vec<&Path> = c
+        .nodes
+        .iter()
+        .map(|n| n.ledger.as_path())
+        .chain([standby.ledger.as_path()])
+        .collect();
+    let records = audit_records(&ledgers);
+    let first_standby_vote = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Vote(v) if v.node.to_string() == primary_id && v.time_ms >= t0 => {
+                Some(v.time_ms)
+            }
+            _ => None,
+        })
+        .min()
+        .unwrap();
+    eprintln!(
+        "set-identity -> first vote by the standby: {} ms; primary exited (code {code:?}) {} ms after the command",
+        first_standby_vote - t0,
+        lost_ms
+    );
+    let auditor = Auditor::audit_all(c.genesis.hash, &records);
+    assert!(
+        auditor.violations().is_empty(),
+        "safety violations: {:#?}",
+        auditor.violations()
+    );
+    let votes = records
+        .iter()
+        .filter(|r| matches!(r, AuditRecord::Vote(_)))
+        .count();
+    assert!(votes > 50, "too few votes audited: {votes}");
+    let _ = Instant::now();
+}
