@@ -164,6 +164,11 @@ pub struct Metrics {
     pub root_slot: Gauge,
     /// Time to store the tower (before each vote).
     pub tower_store_latency: Histogram,
+    /// Block received (or produced) to vote sent, for the same slot.
+    pub vote_latency: Histogram,
+    /// Percentiles of the recent vote latencies, in microseconds (set by the daemon).
+    pub vote_latency_p50_us: Gauge,
+    pub vote_latency_p99_us: Gauge,
     /// Votes not sent because the tower could not be stored.
     pub votes_withheld: Counter,
     pub votes_sent: Counter,
@@ -198,6 +203,9 @@ impl Metrics {
             last_vote_slot: Gauge::default(),
             root_slot: Gauge::default(),
             tower_store_latency: Histogram::default(),
+            vote_latency: Histogram::default(),
+            vote_latency_p50_us: Gauge::default(),
+            vote_latency_p99_us: Gauge::default(),
             votes_withheld: Counter::default(),
             votes_sent: Counter::default(),
             primary: Gauge::default(),
@@ -257,6 +265,24 @@ impl Metrics {
             "huione_tower_store_latency_seconds",
             "Time to durably store the tower before a vote.",
             &self.tower_store_latency,
+        );
+        histogram(
+            &mut out,
+            "huione_vote_latency_seconds",
+            "Time from receiving (or producing) a block to sending the vote on it.",
+            &self.vote_latency,
+        );
+        gauge(
+            &mut out,
+            "huione_vote_latency_p50_microseconds",
+            "Median vote latency over the recent votes.",
+            &self.vote_latency_p50_us,
+        );
+        gauge(
+            &mut out,
+            "huione_vote_latency_p99_microseconds",
+            "99th percentile vote latency over the recent votes.",
+            &self.vote_latency_p99_us,
         );
         counter(
             &mut out,

@@ -10,7 +10,7 @@
 //! * `BroadcastBlock` → audit log, ledger, broadcast.
 //! * `Exit` → the process ends with a distinct exit code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,6 +148,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         core,
         gossip_addr: transport.local_addr(),
         rpc_addr: cfg.rpc_addr,
+        block_seen: BTreeMap::new(),
+        vote_latencies: VecDeque::new(),
     };
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
@@ -182,9 +184,41 @@ struct Node {
     vote_account: Pubkey,
     gossip_addr: SocketAddr,
     rpc_addr: SocketAddr,
+    /// When each recent slot's block was first seen (for vote latency).
+    block_seen: BTreeMap<huione_core::Slot, Instant>,
+    /// Recent vote latencies in microseconds (bounded window for p50/p99).
+    vote_latencies: VecDeque<u64>,
 }
 
+/// Slots remembered for vote latency, and latencies kept for the percentiles.
+const LATENCY_SLOTS: usize = 1024;
+const LATENCY_WINDOW: usize = 4096;
+
 impl Node {
+    fn block_seen(&mut self, slot: huione_core::Slot) {
+        self.block_seen.entry(slot).or_insert_with(Instant::now);
+        while self.block_seen.len() > LATENCY_SLOTS {
+            self.block_seen.pop_first();
+        }
+    }
+
+    fn vote_sent(&mut self, slot: huione_core::Slot) {
+        let Some(seen) = self.block_seen.get(&slot) else {
+            return;
+        };
+        let d = seen.elapsed();
+        self.metrics.vote_latency.observe(d);
+        if self.vote_latencies.len() == LATENCY_WINDOW {
+            self.vote_latencies.pop_front();
+        }
+        self.vote_latencies.push_back(d.as_micros() as u64);
+        let mut sorted: Vec<u64> = self.vote_latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        self.metrics.vote_latency_p50_us.set_u64(at(0.5));
+        self.metrics.vote_latency_p99_us.set_u64(at(0.99));
+    }
+
     /// The vote account's own node: take the lock now if nobody holds it (or when asked
     /// to reclaim immediately); otherwise reclaim once caught up with the cluster, so the
     /// standby keeps voting while we replay.
@@ -379,6 +413,7 @@ impl Node {
                     self.votes_sent += 1;
                     self.metrics.votes_sent.inc();
                     self.metrics.last_vote_slot.set_u64(vote.slot);
+                    self.vote_sent(vote.slot);
                     tracing::debug!(slot = vote.slot, "vote sent");
                     let _ = self.net.broadcast_vote(&vote).await;
                 }
@@ -388,6 +423,7 @@ impl Node {
                         continue;
                     }
                     self.files.persist([&block]);
+                    self.block_seen(block.slot);
                     tracing::debug!(
                         slot = block.slot,
                         votes = block.votes.len(),
@@ -476,8 +512,10 @@ impl Node {
         let now = now_ms();
         let cmds = match ev {
             NetEvent::Vote { vote, .. } => self.core.on_vote(now, vote),
-            NetEvent::Block { block, .. } => self.core.on_block(now, block),
-            NetEvent::RepairResponse { block, .. } => self.core.on_block(now, block),
+            NetEvent::Block { block, .. } | NetEvent::RepairResponse { block, .. } => {
+                self.block_seen(block.slot);
+                self.core.on_block(now, block)
+            }
             NetEvent::RepairRequest { from, request } => match request {
                 RepairRequest::Block { slot, hash } => {
                     let id = self.peer_id(from);
