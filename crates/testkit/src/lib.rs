@@ -17,6 +17,7 @@ mod process;
 
 use anyhow::{bail, Context as _};
 use huione_certs::{CertAndKey, CertOptions, CertPaths, FilePair};
+pub use process::detach_from_terminal_and_die_with_parent;
 use process::{find_binary, pick_port, signal, tail};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,12 @@ pub struct EtcdCluster {
     token: String,
     peer_tls: bool,
     dir_path: PathBuf,
+    /// Where member data dirs and logs go: `dir_path` for [`EtcdCluster::start`],
+    /// `<dir>/etcd` for [`EtcdCluster::start_in`].
+    members_dir: PathBuf,
+    /// Members run in their own process group (a terminal's Ctrl-C does not reach them) and
+    /// get SIGTERM when this process dies ([`EtcdCluster::start_in`] only).
+    detached: bool,
     /// `None` only once Drop kept it (`HUIONE_TESTKIT_KEEP`).
     dir: Option<tempfile::TempDir>,
 }
@@ -84,13 +91,41 @@ impl EtcdCluster {
         if members == 0 {
             bail!("EtcdCluster::start(0): a cluster needs at least one member");
         }
-        let etcd_bin = find_binary("HUIONE_ETCD", "etcd", "etcd-server")?;
-        let etcdctl_bin = find_binary("HUIONE_ETCDCTL", "etcdctl", "etcd-client")?;
+        let bins = etcd_binaries()?;
         let dir = tempfile::Builder::new()
             .prefix("huione-etcd-")
             .tempdir()
             .context("cannot create a temp dir for the etcd cluster")?;
-        let certs_dir = dir.path().join("certs");
+        let root = dir.path().to_path_buf();
+        Self::launch(bins, members, root.clone(), root, Some(dir), false)
+    }
+
+    /// Like [`EtcdCluster::start`], but everything stays in `dir` (created if missing) and is
+    /// kept after the cluster is dropped: certificates in `<dir>/certs` (the seed's file
+    /// names; refuses to replace different existing ones), member data dirs
+    /// `<dir>/etcd/m<i>.etcd` and logs `<dir>/etcd/m<i>.log`. Members run in their own
+    /// process group, so a terminal's Ctrl-C reaches only the caller, which stops them
+    /// ([`EtcdCluster::stop`] or drop); they get SIGTERM if the caller dies first.
+    pub fn start_in(dir: &Path, members: usize) -> anyhow::Result<EtcdCluster> {
+        if members == 0 {
+            bail!("EtcdCluster::start_in(0): a cluster needs at least one member");
+        }
+        let bins = etcd_binaries()?;
+        let members_dir = dir.join("etcd");
+        fs::create_dir_all(&members_dir)
+            .with_context(|| format!("cannot create {}", members_dir.display()))?;
+        Self::launch(bins, members, dir.to_path_buf(), members_dir, None, true)
+    }
+
+    fn launch(
+        (etcd_bin, etcdctl_bin): (PathBuf, PathBuf),
+        members: usize,
+        root: PathBuf,
+        members_dir: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        detached: bool,
+    ) -> anyhow::Result<EtcdCluster> {
+        let certs_dir = root.join("certs");
         let generated = huione_certs::generate(
             &CertOptions::new(["localhost", "127.0.0.1"]).with_members(members),
         )
@@ -109,8 +144,10 @@ impl EtcdCluster {
             etcdctl_bin,
             token,
             peer_tls: members > 1,
-            dir_path: dir.path().to_path_buf(),
-            dir: Some(dir),
+            dir_path: root,
+            members_dir,
+            detached,
+            dir,
         };
         let mut last_err = None;
         for attempt in 0..PORT_ATTEMPTS {
@@ -217,7 +254,8 @@ impl EtcdCluster {
         &self.certs
     }
 
-    /// The temp dir root (certs/, member data dirs, member logs).
+    /// The cluster's root dir: `certs/` and, for [`EtcdCluster::start`], the member data
+    /// dirs and logs (for [`EtcdCluster::start_in`] those are in `etcd/`).
     pub fn dir(&self) -> &Path {
         &self.dir_path
     }
@@ -255,6 +293,28 @@ impl EtcdCluster {
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
             signal(child.id(), libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops every member gracefully: SIGCONT + SIGTERM to all, then SIGKILL to any still
+    /// running after `timeout`; waits for all of them.
+    pub fn stop(&mut self, timeout: Duration) {
+        for m in &self.members {
+            if let Some(child) = &m.child {
+                signal(child.id(), libc::SIGCONT);
+                signal(child.id(), libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        for m in &mut self.members {
+            let Some(mut child) = m.child.take() else {
+                continue;
+            };
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -447,8 +507,8 @@ impl EtcdCluster {
             self.certs.etcd.clone()
         };
         Member {
-            data_dir: self.dir_path.join(format!("{name}.etcd")),
-            log_path: self.dir_path.join(format!("{name}.log")),
+            data_dir: self.members_dir.join(format!("{name}.etcd")),
+            log_path: self.members_dir.join(format!("{name}.log")),
             log_start: 0,
             client_port: pick_port(),
             peer_port: pick_port(),
@@ -543,6 +603,9 @@ impl EtcdCluster {
                 .arg("--peer-trusted-ca-file")
                 .arg(&ca);
         }
+        if self.detached {
+            process::detach_from_terminal_and_die_with_parent(&mut cmd);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log)
@@ -564,6 +627,14 @@ impl Drop for EtcdCluster {
             }
         }
     }
+}
+
+/// The `etcd` and `etcdctl` binaries (env override or PATH).
+fn etcd_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    Ok((
+        find_binary("HUIONE_ETCD", "etcd", "etcd-server")?,
+        find_binary("HUIONE_ETCDCTL", "etcdctl", "etcd-client")?,
+    ))
 }
 
 /// Value of `"key" : value` in etcdctl's `--write-out=fields` output.

@@ -70,6 +70,38 @@ pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Makes the child run in its own process group (so a terminal's Ctrl-C, which signals the
+/// foreground group, reaches only the parent, which then stops its children in order) and
+/// get SIGTERM when the parent dies, so that a killed parent leaves no orphans. Linux only
+/// for the second part. Spawn from a long-lived thread: the death signal follows the thread
+/// that forked.
+pub fn detach_from_terminal_and_die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid is async-signal-safe; captured before fork.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (setpgid, prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl: then nobody would signal us.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("parent exited during spawn"));
+                }
+            }
+            let _ = parent;
+            Ok(())
+        });
+    }
+}
+
 /// The last `lines` lines of the file at `path` ("" if unreadable).
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path)

@@ -1,0 +1,130 @@
+//! Node ports on 127.0.0.1. Every node gets a block of [`PORTS_PER_NODE`] consecutive
+//! ports: gossip (UDP) at the first, JSON-RPC (TCP) at offset [`RPC_PORT_OFFSET`]; the
+//! ports between are left for the node's other sockets. Automatic blocks come from
+//! [`AUTO_RANGE`], below Linux's ephemeral range, so outgoing connections (and etcd's
+//! OS-picked ports) do not land in them.
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::ops::Range;
+
+/// Ports per node.
+pub const PORTS_PER_NODE: u16 = 10;
+/// Offset of the RPC port in a node's block.
+pub const RPC_PORT_OFFSET: u16 = 9;
+/// Where automatic blocks are looked for.
+pub const AUTO_RANGE: Range<u16> = 20_000..30_000;
+
+/// One node's ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodePorts {
+    pub gossip: u16,
+    pub rpc: u16,
+}
+
+impl NodePorts {
+    /// The ports of the block starting at `first`.
+    pub fn from_block(first: u16) -> Self {
+        NodePorts {
+            gossip: first,
+            rpc: first + RPC_PORT_OFFSET,
+        }
+    }
+}
+
+/// A port that is in use.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error(
+        "port {port} (for {node}) is in use on 127.0.0.1; pick another --base-port, or leave \
+         it out to use free ports"
+    )]
+    InUse { port: u16, node: String },
+    #[error("no {needed} free blocks of {PORTS_PER_NODE} ports found in {AUTO_RANGE:?}; pass --base-port")]
+    Exhausted { needed: usize },
+}
+
+/// True when every port of the block starting at `first` can be bound on 127.0.0.1, over
+/// TCP and UDP. The check releases the ports at once: another process may still take one
+/// before the node binds it (the node then fails to start, and says so in its log).
+pub fn block_is_free(first: u16) -> bool {
+    first_busy_port(first).is_none()
+}
+
+fn first_busy_port(first: u16) -> Option<u16> {
+    (first..first.saturating_add(PORTS_PER_NODE)).find(|&p| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_err()
+            || UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_err()
+    })
+}
+
+/// The blocks `base, base+10, …` for `names`, each checked free.
+pub fn fixed_blocks(base: u16, names: &[String]) -> Result<Vec<u16>, PortError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let first = base + (i as u16) * PORTS_PER_NODE;
+            match first_busy_port(first) {
+                None => Ok(first),
+                Some(port) => Err(PortError::InUse {
+                    port,
+                    node: name.clone(),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// `count` free blocks in [`AUTO_RANGE`], scanning from a block chosen by `seed` (the
+/// process id, so that parallel launchers start their scans apart).
+pub fn auto_blocks(count: usize, seed: u32) -> Result<Vec<u16>, PortError> {
+    let blocks = (AUTO_RANGE.end - AUTO_RANGE.start) / PORTS_PER_NODE;
+    let start = (seed.wrapping_mul(2_654_435_761) % u32::from(blocks)) as u16;
+    let mut found = Vec::with_capacity(count);
+    for i in 0..blocks {
+        let first = AUTO_RANGE.start + ((start + i) % blocks) * PORTS_PER_NODE;
+        if block_is_free(first) {
+            found.push(first);
+            if found.len() == count {
+                return Ok(found);
+            }
+        }
+    }
+    Err(PortError::Exhausted { needed: count })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_blocks_are_distinct_free_and_in_range() {
+        let blocks = auto_blocks(4, std::process::id()).unwrap();
+        let mut sorted = blocks.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4);
+        for b in blocks {
+            assert!(
+                AUTO_RANGE.contains(&b) && (b - AUTO_RANGE.start).is_multiple_of(PORTS_PER_NODE)
+            );
+            let p = NodePorts::from_block(b);
+            assert_eq!((p.gossip, p.rpc), (b, b + 9));
+        }
+    }
+
+    #[test]
+    fn a_busy_fixed_port_is_named() {
+        let first = auto_blocks(1, std::process::id() ^ 0x5555).unwrap()[0];
+        let _hold = TcpListener::bind((Ipv4Addr::LOCALHOST, first + 3)).unwrap();
+        let names = vec!["validator-0".to_string()];
+        assert_eq!(
+            fixed_blocks(first, &names),
+            Err(PortError::InUse {
+                port: first + 3,
+                node: "validator-0".into()
+            })
+        );
+        assert!(!block_is_free(first));
+    }
+}
