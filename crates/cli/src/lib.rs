@@ -136,6 +136,7 @@ pub fn init_logging_quiet() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_color())
         .with_writer(std::io::stderr)
         .try_init();
 }
