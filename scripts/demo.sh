@@ -1,89 +1,83 @@
 #!/usr/bin/env bash
-# The main job, watchable: the operator guide's set-up on one machine, then a failover.
+# The main job, watchable: a local huione cluster with etcd over mutual TLS, a primary
+# (tower in etcd) and a hot-standby secondary, and a failover.
 #
-#  1. keys for the primary's identity and the secondary's own identity (huione-keygen)
-#  2. certificates for etcd and the validator (huione-certs; replaces cfssl)
-#  3. etcd with mutual TLS, checked with curl as the guide does (404 with the client
-#     cert, refused without it)
-#  4. a primary voting with its tower in etcd, a secondary taking the identity over:
-#     the secondary acquires the lock, loads the primary's tower and votes on; the
-#     primary's next store is fenced off and it exits. No slot is voted twice.
+#   1. huione-local-cluster starts 3 staked validators, the secondary, and etcd with
+#      certificates made by huione-certs (the operator guide's file names, in demo/certs)
+#   2. the guide's curl check of etcd's TLS set-up (404 with the client cert)
+#   3. the primary's tower in etcd (huione-tower show)
+#   4. on the secondary: wait-for-restart-window, then set-identity with the primary's
+#      keypair; the primary stops, the secondary votes as the primary
+#   5. huione-audit over every node's ledger: no double vote, no duplicate block
 #
-# Everything lives in ./demo (override with DEMO_DIR); etcd listens on 127.0.0.1 only.
+# Everything lives in ./demo (override with DEMO_DIR); all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 DEMO_DIR=${DEMO_DIR:-demo}
-PORT=${DEMO_ETCD_PORT:-23790}
-PEER_PORT=$((PORT + 1))
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+json() { python3 -c "import json,sys; m=json.load(open('$DEMO_DIR/cluster.json')); print($1)"; }
 
 step "building (release)"
-cargo build --release --locked -q -p huione-cli -p huione-bench
-BIN=target/release
-rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+cargo build --release --locked -q -p huione-validator -p huione-cluster -p huione-cli
+BIN=$PWD/target/release
+rm -rf "$DEMO_DIR"
 
-step "keys"
-$BIN/huione-keygen new -o "$DEMO_DIR/validator-keypair.json"
-$BIN/huione-keygen new -o "$DEMO_DIR/secondary-validator-keypair.json"
-ID=$($BIN/huione-keygen pubkey "$DEMO_DIR/validator-keypair.json")
-
-step "certificates (huione-certs new --dir certs --hosts localhost,127.0.0.1)"
-$BIN/huione-certs new --dir "$DEMO_DIR/certs" --hosts localhost,127.0.0.1
-$BIN/huione-certs show --dir "$DEMO_DIR/certs"
-
-step "etcd with mutual TLS on 127.0.0.1:$PORT"
-C="$DEMO_DIR/certs"
-etcd --name demo --data-dir "$DEMO_DIR/etcd-data" \
-    --listen-client-urls "https://127.0.0.1:$PORT" --advertise-client-urls "https://127.0.0.1:$PORT" \
-    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-    --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" \
-    --cert-file "$C/etcd.pem" --key-file "$C/etcd-key.pem" \
-    --client-cert-auth --trusted-ca-file "$C/etcd-ca.pem" >"$DEMO_DIR/etcd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$C/etcd-ca.pem" --cert "$C/validator.pem" \
-        --key "$C/validator-key.pem" "https://127.0.0.1:$PORT/" || true)
-    [[ $code == 404 ]] && break
-    sleep 0.2
+step "starting the cluster: 3 validators + a secondary, etcd over mTLS"
+"$BIN/huione-local-cluster" --validators 3 --etcd --failover-pair --dir "$DEMO_DIR" --slot-ms 400 \
+    >"$DEMO_DIR.launcher.log" 2>&1 &
+launcher=$!
+trap 'kill -INT $launcher 2>/dev/null || true; wait $launcher 2>/dev/null || true' EXIT
+for _ in $(seq 120); do
+    [[ -f $DEMO_DIR/cluster.json ]] && [[ $(json 'm["state"]') == running ]] && break
+    kill -0 $launcher 2>/dev/null || { cat "$DEMO_DIR.launcher.log"; exit 1; }
+    sleep 0.5
 done
-echo "curl with the validator's client cert: HTTP $code (404 = TLS set up right)"
-if curl -s -o /dev/null --cacert "$C/etcd-ca.pem" "https://127.0.0.1:$PORT/" 2>/dev/null; then
-    echo "curl without a client cert: answered (unexpected)"
-else
-    echo "curl without a client cert: refused, as it should be"
-fi
+tail -n 5 "$DEMO_DIR.launcher.log"
 
-ETCD_FLAGS=(--tower-storage etcd --etcd-endpoint "127.0.0.1:$PORT" --etcd-cacert-file "$C/etcd-ca.pem"
+P_RPC=$(json '[n for n in m["nodes"] if n["role"]=="primary"][0]["rpc_port"]')
+S_LEDGER=$(json '[n for n in m["nodes"] if n["role"]=="secondary"][0]["ledger"]')
+S_RPC=$(json '[n for n in m["nodes"] if n["role"]=="secondary"][0]["rpc_port"]')
+P_KEY=$(json '[n for n in m["nodes"] if n["role"]=="primary"][0]["identity_keypair"]')
+P_ID=$(json '[n for n in m["nodes"] if n["role"]=="primary"][0]["identity"]')
+VOTE=$(json '[n for n in m["nodes"] if n["role"]=="primary"][0]["vote_account"]')
+ENDPOINT=$(json 'm["etcd"]["endpoints"][0]')
+C=$DEMO_DIR/certs
+rpc() { curl -s -X POST -H 'Content-Type: application/json' \
+    -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":${3:-[]}}" "http://127.0.0.1:$1/"; }
+last_vote() { rpc "$S_RPC" getVoteAccounts | python3 -c "import json,sys; r=json.load(sys.stdin)['result']; print(max([a['lastVote'] for a in r['current']+r['delinquent'] if a['votePubkey']=='$VOTE'] or [0]))"; }
+
+step "etcd TLS check from the operator guide (curl with the validator's client cert)"
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$C/etcd-ca.pem" --cert "$C/validator.pem" \
+    --key "$C/validator-key.pem" "https://$ENDPOINT/" || true)
+echo "HTTP $code (404 = TLS set up right)"
+
+step "waiting for the primary ($P_ID) to vote"
+for _ in $(seq 60); do
+    lv=$(last_vote); [[ $lv -gt 10 ]] && break; sleep 1
+done
+echo "vote account $VOTE: last vote $(last_vote)"
+echo "primary's getIdentity: $(rpc "$P_RPC" getIdentity)"
+
+ETCD_FLAGS=(--tower-storage etcd --etcd-endpoint "$ENDPOINT" --etcd-cacert-file "$C/etcd-ca.pem"
     --etcd-cert-file "$C/validator.pem" --etcd-key-file "$C/validator-key.pem")
-VOTES="$DEMO_DIR/votes.log"
+step "the primary's tower in etcd"
+"$BIN/huione-tower" show --identity "$P_ID" "${ETCD_FLAGS[@]}"
 
-step "primary votes as $ID, its tower stored in etcd before every vote"
-$BIN/tower-vote-loop --name primary --identity "$DEMO_DIR/validator-keypair.json" \
-    --votes-log "$VOTES" "${ETCD_FLAGS[@]}" &
-primary=$!
-pids+=($primary)
-sleep 4
+step "failover: on the secondary, wait-for-restart-window && set-identity validator-keypair.json"
+"$BIN/huione-validator" --ledger "$S_LEDGER" wait-for-restart-window --identity "$P_ID" --min-idle-time 2 --timeout 60
+"$BIN/huione-validator" --ledger "$S_LEDGER" set-identity "$P_KEY"
+sleep 3
+echo "secondary's getIdentity: $(rpc "$S_RPC" getIdentity)"
+echo "the primary: $(tail -n 3 "$(json '[n for n in m["nodes"] if n["role"]=="primary"][0]["log"]')" | grep -o 'stopping: .*' || echo 'still running?')"
+before=$(last_vote); sleep 4; after=$(last_vote)
+echo "vote account $VOTE keeps voting: last vote $before -> $after"
+"$BIN/huione-tower" history --identity "$P_ID" "${ETCD_FLAGS[@]}"
 
-step "failover: the secondary takes the identity (acquires the lock, loads the tower)"
-$BIN/tower-vote-loop --name secondary --identity "$DEMO_DIR/validator-keypair.json" \
-    --votes-log "$VOTES" --max-votes 8 "${ETCD_FLAGS[@]}" &
-pids+=($!)
-set +e
-wait $primary
-echo "primary exited with code $? (3 = lost the tower lock)"
-wait "${pids[-1]}"
-set -e
+step "audit of every vote and block the nodes recorded"
+mapfile -t LEDGERS < <(json '"\n".join(n["ledger"] for n in m["nodes"])')
+"$BIN/huione-audit" "${LEDGERS[@]}"
 
-step "the stored tower and the lock history (huione-tower)"
-$BIN/huione-tower show --identity "$ID" "${ETCD_FLAGS[@]}"
-$BIN/huione-tower history --identity "$ID" "${ETCD_FLAGS[@]}"
-
-step "audit: slots voted more than once"
-dups=$(cut -d' ' -f1 "$VOTES" | sort | uniq -d | wc -l)
-echo "$(wc -l <"$VOTES") votes sent, $dups slot(s) voted twice"
-[[ $dups == 0 ]]
+step "cluster status (from the launcher)"
+tail -n 3 "$DEMO_DIR.launcher.log"
