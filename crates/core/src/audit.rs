@@ -205,8 +205,9 @@ impl Auditor {
     /// Audits a complete log: blocks first (so every ancestry resolves), then votes.
     pub fn audit_all(genesis_hash: Hash, records: &[AuditRecord]) -> Self {
         let mut a = Auditor::new(genesis_hash);
-        let (blocks, votes): (Vec<_>, Vec<_>) =
-            records.iter().partition(|r| matches!(r, AuditRecord::Block(_)));
+        let (blocks, votes): (Vec<_>, Vec<_>) = records
+            .iter()
+            .partition(|r| matches!(r, AuditRecord::Block(_)));
         for r in blocks.into_iter().chain(votes) {
             a.record(r);
         }
@@ -239,7 +240,10 @@ impl Auditor {
                 parent_hash: b.parent_hash,
             },
         );
-        let first = *self.by_leader_slot.entry((b.leader, b.slot)).or_insert(b.hash);
+        let first = *self
+            .by_leader_slot
+            .entry((b.leader, b.slot))
+            .or_insert(b.hash);
         if first != b.hash {
             self.violations.push(Violation::DuplicateBlock {
                 leader: b.leader,
@@ -253,10 +257,13 @@ impl Auditor {
 
     fn record_vote(&mut self, v: &VoteRecord) {
         self.votes_seen += 1;
-        let account = self.accounts.entry(v.vote_account).or_insert_with(|| AccountAudit {
-            votes: BTreeMap::new(),
-            tower: Tower::new(v.vote_account),
-        });
+        let account = self
+            .accounts
+            .entry(v.vote_account)
+            .or_insert_with(|| AccountAudit {
+                votes: BTreeMap::new(),
+                tower: Tower::new(v.vote_account),
+            });
         if let Some((hash, instance)) = account.votes.get(&v.slot) {
             if *hash != v.hash || *instance != v.instance {
                 let d = Violation::DoubleVote {
@@ -271,12 +278,18 @@ impl Auditor {
             }
             return;
         }
-        let in_order = account.votes.last_key_value().is_none_or(|(s, _)| *s < v.slot);
+        let in_order = account
+            .votes
+            .last_key_value()
+            .is_none_or(|(s, _)| *s < v.slot);
         account.votes.insert(v.slot, (v.hash, v.instance.clone()));
         if in_order {
             let mut tower = std::mem::replace(&mut account.tower, Tower::new(v.vote_account));
             self.check_and_record(&mut tower, v.vote_account, v.slot, v.hash, &v.instance);
-            self.accounts.get_mut(&v.vote_account).expect("inserted").tower = tower;
+            self.accounts
+                .get_mut(&v.vote_account)
+                .expect("inserted")
+                .tower = tower;
         } else {
             self.reaudit(v.vote_account);
         }
@@ -296,7 +309,14 @@ impl Auditor {
         self.accounts.get_mut(&vote_account).expect("exists").tower = tower;
     }
 
-    fn check_and_record(&mut self, tower: &mut Tower, account: Pubkey, slot: Slot, hash: Hash, instance: &str) {
+    fn check_and_record(
+        &mut self,
+        tower: &mut Tower,
+        account: Pubkey,
+        slot: Slot,
+        hash: Hash,
+        instance: &str,
+    ) {
         if let Some(locked) = self.lockout_broken(tower, slot, hash) {
             if self.reported.insert((account, slot)) {
                 self.violations.push(Violation::LockoutViolation {
@@ -314,7 +334,9 @@ impl Auditor {
 
     /// The (slot, locked-until) of a vote in `tower` that voting (`slot`, `hash`) breaks.
     fn lockout_broken(&mut self, tower: &Tower, slot: Slot, hash: Hash) -> Option<(Slot, Slot)> {
-        let oldest = tower.root().or_else(|| tower.votes().next().map(|l| l.slot))?;
+        let oldest = tower
+            .root()
+            .or_else(|| tower.votes().next().map(|l| l.slot))?;
         let Some(ancestors) = self.ancestors(hash, oldest) else {
             self.unresolved_votes += 1;
             return None;

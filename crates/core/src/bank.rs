@@ -112,7 +112,10 @@ impl Bank {
         if vote.slot >= self.slot || fork_hash(vote.slot) != Some(vote.hash) {
             return Err(VoteRejected::NotOnFork);
         }
-        if account.lockouts.last_voted_slot().is_some_and(|l| vote.slot <= l)
+        if account
+            .lockouts
+            .last_voted_slot()
+            .is_some_and(|l| vote.slot <= l)
             || account.lockouts.root().is_some_and(|r| vote.slot <= r)
         {
             return Err(VoteRejected::Stale);
@@ -124,7 +127,10 @@ impl Bank {
         let account = Arc::make_mut(&mut self.accounts)
             .get_mut(&vote.vote_account)
             .expect("checked above");
-        match account.lockouts.record_vote(vote.slot, vote.hash.0, vote.timestamp_ms) {
+        match account
+            .lockouts
+            .record_vote(vote.slot, vote.hash.0, vote.timestamp_ms)
+        {
             VoteOutcome::Recorded { new_root } => {
                 if new_root.is_some() {
                     account.credits += 1;

@@ -201,7 +201,14 @@ mod tests {
     fn tampering_is_detected() {
         let leader = Keypair::from_secret(&[1; 32]);
         let voter = Keypair::from_secret(&[2; 32]);
-        let vote = SignedVote::sign(&voter, Pubkey::from_seed_byte(9), voter.pubkey(), 3, Hash::default(), 5);
+        let vote = SignedVote::sign(
+            &voter,
+            Pubkey::from_seed_byte(9),
+            voter.pubkey(),
+            3,
+            Hash::default(),
+            5,
+        );
         assert!(vote.check_signature(&Ed25519Verifier));
         let mut forged = vote.clone();
         forged.slot = 4;
@@ -211,16 +218,28 @@ mod tests {
         let v = Ed25519Verifier;
         assert_eq!(b.check_integrity(&leader.pubkey(), &v), Ok(()));
         let other = voter.pubkey();
-        assert!(matches!(b.check_integrity(&other, &v), Err(BlockError::WrongLeader { .. })));
+        assert!(matches!(
+            b.check_integrity(&other, &v),
+            Err(BlockError::WrongLeader { .. })
+        ));
         let mut t = b.clone();
         t.votes.clear();
-        assert_eq!(t.check_integrity(&leader.pubkey(), &v), Err(BlockError::BadHash { slot: 5 }));
+        assert_eq!(
+            t.check_integrity(&leader.pubkey(), &v),
+            Err(BlockError::BadHash { slot: 5 })
+        );
         let mut t = b.clone();
         t.signature.0[0] ^= 1;
-        assert_eq!(t.check_integrity(&leader.pubkey(), &v), Err(BlockError::BadSignature { slot: 5 }));
+        assert_eq!(
+            t.check_integrity(&leader.pubkey(), &v),
+            Err(BlockError::BadSignature { slot: 5 })
+        );
         let mut t = b.clone();
         t.parent_slot = 5;
-        assert!(matches!(t.check_integrity(&leader.pubkey(), &v), Err(BlockError::ParentNotOlder { .. })));
+        assert!(matches!(
+            t.check_integrity(&leader.pubkey(), &v),
+            Err(BlockError::ParentNotOlder { .. })
+        ));
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<Block>(&json).unwrap(), b);
     }

@@ -6,7 +6,9 @@
 //! walking from the root to the heaviest child at each step (ties go to the lower
 //! slot, so every node picks the same fork from the same votes).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use huione_keys::Pubkey;
 use huione_tower::Slot;
@@ -26,21 +28,63 @@ struct Node {
     bank: Bank,
 }
 
-/// Subtree stake of every slot in the tree, from the latest votes.
-pub type Weights = HashMap<Slot, u64>;
+/// Subtree stake of the slots that have any, from the latest votes.
+pub type Weights = HashMap<Slot, u64, SlotHasher>;
+
+/// A fast hasher for slot keys (Fibonacci multiply). Fork choice hashes slots hundreds
+/// of times per block; SipHash was a third of the simulator's time. Slot keys in the
+/// tree are bounded by root..=now+2, so there is no hash-flooding surface.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SlotHasher(u64);
+
+impl std::hash::Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl std::hash::BuildHasher for SlotHasher {
+    type Hasher = SlotHasher;
+    fn build_hasher(&self) -> SlotHasher {
+        SlotHasher(0)
+    }
+}
+
+/// The result of fork choice: subtree weights and the best leaf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkChoice {
+    pub weights: Weights,
+    pub best: Slot,
+}
 
 #[derive(Clone, Debug)]
 pub struct ForkTree {
     root: Slot,
-    nodes: HashMap<Slot, Node>,
+    nodes: HashMap<Slot, Node, SlotHasher>,
     rooted_chain: BTreeSet<Slot>,
     latest_votes: HashMap<Pubkey, (Slot, Hash)>,
+    stakes: Arc<HashMap<Pubkey, u64>>,
+    /// Fork choice is asked for far more often than the tree or the votes change.
+    cache: RefCell<Option<Arc<ForkChoice>>>,
 }
 
 impl ForkTree {
-    pub fn new(root_bank: Bank, rooted_chain: BTreeSet<Slot>) -> Self {
+    /// `stakes` gives each vote account's stake (fixed at genesis).
+    pub fn new(
+        root_bank: Bank,
+        rooted_chain: BTreeSet<Slot>,
+        stakes: HashMap<Pubkey, u64>,
+    ) -> Self {
         let root = root_bank.slot;
-        let mut nodes = HashMap::new();
+        let mut nodes = HashMap::with_hasher(SlotHasher::default());
         nodes.insert(
             root,
             Node {
@@ -54,6 +98,8 @@ impl ForkTree {
             nodes,
             rooted_chain,
             latest_votes: HashMap::new(),
+            stakes: Arc::new(stakes),
+            cache: RefCell::new(None),
         };
         t.rooted_chain.insert(root);
         t
@@ -116,6 +162,7 @@ impl ForkTree {
 
     /// Adds a replayed bank under `parent` (which must be in the tree).
     pub fn insert(&mut self, parent: Slot, bank: Bank) {
+        self.cache.take();
         let slot = bank.slot;
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.push(slot);
@@ -133,9 +180,13 @@ impl ForkTree {
 
     /// Records `vote_account`'s vote for (`slot`, `hash`) if it is newer than its latest.
     pub fn observe_vote(&mut self, vote_account: Pubkey, slot: Slot, hash: Hash) {
-        let e = self.latest_votes.entry(vote_account).or_insert((slot, hash));
+        let e = self
+            .latest_votes
+            .entry(vote_account)
+            .or_insert((0, Hash::default()));
         if slot > e.0 {
             *e = (slot, hash);
+            self.cache.take();
         }
     }
 
@@ -143,18 +194,37 @@ impl ForkTree {
         self.latest_votes.get(vote_account).copied()
     }
 
-    /// Subtree stake per slot. `stake_of` gives each vote account's stake.
-    pub fn weights(&self, stake_of: impl Fn(&Pubkey) -> u64) -> Weights {
-        let mut w: Weights = self.nodes.keys().map(|s| (*s, 0)).collect();
+    /// Fork choice from the current tree and latest votes (cached until either changes).
+    pub fn fork_choice(&self) -> Arc<ForkChoice> {
+        if let Some(c) = self.cache.borrow().as_ref() {
+            return Arc::clone(c);
+        }
+        let weights = self.weights();
+        let best = self.best_leaf(&weights);
+        let choice = Arc::new(ForkChoice { weights, best });
+        *self.cache.borrow_mut() = Some(Arc::clone(&choice));
+        choice
+    }
+
+    /// The stake of a vote account.
+    pub fn stake_of(&self, vote_account: &Pubkey) -> u64 {
+        self.stakes.get(vote_account).copied().unwrap_or(0)
+    }
+
+    /// Subtree stake per slot.
+    fn weights(&self) -> Weights {
+        let mut w = Weights::with_capacity_and_hasher(self.nodes.len(), SlotHasher::default());
         for (account, (slot, hash)) in &self.latest_votes {
-            let Some(node) = self.nodes.get(slot) else { continue };
+            let Some(node) = self.nodes.get(slot) else {
+                continue;
+            };
             if node.bank.hash != *hash {
                 continue;
             }
-            let stake = stake_of(account);
+            let stake = self.stake_of(account);
             let mut cur = Some(*slot);
             while let Some(s) = cur {
-                *w.get_mut(&s).expect("every tree slot has a weight") += stake;
+                *w.entry(s).or_default() += stake;
                 cur = self.nodes[&s].parent;
             }
         }
@@ -162,7 +232,7 @@ impl ForkTree {
     }
 
     /// The leaf at the end of the heaviest fork.
-    pub fn best_leaf(&self, weights: &Weights) -> Slot {
+    fn best_leaf(&self, weights: &Weights) -> Slot {
         let mut cur = self.root;
         loop {
             let children = &self.nodes[&cur].children;
@@ -183,6 +253,7 @@ impl ForkTree {
         if new_root <= self.root || !self.nodes.contains_key(&new_root) {
             return 0;
         }
+        self.cache.take();
         let mut cur = Some(new_root);
         while let Some(s) = cur {
             self.rooted_chain.insert(s);
@@ -226,7 +297,10 @@ mod tests {
         };
         let g = Genesis::new(vec![v], 100, 64, 0).unwrap();
         let root = Bank::genesis(&g);
-        let mut t = ForkTree::new(root.clone(), BTreeSet::new());
+        let stakes = (10..13)
+            .map(|b| (Pubkey::from_seed_byte(b), b as u64))
+            .collect();
+        let mut t = ForkTree::new(root.clone(), BTreeSet::new(), stakes);
         // 0 - 1 - 2 - 4
         //       \ 3 - 5
         for (slot, parent) in [(1, 0), (2, 1), (3, 1), (4, 2), (5, 3)] {
@@ -241,19 +315,18 @@ mod tests {
         let a = Pubkey::from_seed_byte(10);
         let b = Pubkey::from_seed_byte(11);
         let c = Pubkey::from_seed_byte(12);
-        let stake = |k: &Pubkey| k.0[0] as u64;
         // no votes: lowest slots win ties
-        assert_eq!(t.best_leaf(&t.weights(stake)), 4);
+        assert_eq!(t.fork_choice().best, 4);
         t.observe_vote(a, 5, Hash([5; 32]));
-        assert_eq!(t.best_leaf(&t.weights(stake)), 5);
+        assert_eq!(t.fork_choice().best, 5);
         t.observe_vote(b, 4, Hash([4; 32]));
         t.observe_vote(c, 2, Hash([2; 32]));
-        let w = t.weights(stake);
+        let w = t.fork_choice().weights.clone();
         assert_eq!((w[&1], w[&2], w[&3]), (33, 23, 10));
-        assert_eq!(t.best_leaf(&w), 4);
+        assert_eq!(t.fork_choice().best, 4);
         // a vote with the wrong hash does not count
         t.observe_vote(a, 6, Hash([9; 32]));
-        assert_eq!(t.weights(stake)[&3], 0);
+        assert_eq!(t.fork_choice().weights.get(&3), None);
         assert!(t.is_ancestor(1, 5) && t.is_ancestor(0, 5) && !t.is_ancestor(2, 5));
         assert!(!t.is_ancestor(5, 5));
         assert_eq!(t.fork_hash(5, 3), Some(Hash([3; 32])));

@@ -96,7 +96,11 @@ impl Genesis {
 
     fn compute_hash(&self) -> Hash {
         let mut body = serde_json::to_vec(&self.validators).expect("validators serialize");
-        for n in [self.slot_duration_ms, self.slots_per_epoch, self.start_time_ms] {
+        for n in [
+            self.slot_duration_ms,
+            self.slots_per_epoch,
+            self.start_time_ms,
+        ] {
             body.extend_from_slice(&n.to_le_bytes());
         }
         Hash::digest(&[b"huione-genesis", &body])
@@ -139,7 +143,11 @@ pub struct LeaderSchedule {
 impl LeaderSchedule {
     /// The deterministic, stake-weighted schedule of `epoch`.
     pub fn compute(genesis: &Genesis, epoch: u64) -> Self {
-        let seed = Hash::digest(&[b"huione-leader-schedule", &genesis.hash.0, &epoch.to_le_bytes()]);
+        let seed = Hash::digest(&[
+            b"huione-leader-schedule",
+            &genesis.hash.0,
+            &epoch.to_le_bytes(),
+        ]);
         let mut rng = SplitMix64(u64::from_le_bytes(seed.0[..8].try_into().expect("8 bytes")));
         let total = genesis.total_stake();
         let groups = genesis.slots_per_epoch / LEADER_SLOTS;
@@ -168,7 +176,11 @@ fn pick_by_stake(validators: &[GenesisValidator], mut point: u64) -> Pubkey {
         point -= v.stake;
     }
     // Unreachable when point < total stake; fall back to the last staked validator.
-    validators.iter().rev().find(|v| v.stake > 0).map_or_else(Pubkey::default, |v| v.identity)
+    validators
+        .iter()
+        .rev()
+        .find(|v| v.stake > 0)
+        .map_or_else(Pubkey::default, |v| v.identity)
 }
 
 /// A few epochs' schedules, computed on demand. Bounded: replay never looks further than
@@ -187,7 +199,8 @@ impl ScheduleCache {
             if self.epochs.len() >= Self::MAX_EPOCHS {
                 self.epochs.pop_first();
             }
-            self.epochs.insert(epoch, LeaderSchedule::compute(genesis, epoch));
+            self.epochs
+                .insert(epoch, LeaderSchedule::compute(genesis, epoch));
         }
         self.epochs[&epoch]
             .leader_at(slot)
@@ -260,7 +273,10 @@ mod tests {
             Genesis::new(v.clone(), 400, 10, 0),
             Err(GenesisError::BadEpochLength(10))
         );
-        assert_eq!(Genesis::new(v.clone(), 0, 64, 0), Err(GenesisError::ZeroSlotDuration));
+        assert_eq!(
+            Genesis::new(v.clone(), 0, 64, 0),
+            Err(GenesisError::ZeroSlotDuration)
+        );
         let dup = vec![v[0].clone(), v[0].clone()];
         assert!(matches!(
             Genesis::new(dup, 400, 64, 0),

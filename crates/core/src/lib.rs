@@ -67,10 +67,13 @@ pub use bank::{Bank, VoteAccount, VoteRejected};
 pub use block::{Block, BlockError, Ed25519Verifier, SigVerifier, SignedVote, MAX_VOTES_PER_BLOCK};
 pub use fence::{Fence, OutgoingVote, StoreFailure, StoreReport, StoreTicket};
 pub use forks::{ForkTree, MAX_ROOTED_HISTORY};
-pub use genesis::{Genesis, GenesisError, GenesisValidator, LeaderSchedule, ScheduleCache, SplitMix64, LEADER_SLOTS};
+pub use genesis::{
+    Genesis, GenesisError, GenesisValidator, LeaderSchedule, ScheduleCache, SplitMix64,
+    LEADER_SLOTS,
+};
 pub use hash::Hash;
+pub use huione_tower::Slot;
 pub use validator::{
     Command, Core, CoreConfig, CoreError, ExitReason, IdentityChange, InstanceAnnouncement, Ledger,
     PeerId, PlantedBug, Stats, Status,
 };
-pub use huione_tower::Slot;

@@ -84,6 +84,9 @@ pub struct SimConfig {
     pub slots_per_epoch: u64,
     pub faults: FaultRates,
     pub net: NetConfig,
+    /// Check PRODUCT.md invariant 1 in the driver (off only to show that the auditor
+    /// alone also catches a vote sent before its store).
+    pub check_store_before_send: bool,
     #[doc(hidden)]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -101,6 +104,7 @@ impl SimConfig {
             slots_per_epoch: 64,
             faults: FaultRates::chaos(),
             net: NetConfig::default(),
+            check_store_before_send: true,
             planted_bug: None,
         }
     }
@@ -120,6 +124,7 @@ impl SimConfig {
                 loss: 0.0,
                 ..NetConfig::default()
             },
+            check_store_before_send: true,
             planted_bug: None,
         }
     }

@@ -17,7 +17,9 @@ impl Sim {
                 Command::SendVote(v) => self.send_vote(m, v.into_vote()),
                 Command::BroadcastBlock(b) => self.broadcast_block(m, b),
                 Command::RequestRepair { slot, hash } => self.request_repair(m, slot, hash),
-                Command::SendRepair { to, blocks } => self.send(m, to as MachineId, Msg::Blocks(blocks)),
+                Command::SendRepair { to, blocks } => {
+                    self.send(m, to as MachineId, Msg::Blocks(blocks))
+                }
                 Command::Announce(a) => self.broadcast(m, |_| Msg::Announce(a.clone())),
                 Command::Exit(reason) => self.exit(m, reason),
             }
@@ -42,9 +44,13 @@ impl Sim {
     /// frozen: it was already on the wire). The answer goes back to the process.
     pub(crate) fn exec_store(&mut self, m: MachineId, incarnation: u64, ticket: StoreTicket) {
         let mach = &self.machines[m];
-        let Some(lease) = mach.leases.get(&ticket.fence().revision).cloned() else { return };
+        let Some(lease) = mach.leases.get(&ticket.fence().revision).cloned() else {
+            return;
+        };
         let result = if mach.storage_cut {
-            Err(StoreFailure::Unavailable("this machine cannot reach storage".into()))
+            Err(StoreFailure::Unavailable(
+                "this machine cannot reach storage".into(),
+            ))
         } else {
             match self.storage.store_now(&lease, ticket.tower()) {
                 Ok(rev) => Ok(rev),
@@ -74,7 +80,10 @@ impl Sim {
             at,
             Item::Deliver {
                 to: m,
-                msg: Msg::StoreResult { incarnation, report },
+                msg: Msg::StoreResult {
+                    incarnation,
+                    report,
+                },
             },
         );
     }
@@ -83,8 +92,10 @@ impl Sim {
     /// a store by this process succeeded after the vote was decided.
     fn send_vote(&mut self, m: MachineId, vote: huione_core::SignedVote) {
         let mach = &self.machines[m];
-        let stored_after = mach.last_store_ok_ms.is_some_and(|t| t >= vote.timestamp_ms);
-        if !stored_after {
+        let stored_after = mach
+            .last_store_ok_ms
+            .is_some_and(|t| t >= vote.timestamp_ms);
+        if !stored_after && self.cfg.check_store_before_send {
             let detail = format!(
                 "{} sent its vote for slot {} (decided at {} ms) without a store after it",
                 mach.instance_id(),
@@ -95,6 +106,13 @@ impl Sim {
         }
         let record = VoteRecord::from_vote(&vote, &self.machines[m].instance_id(), self.now_ms);
         self.audit(AuditRecord::Vote(record));
+        self.vote_log.push(crate::world::SentVote {
+            sent_ms: self.now_ms,
+            machine: m,
+            vote_account: vote.vote_account,
+            slot: vote.slot,
+            decided_ms: vote.timestamp_ms,
+        });
         let stats = &mut self.machines[m].stats;
         stats.votes_sent += 1;
         stats.last_vote_sent_ms = Some(self.now_ms);
@@ -111,7 +129,7 @@ impl Sim {
     /// Invariants 3 and 4, after every vote and block.
     fn audit(&mut self, record: AuditRecord) {
         if let Some(v) = self.auditor.record(&record).into_iter().next() {
-            self.fail(FailureKind::Violation(v));
+            self.fail(FailureKind::Violation(Box::new(v)));
         }
     }
 
@@ -120,7 +138,15 @@ impl Sim {
             .filter(|p| *p != m && self.machines[*p].state == MachineState::Running)
             .collect();
         if let Some(p) = self.rng.pick(&peers) {
-            self.send(m, p, Msg::RepairRequest { from: m, slot, hash });
+            self.send(
+                m,
+                p,
+                Msg::RepairRequest {
+                    from: m,
+                    slot,
+                    hash,
+                },
+            );
         }
     }
 
@@ -134,10 +160,15 @@ impl Sim {
 
     /// Network: partitions drop, loss drops, random delay reorders.
     pub(crate) fn send(&mut self, from: MachineId, to: MachineId, msg: Msg) {
-        if self.machines[from].group != self.machines[to].group || self.rng.chance(self.cfg.net.loss) {
+        if self.machines[from].group != self.machines[to].group
+            || self.rng.chance(self.cfg.net.loss)
+        {
             return;
         }
-        let at = self.now_ms + self.rng.range(self.cfg.net.min_delay_ms, self.cfg.net.max_delay_ms);
+        let at = self.now_ms
+            + self
+                .rng
+                .range(self.cfg.net.min_delay_ms, self.cfg.net.max_delay_ms);
         self.push(at, Item::Deliver { to, msg });
     }
 
@@ -157,14 +188,21 @@ impl Sim {
     fn dispatch(&mut self, to: MachineId, msg: Msg) {
         let now = self.now_ms;
         let incarnation = self.machines[to].incarnation;
-        let Some(core) = self.machines[to].core.as_mut() else { return };
+        let Some(core) = self.machines[to].core.as_mut() else {
+            return;
+        };
         let cmds = match msg {
             Msg::Block(b) => core.on_block(now, b),
             Msg::Blocks(bs) => core.on_blocks(now, bs),
             Msg::Vote(v) => core.on_vote(now, v),
             Msg::Announce(a) => core.on_announcement(now, a),
-            Msg::RepairRequest { from, slot, hash } => core.on_repair_request(from as u64, slot, hash),
-            Msg::StoreResult { incarnation: i, report } if i == incarnation => core.on_store_report(now, report),
+            Msg::RepairRequest { from, slot, hash } => {
+                core.on_repair_request(from as u64, slot, hash)
+            }
+            Msg::StoreResult {
+                incarnation: i,
+                report,
+            } if i == incarnation => core.on_store_report(now, report),
             Msg::StoreResult { .. } => Vec::new(),
         };
         self.handle(to, cmds);
@@ -175,7 +213,7 @@ impl Sim {
     fn exit(&mut self, m: MachineId, reason: ExitReason) {
         let now = self.now_ms;
         self.machines[m].stats.exits.push((now, reason));
-        let delay = self.rng.range(2, 10) * self.cfg.slot_ms;
+        let delay = self.rng.range(5, 15) * self.cfg.slot_ms;
         self.stop_process(m, Some(now + delay));
     }
 
@@ -209,8 +247,14 @@ impl Sim {
             acquired_at_ms: self.now_ms,
             reason: reason.to_string(),
         };
-        let lease = self.storage.acquire_now(&identity, owner).map_err(|e| e.to_string())?;
-        let tower = self.storage.load_now(&identity).map_err(|e: StorageError| e.to_string())?;
+        let lease = self
+            .storage
+            .acquire_now(&identity, owner)
+            .map_err(|e| e.to_string())?;
+        let tower = self
+            .storage
+            .load_now(&identity)
+            .map_err(|e: StorageError| e.to_string())?;
         let fence = Fence {
             identity,
             revision: lease.revision(),
@@ -219,7 +263,14 @@ impl Sim {
         let now = self.now_ms;
         let core = self.machines[m].core.as_mut().ok_or("no process")?;
         let cmds = core
-            .set_identity(now, IdentityChange { keypair, tower, fence })
+            .set_identity(
+                now,
+                IdentityChange {
+                    keypair,
+                    tower,
+                    fence,
+                },
+            )
             .map_err(|e| e.to_string())?;
         self.machines[m].stats.takeovers += 1;
         self.handle(m, cmds);

@@ -89,7 +89,9 @@ impl Sim {
             if let MachineState::Down { restart_at_ms } = self.machines[m].state {
                 let soon = self.now_ms + self.cfg.slot_ms;
                 let at = restart_at_ms.map_or(soon, |t| t.min(soon));
-                self.machines[m].state = MachineState::Down { restart_at_ms: Some(at) };
+                self.machines[m].state = MachineState::Down {
+                    restart_at_ms: Some(at),
+                };
             }
         }
         self.faults.partition_until_ms = None;
@@ -129,7 +131,9 @@ impl Sim {
     /// vote (locked out), which would only make the pair flap.
     fn monitor(&mut self) {
         self.faults.monitor_acted_ms.resize(self.cfg.validators, 0);
-        self.faults.unhealthy_since_ms.resize(self.cfg.validators, None);
+        self.faults
+            .unhealthy_since_ms
+            .resize(self.cfg.validators, None);
         let grace_ms = MONITOR_GRACE_SLOTS * self.cfg.slot_ms;
         for v in 0..self.cfg.standbys {
             let pair = [self.standby(v).expect("v < standbys"), self.primary(v)];
@@ -157,7 +161,9 @@ impl Sim {
     fn holder_healthy(&self, v: usize, pair: &[MachineId]) -> Option<bool> {
         let identity = self.machines[self.primary(v)].validator_identity.pubkey();
         let holder = self.storage.lock_holder_now(&identity).ok()?;
-        let Some(holder) = holder else { return Some(false) };
+        let Some(holder) = holder else {
+            return Some(false);
+        };
         Some(pair.iter().any(|m| {
             let mach = &self.machines[*m];
             mach.instance_id() == holder.owner.instance_id
@@ -247,7 +253,12 @@ impl Sim {
                 break;
             }
             stake += s;
-            out.extend(self.machines.iter().filter(|m| m.validator == v).map(|m| m.id));
+            out.extend(
+                self.machines
+                    .iter()
+                    .filter(|m| m.validator == v)
+                    .map(|m| m.id),
+            );
         }
         out
     }

@@ -40,12 +40,15 @@ pub use config::{bug_name, parse_bug, FaultRates, NetConfig, SimConfig};
 pub use report::{FailureKind, SimFailure, SimReport};
 pub use rng::Rng;
 pub use verifier::CachedVerifier;
-pub use world::{vote_account, Machine, MachineId, MachineKind, MachineState, MachineStats, Sim};
+pub use world::{
+    vote_account, Machine, MachineId, MachineKind, MachineState, MachineStats, SentVote, Sim,
+    LIVENESS_ROOT_ADVANCE,
+};
 
 /// Seeds the randomized-rounds test runs (`tests/random_rounds.rs`).
 pub const TEST_ROUNDS: u64 = 200;
 /// Fault-phase slots per randomized test round (plus the liveness phase).
-pub const TEST_ROUND_SLOTS: u64 = 100;
+pub const TEST_ROUND_SLOTS: u64 = 60;
 
 /// Runs one seeded round of [`SimConfig::random`].
 pub fn run_seed(seed: u64, slots: u64) -> Result<SimReport, SimFailure> {

@@ -67,7 +67,10 @@ fn main() -> ExitCode {
         None => vec![args.seed],
     };
     for seed in seeds {
-        let cfg = SimConfig { seed, ..args.cfg.clone() };
+        let cfg = SimConfig {
+            seed,
+            ..args.cfg.clone()
+        };
         let started = std::time::Instant::now();
         let mut sim = Sim::new(cfg);
         match sim.run() {

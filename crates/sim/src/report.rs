@@ -23,7 +23,7 @@ pub struct SimReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureKind {
     /// PRODUCT.md invariants 3/4, found by the auditor.
-    Violation(Violation),
+    Violation(Box<Violation>),
     /// PRODUCT.md invariant 1: a vote left without a store after it was decided.
     VoteBeforeStore(String),
     /// Roots did not advance once faults stopped.
@@ -43,7 +43,9 @@ impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match &self.kind {
             FailureKind::Violation(v) => format!("safety violation: {v}"),
-            FailureKind::VoteBeforeStore(d) => format!("vote sent before its tower was stored: {d}"),
+            FailureKind::VoteBeforeStore(d) => {
+                format!("vote sent before its tower was stored: {d}")
+            }
             FailureKind::Liveness(d) => format!("liveness: {d}"),
         };
         write!(

@@ -10,9 +10,12 @@ use huione_keys::{Pubkey, Signature};
 /// Entries kept before the cache is cleared (bounds memory on long runs).
 const MAX_ENTRIES: usize = 200_000;
 
+/// (signer, signature) -> (message, verified?)
+type Cache = HashMap<(Pubkey, [u8; 64]), (Vec<u8>, bool)>;
+
 #[derive(Debug, Default)]
 pub struct CachedVerifier {
-    cache: Mutex<HashMap<(Pubkey, [u8; 64]), (Vec<u8>, bool)>>,
+    cache: Mutex<Cache>,
 }
 
 impl SigVerifier for CachedVerifier {

@@ -35,9 +35,13 @@ pub enum MachineKind {
 pub enum MachineState {
     Running,
     /// Paused: no ticks, messages buffered; resumes at `until_ms`.
-    Frozen { until_ms: u64 },
+    Frozen {
+        until_ms: u64,
+    },
     /// Crashed or exited; restarts at `restart_at_ms` (None: stays down until told).
-    Down { restart_at_ms: Option<u64> },
+    Down {
+        restart_at_ms: Option<u64>,
+    },
 }
 
 /// What crosses the simulated network (or comes back from storage).
@@ -47,15 +51,29 @@ pub(crate) enum Msg {
     Blocks(Vec<Block>),
     Vote(SignedVote),
     Announce(InstanceAnnouncement),
-    RepairRequest { from: MachineId, slot: Slot, hash: huione_core::Hash },
-    StoreResult { incarnation: u64, report: StoreReport },
+    RepairRequest {
+        from: MachineId,
+        slot: Slot,
+        hash: huione_core::Hash,
+    },
+    StoreResult {
+        incarnation: u64,
+        report: StoreReport,
+    },
 }
 
 #[derive(Debug)]
 pub(crate) enum Item {
-    Deliver { to: MachineId, msg: Msg },
+    Deliver {
+        to: MachineId,
+        msg: Msg,
+    },
     /// A store request reaches the storage.
-    StoreExec { machine: MachineId, incarnation: u64, ticket: StoreTicket },
+    StoreExec {
+        machine: MachineId,
+        incarnation: u64,
+        ticket: StoreTicket,
+    },
 }
 
 pub(crate) struct Queued {
@@ -131,6 +149,13 @@ impl Machine {
     pub fn core(&self) -> Option<&Core> {
         self.core.as_ref()
     }
+    /// When a down machine restarts (None: running, frozen, or down for good).
+    pub fn down_until(&self) -> Option<u64> {
+        match self.state {
+            MachineState::Down { restart_at_ms } => restart_at_ms,
+            _ => None,
+        }
+    }
 }
 
 /// The whole simulated cluster.
@@ -148,6 +173,19 @@ pub struct Sim {
     pub(crate) failure: Option<SimFailure>,
     pub(crate) faults: crate::faults::FaultState,
     pub report: SimReport,
+    /// Every vote sent, for scenario assertions.
+    pub vote_log: Vec<SentVote>,
+}
+
+/// One vote as it left a machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentVote {
+    pub sent_ms: u64,
+    pub machine: MachineId,
+    pub vote_account: Pubkey,
+    pub slot: Slot,
+    /// When the core decided the vote (before its store).
+    pub decided_ms: u64,
 }
 
 impl Sim {
@@ -165,14 +203,27 @@ impl Sim {
             })
             .collect();
         let genesis = Arc::new(
-            Genesis::new(validators, cfg.slot_ms, cfg.slots_per_epoch, 0).expect("valid sim genesis"),
+            Genesis::new(validators, cfg.slot_ms, cfg.slots_per_epoch, 0)
+                .expect("valid sim genesis"),
         );
         let mut machines = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            machines.push(new_machine(machines.len(), MachineKind::Primary, i, id.clone(), id.clone()));
+            machines.push(new_machine(
+                machines.len(),
+                MachineKind::Primary,
+                i,
+                id.clone(),
+                id.clone(),
+            ));
         }
         for (i, id) in ids.iter().enumerate().take(cfg.standbys) {
-            machines.push(new_machine(machines.len(), MachineKind::Standby, i, key(2, i), id.clone()));
+            machines.push(new_machine(
+                machines.len(),
+                MachineKind::Standby,
+                i,
+                key(2, i),
+                id.clone(),
+            ));
         }
         let mut sim = Sim {
             auditor: Auditor::new(genesis.hash),
@@ -187,6 +238,7 @@ impl Sim {
             failure: None,
             faults: Default::default(),
             report: SimReport::default(),
+            vote_log: Vec::new(),
             cfg,
         };
         for m in 0..sim.machines.len() {
@@ -230,7 +282,14 @@ impl Sim {
             mach.instance_id(),
         );
         cfg.planted_bug = bug;
-        let core = Core::new(genesis, cfg, mach.own.clone(), verifier, mach.disk.take(), now);
+        let core = Core::new(
+            genesis,
+            cfg,
+            mach.own.clone(),
+            verifier,
+            mach.disk.take(),
+            now,
+        );
         mach.core = Some(core);
         mach.state = MachineState::Running;
         mach.reclaim_when_caught_up = mach.kind == MachineKind::Primary;
@@ -261,7 +320,7 @@ impl Sim {
         self.deliver_until(next);
         self.now_ms = next;
         self.wake_machines();
-        if self.now_ms % self.cfg.slot_ms == 0 {
+        if self.now_ms.is_multiple_of(self.cfg.slot_ms) {
             self.on_slot_boundary();
         }
         for m in 0..self.machines.len() {
@@ -310,7 +369,9 @@ impl Sim {
         }
         self.maybe_reclaim(m);
         let now = self.now_ms;
-        let Some(core) = self.machines[m].core.as_mut() else { return };
+        let Some(core) = self.machines[m].core.as_mut() else {
+            return;
+        };
         let cmds = core.tick(now);
         self.handle(m, cmds);
     }
@@ -382,7 +443,13 @@ impl Sim {
     }
 }
 
-fn new_machine(id: MachineId, kind: MachineKind, validator: usize, own: Keypair, validator_identity: Keypair) -> Machine {
+fn new_machine(
+    id: MachineId,
+    kind: MachineKind,
+    validator: usize,
+    own: Keypair,
+    validator_identity: Keypair,
+) -> Machine {
     Machine {
         id,
         kind,
@@ -390,7 +457,9 @@ fn new_machine(id: MachineId, kind: MachineKind, validator: usize, own: Keypair,
         own,
         validator_identity,
         vote_account: vote_account(validator),
-        state: MachineState::Down { restart_at_ms: None },
+        state: MachineState::Down {
+            restart_at_ms: None,
+        },
         core: None,
         incarnation: 0,
         leases: HashMap::new(),
@@ -418,7 +487,6 @@ pub fn vote_account(i: usize) -> Pubkey {
     Pubkey(b)
 }
 
-
 impl Sim {
     /// One line per machine: state, identity role and core status (for failure reports).
     pub fn describe(&self) -> String {
@@ -434,7 +502,11 @@ impl Sim {
                 m.state,
                 m.stats.votes_sent,
                 m.stats.blocks_produced,
-                m.stats.exits.iter().map(|(t, r)| format!("{t}:{r}")).collect::<Vec<_>>(),
+                m.stats
+                    .exits
+                    .iter()
+                    .map(|(t, r)| format!("{t}:{r}"))
+                    .collect::<Vec<_>>(),
                 status
             ));
         }

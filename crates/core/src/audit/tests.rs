@@ -58,7 +58,13 @@ fn audit(records: Vec<AuditRecord>) -> Auditor {
 #[test]
 fn clean_votes_on_one_fork_pass() {
     let mut r = forked();
-    r.extend([vote(1, "a"), vote(2, "a"), vote(3, "a"), vote(4, "a"), vote(6, "a")]);
+    r.extend([
+        vote(1, "a"),
+        vote(2, "a"),
+        vote(3, "a"),
+        vote(4, "a"),
+        vote(6, "a"),
+    ]);
     let a = audit(r);
     assert_eq!(a.violations(), &[]);
     assert_eq!((a.votes_seen, a.unresolved_votes), (5, 0));
@@ -69,7 +75,10 @@ fn same_slot_two_hashes_or_two_instances_is_a_double_vote() {
     let mut r = forked();
     r.extend([vote(3, "a"), vote_hash(3, h(99), "a")]);
     let a = audit(r);
-    assert!(matches!(a.violations(), [Violation::DoubleVote { slot: 3, .. }]));
+    assert!(matches!(
+        a.violations(),
+        [Violation::DoubleVote { slot: 3, .. }]
+    ));
 
     let mut r = forked();
     r.extend([vote(3, "primary"), vote(3, "standby")]);
@@ -92,7 +101,12 @@ fn switching_forks_inside_a_lockout_is_reported() {
     r.extend([vote(1, "a"), vote(3, "a"), vote(4, "a"), vote(5, "b")]);
     let a = audit(r);
     match a.violations() {
-        [Violation::LockoutViolation { slot: 5, locked_slot, locked_until, .. }] => {
+        [Violation::LockoutViolation {
+            slot: 5,
+            locked_slot,
+            locked_until,
+            ..
+        }] => {
             assert!(*locked_slot == 3 || *locked_slot == 4);
             assert!(*locked_until >= 5);
         }
@@ -142,7 +156,10 @@ fn duplicate_blocks_are_reported_per_leader_and_slot() {
     }
     r.append(&mut dup);
     let a = audit(r);
-    assert!(matches!(a.violations(), [Violation::DuplicateBlock { slot: 4, .. }]));
+    assert!(matches!(
+        a.violations(),
+        [Violation::DuplicateBlock { slot: 4, .. }]
+    ));
 }
 
 #[test]

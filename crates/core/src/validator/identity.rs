@@ -24,7 +24,11 @@ pub struct IdentityChange {
 impl Core {
     /// Starts voting as `change.keypair` under `change.fence`. The stored tower is
     /// verified first; a bad one is an error and nothing changes.
-    pub fn set_identity(&mut self, now_ms: u64, change: IdentityChange) -> Result<Vec<Command>, CoreError> {
+    pub fn set_identity(
+        &mut self,
+        now_ms: u64,
+        change: IdentityChange,
+    ) -> Result<Vec<Command>, CoreError> {
         if let Role::Halted(r) = &self.role {
             return Err(CoreError::Halted(r.clone()));
         }
@@ -37,7 +41,8 @@ impl Core {
         }
         let tower = self.tower_for(&change)?;
         let voter_key = self.voter_key_for(&change.keypair)?;
-        let floor = self.genesis.slot_at(now_ms) + self.cfg.leader_fence_slots + self.cfg.fence_skew_slots;
+        let floor =
+            self.genesis.slot_at(now_ms) + self.cfg.leader_fence_slots + self.cfg.fence_skew_slots;
         if let Some(r) = tower.root() {
             self.set_root(r);
         }
@@ -131,12 +136,16 @@ impl Core {
 
     /// Another instance announced itself. If it runs our identity and is newer, we exit.
     pub fn on_announcement(&mut self, now_ms: u64, a: InstanceAnnouncement) -> Vec<Command> {
-        let Role::Voting(v) = &self.role else { return Vec::new() };
+        let Role::Voting(v) = &self.role else {
+            return Vec::new();
+        };
         if a.identity != self.identity.pubkey() || a.instance_id == self.cfg.instance_id {
             return Vec::new();
         }
         if a.instance_id.len() > MAX_INSTANCE_ID_LEN
-            || !self.verifier.verify(&a.identity, &a.message(), &a.signature)
+            || !self
+                .verifier
+                .verify(&a.identity, &a.message(), &a.signature)
         {
             self.stats.announcements_dropped += 1;
             return Vec::new();

@@ -52,8 +52,7 @@ impl Core {
             self.stats.leader_slots_fenced += 1;
             return;
         }
-        let weights = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
-        let parent = self.forks.best_leaf(&weights);
+        let parent = self.forks.fork_choice().best;
         if parent >= slot {
             return;
         }
@@ -61,7 +60,11 @@ impl Core {
     }
 
     fn produce(&mut self, now_ms: u64, slot: Slot, parent: Slot) {
-        let parent_hash = self.forks.bank(parent).expect("best leaf is in the tree").hash;
+        let parent_hash = self
+            .forks
+            .bank(parent)
+            .expect("best leaf is in the tree")
+            .hash;
         let votes = self.votes_for_block(parent);
         let block = Block::produce(&self.identity, slot, parent, parent_hash, votes);
         self.produced.insert(slot, block.hash);
@@ -83,9 +86,9 @@ impl Core {
             .values()
             .filter(|vote| {
                 self.forks.fork_hash(parent, vote.slot) == Some(vote.hash)
-                    && bank.account(&vote.vote_account).is_some_and(|a| {
-                        a.lockouts.last_voted_slot().is_none_or(|l| vote.slot > l)
-                    })
+                    && bank
+                        .account(&vote.vote_account)
+                        .is_some_and(|a| a.lockouts.last_voted_slot().is_none_or(|l| vote.slot > l))
             })
             .take(MAX_VOTES_PER_BLOCK)
             .cloned()

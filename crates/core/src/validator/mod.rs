@@ -174,7 +174,12 @@ pub struct InstanceAnnouncement {
 }
 
 impl InstanceAnnouncement {
-    pub fn sign(identity: &Keypair, instance_id: String, fence_revision: i64, since_ms: u64) -> Self {
+    pub fn sign(
+        identity: &Keypair,
+        instance_id: String,
+        fence_revision: i64,
+        since_ms: u64,
+    ) -> Self {
         let mut a = InstanceAnnouncement {
             identity: identity.pubkey(),
             instance_id,
@@ -253,8 +258,14 @@ pub struct Ledger {
 #[derive(Debug)]
 enum StoreState {
     Idle,
-    InFlight { seq: u64, vote: Option<SignedVote> },
-    Retry { at_ms: u64, vote: Option<SignedVote> },
+    InFlight {
+        seq: u64,
+        vote: Option<SignedVote>,
+    },
+    Retry {
+        at_ms: u64,
+        vote: Option<SignedVote>,
+    },
 }
 
 /// State held only while voting under a fence.
@@ -306,7 +317,9 @@ pub struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("status", &self.status()).finish()
+        f.debug_struct("Core")
+            .field("status", &self.status())
+            .finish()
     }
 }
 
@@ -321,7 +334,7 @@ impl Core {
         ledger: Option<Ledger>,
         now_ms: u64,
     ) -> Self {
-        let stakes = genesis
+        let stakes: HashMap<Pubkey, u64> = genesis
             .validators
             .iter()
             .map(|v| (v.vote_account, v.stake))
@@ -330,6 +343,7 @@ impl Core {
             Some(l) => (l.root_bank, l.rooted_chain, l.blocks),
             None => (Bank::genesis(&genesis), Default::default(), Vec::new()),
         };
+        let forks = ForkTree::new(root_bank, rooted_chain, stakes.clone());
         let mut core = Core {
             total_stake: genesis.total_stake(),
             genesis,
@@ -337,7 +351,7 @@ impl Core {
             verifier,
             schedule: ScheduleCache::default(),
             stakes,
-            forks: ForkTree::new(root_bank, rooted_chain),
+            forks,
             identity,
             role: Role::Observer,
             blockstore: BTreeMap::new(),
@@ -438,7 +452,7 @@ impl Core {
     /// Fork-choice state for debugging: (vote account, latest vote slot) and subtree weights.
     #[doc(hidden)]
     pub fn debug_fork_choice(&self) -> String {
-        let w = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
+        let w = self.forks.fork_choice().weights.clone();
         let mut latest: Vec<_> = self
             .stakes
             .keys()
@@ -447,12 +461,14 @@ impl Core {
         latest.sort();
         let mut w: Vec<_> = w.into_iter().filter(|(_, v)| *v > 0).collect();
         w.sort();
-        format!("latest (stake, slot): {latest:?}\nweights: {w:?}\n{:?}", self.stats)
+        format!(
+            "latest (stake, slot): {latest:?}\nweights: {w:?}\n{:?}",
+            self.stats
+        )
     }
 
     fn best_slot(&self) -> Slot {
-        let w = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
-        self.forks.best_leaf(&w)
+        self.forks.fork_choice().best
     }
 
     fn take_outbox(&mut self) -> Vec<Command> {
@@ -482,3 +498,6 @@ impl Core {
         self.take_outbox()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,10 @@
 
 use huione_tower::Slot;
 
-use super::{Command, Core, PeerId, Role, MAX_FUTURE_SLOTS, MAX_ORPHANS, MAX_REPAIR_BATCH, MAX_ROOTED_BLOCKS, MAX_VOTE_POOL};
+use super::{
+    Command, Core, PeerId, Role, MAX_FUTURE_SLOTS, MAX_ORPHANS, MAX_REPAIR_BATCH,
+    MAX_ROOTED_BLOCKS, MAX_VOTE_POOL,
+};
 use crate::block::{Block, SignedVote};
 use crate::hash::Hash;
 
@@ -137,7 +140,9 @@ impl Core {
         let mut applied = Vec::new();
         for vote in &b.votes {
             let forks = &self.forks;
-            match bank.apply_vote(vote, self.verifier.as_ref(), |s| forks.fork_hash(b.parent_slot, s)) {
+            match bank.apply_vote(vote, self.verifier.as_ref(), |s| {
+                forks.fork_hash(b.parent_slot, s)
+            }) {
                 Ok(_) => applied.push((vote.vote_account, vote.slot, vote.hash)),
                 Err(_) => self.stats.votes_rejected += 1,
             }
@@ -174,15 +179,20 @@ impl Core {
             self.stats.gossip_votes_dropped += 1;
             return Vec::new();
         }
-        self.forks.observe_vote(vote.vote_account, vote.slot, vote.hash);
+        self.forks
+            .observe_vote(vote.vote_account, vote.slot, vote.hash);
         if self.vote_pool.len() < MAX_VOTE_POOL {
-            self.vote_pool.entry((vote.vote_account, vote.slot)).or_insert(vote);
+            self.vote_pool
+                .entry((vote.vote_account, vote.slot))
+                .or_insert(vote);
         }
         self.take_outbox()
     }
 
     fn gossip_vote_ok(&self, now_ms: u64, vote: &SignedVote) -> bool {
-        if vote.slot <= self.forks.root() || vote.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS {
+        if vote.slot <= self.forks.root()
+            || vote.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS
+        {
             return false;
         }
         let Some(account) = self.forks.root_bank().account(&vote.vote_account) else {

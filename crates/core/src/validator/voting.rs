@@ -26,11 +26,12 @@ impl Core {
         if self.is_halted() {
             return;
         }
-        let weights = self.forks.weights(|k| self.stakes.get(k).copied().unwrap_or(0));
-        let best = self.forks.best_leaf(&weights);
-        self.update_optimistic(best, &weights);
-        self.advance_supermajority_root(best);
-        self.maybe_vote(now_ms, best, &weights);
+        let choice = self.forks.fork_choice();
+        self.update_optimistic(choice.best, &choice.weights);
+        self.advance_supermajority_root(choice.best);
+        // The root may have moved: fork choice again on the pruned tree.
+        let choice = self.forks.fork_choice();
+        self.maybe_vote(now_ms, choice.best, &choice.weights);
     }
 
     fn update_optimistic(&mut self, best: Slot, weights: &Weights) {
@@ -56,10 +57,16 @@ impl Core {
     /// a node that does not vote (a standby) still prunes; a voter's own tower root is
     /// applied as well in [`Core::set_root`].
     fn advance_supermajority_root(&mut self, best: Slot) {
-        let Some(bank) = self.forks.bank(best) else { return };
+        let Some(bank) = self.forks.bank(best) else {
+            return;
+        };
         let mut roots: Vec<(Slot, u64)> = bank
             .accounts()
-            .filter_map(|(k, a)| a.lockouts.root().map(|r| (r, self.stakes.get(k).copied().unwrap_or(0))))
+            .filter_map(|(k, a)| {
+                a.lockouts
+                    .root()
+                    .map(|r| (r, self.stakes.get(k).copied().unwrap_or(0)))
+            })
             .collect();
         roots.sort_unstable_by(|a, b| b.cmp(a));
         let mut acc = 0u64;
@@ -107,7 +114,9 @@ impl Core {
     }
 
     fn vote_check(&self, v: &Voter, slot: Slot, weights: &Weights) -> Result<(), NoVote> {
-        if v.tower.is_locked_out(slot, |s| self.forks.is_ancestor(s, slot)) {
+        if v.tower
+            .is_locked_out(slot, |s| self.forks.is_ancestor(s, slot))
+        {
             return Err(NoVote::LockedOut);
         }
         let voted = |s: Slot| match weights.get(&s) {
@@ -116,7 +125,10 @@ impl Core {
             None if self.forks.is_ancestor(s, slot) => self.total_stake,
             None => 0,
         };
-        if !v.tower.check_vote_threshold(slot, voted, self.total_stake, THRESHOLD.0, THRESHOLD.1) {
+        if !v
+            .tower
+            .check_vote_threshold(slot, voted, self.total_stake, THRESHOLD.0, THRESHOLD.1)
+        {
             return Err(NoVote::Threshold);
         }
         if !self.switch_allowed(v, slot) {
@@ -127,7 +139,9 @@ impl Core {
 
     /// Switching away from the fork of our last vote needs 38% of stake on other forks.
     fn switch_allowed(&self, v: &Voter, slot: Slot) -> bool {
-        let Some(last) = v.tower.last_voted_slot() else { return true };
+        let Some(last) = v.tower.last_voted_slot() else {
+            return true;
+        };
         if !self.forks.contains(last) || self.forks.is_ancestor(last, slot) {
             return true;
         }
@@ -153,7 +167,9 @@ impl Core {
         let hash = self.forks.bank(slot).expect("in tree").hash;
         let node = self.identity.pubkey();
         let vote_account = self.cfg.vote_account;
-        let Role::Voting(v) = &mut self.role else { return };
+        let Role::Voting(v) = &mut self.role else {
+            return;
+        };
         let new_root = match v.tower.record_vote(slot, hash.0, now_ms) {
             VoteOutcome::Recorded { new_root } => new_root,
             VoteOutcome::Ignored => return,
@@ -179,7 +195,9 @@ impl Core {
         let issued_slot = self.genesis.slot_at(now_ms);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let Role::Voting(v) = &mut self.role else { return };
+        let Role::Voting(v) = &mut self.role else {
+            return;
+        };
         let saved = match SavedTower::new(&v.tower, &self.identity) {
             Ok(s) => s,
             Err(e) => return self.halt(ExitReason::Internal(format!("cannot sign tower: {e}"))),
@@ -191,14 +209,17 @@ impl Core {
 
     /// The driver reports how a store went.
     pub fn on_store_report(&mut self, now_ms: u64, report: StoreReport) -> Vec<Command> {
-        let Role::Voting(v) = &mut self.role else { return self.take_outbox() };
+        let Role::Voting(v) = &mut self.role else {
+            return self.take_outbox();
+        };
         let current = matches!(v.store, StoreState::InFlight { seq, .. } if seq == report.seq);
         if !current || report.fence != v.fence {
             // From before an identity change or a retry: its vote is not ours to send.
             self.stats.stale_store_reports += 1;
             return self.take_outbox();
         }
-        let StoreState::InFlight { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle) else {
+        let StoreState::InFlight { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle)
+        else {
             unreachable!("checked above")
         };
         match report.outcome {
@@ -210,7 +231,9 @@ impl Core {
     }
 
     fn store_confirmed(&mut self, now_ms: u64, issued_slot: Slot, vote: Option<SignedVote>) {
-        let Role::Voting(v) = &mut self.role else { return };
+        let Role::Voting(v) = &mut self.role else {
+            return;
+        };
         let claim = issued_slot + self.cfg.leader_fence_slots;
         v.claim = Some(v.claim.map_or(claim, |c| c.max(claim)));
         v.outage_since_ms = None;
@@ -224,7 +247,9 @@ impl Core {
     fn store_unavailable(&mut self, now_ms: u64, vote: Option<SignedVote>) {
         self.stats.store_failures += 1;
         let limit = self.cfg.max_store_outage_ms;
-        let Role::Voting(v) = &mut self.role else { return };
+        let Role::Voting(v) = &mut self.role else {
+            return;
+        };
         let since = *v.outage_since_ms.get_or_insert(now_ms);
         if limit.is_some_and(|l| now_ms - since > l) {
             let outage_ms = now_ms - since;
@@ -238,12 +263,15 @@ impl Core {
 
     /// Re-issues a store that failed transiently, with the same withheld vote.
     pub(super) fn retry_store(&mut self, now_ms: u64) {
-        let Role::Voting(v) = &mut self.role else { return };
+        let Role::Voting(v) = &mut self.role else {
+            return;
+        };
         let due = matches!(v.store, StoreState::Retry { at_ms, .. } if now_ms >= at_ms);
         if !due {
             return;
         }
-        let StoreState::Retry { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle) else {
+        let StoreState::Retry { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle)
+        else {
             unreachable!("checked above")
         };
         self.issue_store(now_ms, vote);

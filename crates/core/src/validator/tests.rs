@@ -1,0 +1,314 @@
+//! The core's command sequences: store before send, retries, lost lock, fencing of
+//! block production, bad input, duplicate instances.
+
+use std::sync::Arc;
+
+use huione_keys::Keypair;
+use huione_tower::Tower;
+
+use super::*;
+use crate::block::Ed25519Verifier;
+use crate::fence::StoreFailure;
+use crate::genesis::GenesisValidator;
+
+const SLOT_MS: u64 = 100;
+
+struct Node {
+    core: Core,
+    id: Keypair,
+    genesis: Arc<Genesis>,
+}
+
+/// A one-validator cluster: the node leads every slot and its vote is 2/3 of stake.
+fn node() -> Node {
+    let id = Keypair::from_secret(&[1; 32]);
+    let vote_account = Pubkey::from_seed_byte(50);
+    let genesis = Arc::new(
+        Genesis::new(
+            vec![GenesisValidator {
+                identity: id.pubkey(),
+                vote_account,
+                authorized_voter: id.pubkey(),
+                stake: 10,
+            }],
+            SLOT_MS,
+            64,
+            0,
+        )
+        .unwrap(),
+    );
+    let cfg = CoreConfig::new(&genesis, vote_account, vec![id.clone()], "test-1".into());
+    let core = Core::new(
+        genesis.clone(),
+        cfg,
+        id.clone(),
+        Arc::new(Ed25519Verifier),
+        None,
+        0,
+    );
+    Node { core, id, genesis }
+}
+
+fn fence(id: &Keypair, revision: i64) -> Fence {
+    Fence {
+        identity: id.pubkey(),
+        revision,
+    }
+}
+
+fn take_identity(n: &mut Node, now: u64, revision: i64) -> Vec<Command> {
+    let change = IdentityChange {
+        keypair: n.id.clone(),
+        tower: None,
+        fence: fence(&n.id, revision),
+    };
+    n.core.set_identity(now, change).unwrap()
+}
+
+fn only_store(cmds: Vec<Command>) -> StoreTicket {
+    let mut tickets: Vec<StoreTicket> = cmds
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::StoreTower(t) => Some(t),
+            Command::SendVote(v) => panic!("vote {v:?} sent before its store"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tickets.len(), 1, "exactly one store");
+    tickets.pop().unwrap()
+}
+
+fn sent_votes(cmds: &[Command]) -> Vec<Slot> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::SendVote(v) => Some(v.vote().slot),
+            _ => None,
+        })
+        .collect()
+}
+
+fn block_on(n: &Node, slot: Slot, parent: Slot, parent_hash: Hash) -> Block {
+    Block::produce(&n.id, slot, parent, parent_hash, Vec::new())
+}
+
+/// Takes the identity at t=0, confirms the initial store, and feeds block 1 (produced
+/// elsewhere with our key, e.g. by a previous instance) at `now`: the node decides to
+/// vote for it and asks for a store.
+fn voted_block_1(n: &mut Node, now: u64) -> StoreTicket {
+    let first = only_store(take_identity(n, 0, 7));
+    assert!(first.tower().node_pubkey() == n.id.pubkey());
+    n.core.on_store_report(1, first.confirmed(8));
+    let b = block_on(n, 1, 0, n.genesis.hash);
+    only_store(n.core.on_block(now, b))
+}
+
+#[test]
+fn a_vote_is_released_only_by_its_confirmed_store() {
+    let mut n = node();
+    let ticket = voted_block_1(&mut n, 150);
+    let tower: Tower = ticket.tower().verify(&n.id.pubkey()).unwrap();
+    assert_eq!(
+        tower.last_voted_slot(),
+        Some(1),
+        "the stored tower contains the vote"
+    );
+    let cmds = n.core.on_store_report(160, ticket.confirmed(9));
+    assert_eq!(sent_votes(&cmds), vec![1]);
+    assert_eq!(n.core.stats().votes_sent, 1);
+}
+
+#[test]
+fn a_transient_failure_withholds_the_vote_and_retries() {
+    let mut n = node();
+    let ticket = voted_block_1(&mut n, 150);
+    let cmds = n.core.on_store_report(
+        160,
+        ticket.failed(StoreFailure::Unavailable("etcd down".into())),
+    );
+    assert!(cmds.is_empty(), "{cmds:?}");
+    // Before the retry delay nothing is sent or stored.
+    assert!(sent_votes(&n.core.tick(170)).is_empty());
+    let retry = only_store(n.core.tick(160 + SLOT_MS));
+    let cmds = n.core.on_store_report(200, retry.confirmed(10));
+    assert_eq!(
+        sent_votes(&cmds),
+        vec![1],
+        "the withheld vote goes out after the retry"
+    );
+    assert_eq!(n.core.stats().store_failures, 1);
+}
+
+#[test]
+fn a_lost_lock_stops_everything_and_exits() {
+    let mut n = node();
+    let ticket = voted_block_1(&mut n, 150);
+    let cmds = n
+        .core
+        .on_store_report(160, ticket.failed(StoreFailure::LockLost("taken".into())));
+    assert!(
+        matches!(cmds.as_slice(), [Command::Exit(ExitReason::LockLost(_))]),
+        "{cmds:?}"
+    );
+    assert!(n.core.is_halted());
+    assert!(n.core.tick(5_000).is_empty());
+    let b2 = block_on(&n, 2, 1, Hash::default());
+    assert!(n.core.on_block(5_000, b2).is_empty());
+    let again = IdentityChange {
+        keypair: n.id.clone(),
+        tower: None,
+        fence: fence(&n.id, 99),
+    };
+    assert!(matches!(
+        n.core.set_identity(5_000, again),
+        Err(CoreError::Halted(_))
+    ));
+}
+
+#[test]
+fn a_report_from_before_an_identity_change_is_ignored() {
+    let mut n = node();
+    let old = voted_block_1(&mut n, 150);
+    let new = only_store(take_identity(&mut n, 170, 20));
+    let cmds = n.core.on_store_report(180, old.confirmed(21));
+    assert!(
+        sent_votes(&cmds).is_empty(),
+        "the old fence's vote is never sent"
+    );
+    assert_eq!(n.core.stats().stale_store_reports, 1);
+    assert_eq!(new.fence().revision, 20);
+}
+
+#[test]
+fn block_production_is_fenced_by_floor_and_claim() {
+    let mut n = node();
+    let first = only_store(take_identity(&mut n, 0, 7));
+    let status = n.core.status();
+    assert_eq!(status.leader_floor, Some(9), "slot(0) + F(8) + skew(1)");
+    assert_eq!(status.leader_claim, None, "no confirmed store yet");
+    n.core.on_store_report(1, first.confirmed(8));
+    assert_eq!(n.core.status().leader_claim, Some(8));
+    let mut produced = Vec::new();
+    let mut pending: Option<StoreTicket> = None;
+    for t in (0..20 * SLOT_MS).step_by(25) {
+        let mut cmds = n.core.tick(t);
+        if let Some(ticket) = pending.take() {
+            cmds.extend(n.core.on_store_report(t, ticket.confirmed(9)));
+        }
+        for c in cmds {
+            match c {
+                Command::BroadcastBlock(b) => produced.push(b.slot),
+                Command::StoreTower(ticket) => pending = Some(ticket),
+                _ => {}
+            }
+        }
+    }
+    assert!(!produced.is_empty());
+    assert!(
+        produced.iter().all(|s| *s > 9),
+        "nothing at or below the floor: {produced:?}"
+    );
+    let mut dedup = produced.clone();
+    dedup.dedup();
+    assert_eq!(dedup, produced, "each slot at most once");
+    assert!(n.core.stats().leader_slots_fenced >= 1);
+}
+
+#[test]
+fn bad_blocks_and_votes_are_dropped_and_counted() {
+    let mut n = node();
+    let stranger = Keypair::from_secret(&[9; 32]);
+    let wrong_leader = Block::produce(&stranger, 1, 0, n.genesis.hash, Vec::new());
+    assert!(n.core.on_block(150, wrong_leader).is_empty());
+    let mut bad_sig = block_on(&n, 1, 0, n.genesis.hash);
+    bad_sig.signature.0[3] ^= 1;
+    n.core.on_block(150, bad_sig);
+    let future = block_on(&n, 50, 0, n.genesis.hash);
+    n.core.on_block(150, future);
+    assert_eq!(n.core.stats().blocks_dropped, 3);
+    let forged = SignedVote::sign(
+        &stranger,
+        Pubkey::from_seed_byte(50),
+        stranger.pubkey(),
+        1,
+        Hash::default(),
+        0,
+    );
+    n.core.on_vote(250, forged);
+    assert_eq!(n.core.stats().gossip_votes_dropped, 1);
+    assert_eq!(n.core.fork_slots(), vec![0]);
+}
+
+#[test]
+fn an_orphan_asks_for_repair_and_replays_when_its_parent_arrives() {
+    let mut n = node();
+    let b1 = block_on(&n, 1, 0, n.genesis.hash);
+    let b2 = block_on(&n, 2, 1, b1.hash);
+    let cmds = n.core.on_block(250, b2.clone());
+    assert!(
+        matches!(cmds.as_slice(), [Command::RequestRepair { slot: 1, .. }]),
+        "{cmds:?}"
+    );
+    n.core.on_blocks(260, vec![b1]);
+    assert_eq!(n.core.fork_slots(), vec![0, 1, 2]);
+    let answer = n.core.on_repair_request(3, 2, b2.hash);
+    assert!(
+        matches!(answer.as_slice(), [Command::SendRepair { to: 3, blocks }] if blocks.len() == 2)
+    );
+}
+
+#[test]
+fn the_older_of_two_instances_exits() {
+    let mut n = node();
+    take_identity(&mut n, 0, 7);
+    let older = InstanceAnnouncement::sign(&n.id, "other-old".into(), 3, 0);
+    let cmds = n.core.on_announcement(10, older);
+    assert!(
+        matches!(cmds.as_slice(), [Command::Announce(_)]),
+        "we answer, we stay"
+    );
+    let mut forged = InstanceAnnouncement::sign(&n.id, "other-new".into(), 30, 5);
+    forged.fence_revision = 31;
+    assert!(n.core.on_announcement(10, forged).is_empty());
+    assert_eq!(n.core.stats().announcements_dropped, 1);
+    let newer = InstanceAnnouncement::sign(&n.id, "other-new".into(), 30, 5);
+    let cmds = n.core.on_announcement(10, newer);
+    assert!(matches!(
+        cmds.as_slice(),
+        [Command::Exit(ExitReason::DuplicateInstance { .. })]
+    ));
+}
+
+#[test]
+fn set_identity_checks_the_fence_and_the_vote_account() {
+    let mut n = node();
+    let other = Keypair::from_secret(&[2; 32]);
+    let mismatch = IdentityChange {
+        keypair: n.id.clone(),
+        tower: None,
+        fence: fence(&other, 1),
+    };
+    assert!(matches!(
+        n.core.set_identity(0, mismatch),
+        Err(CoreError::FenceMismatch { .. })
+    ));
+    let not_ours = IdentityChange {
+        keypair: other.clone(),
+        tower: None,
+        fence: fence(&other, 1),
+    };
+    assert!(matches!(
+        n.core.set_identity(0, not_ours),
+        Err(CoreError::NotThisNodesAccount { .. })
+    ));
+    let foreign_tower = huione_tower::SavedTower::new(&Tower::new(other.pubkey()), &other).unwrap();
+    let wrong_tower = IdentityChange {
+        keypair: n.id.clone(),
+        tower: Some(foreign_tower),
+        fence: fence(&n.id, 1),
+    };
+    assert!(matches!(
+        n.core.set_identity(0, wrong_tower),
+        Err(CoreError::BadTower(_))
+    ));
+    assert!(!n.core.status().voting);
+}
