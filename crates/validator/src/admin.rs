@@ -23,7 +23,6 @@ pub enum AdminRequest {
         require_tower: bool,
         reply: Reply<SetIdentityOutcome>,
     },
-    #[allow(dead_code)] // until the core can change authorized voters at run time
     AddVoter(Keypair, Reply<()>),
     RemoveVoters(Reply<()>),
     Status(Reply<MonitorStatus>),

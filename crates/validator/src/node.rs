@@ -332,6 +332,12 @@ impl Node {
             },
         };
         // Check first, so a refused set-identity does not take the lock from the primary.
+        self.core
+            .can_vote_as(&keypair)
+            .map_err(|e| AdminError::LockNotAcquired {
+                identity: id,
+                reason: format!("not taking the lock: {e}"),
+            })?;
         let before = self.storage.load(&id).await.map_err(unavailable)?;
         match &before {
             None if require_tower => {
@@ -573,11 +579,15 @@ impl Node {
                 }
                 let _ = reply.send(r);
             }
-            AdminRequest::AddVoter(_, reply) | AdminRequest::RemoveVoters(reply) => {
-                let _ = reply.send(Err(AdminError::Unsupported {
-                    what: "changing authorized voters at run time; restart with --authorized-voter"
-                        .into(),
-                }));
+            AdminRequest::AddVoter(keypair, reply) => {
+                tracing::info!(voter = %keypair.pubkey(), "authorized voter added (used from the next set-identity)");
+                self.core.add_authorized_voter(keypair);
+                let _ = reply.send(Ok(()));
+            }
+            AdminRequest::RemoveVoters(reply) => {
+                tracing::info!("authorized voters removed, except the identity");
+                self.core.remove_authorized_voters();
+                let _ = reply.send(Ok(()));
             }
             AdminRequest::Status(reply) => {
                 let _ = reply.send(Ok(self.monitor_status()));

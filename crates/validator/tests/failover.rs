@@ -170,3 +170,97 @@ fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
     assert!(votes > 50, "too few votes audited: {votes}");
     let _ = Instant::now();
 }
+
+#[test]
+fn standby_needs_the_authorized_voter_and_gets_it_over_the_admin_socket() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let mut c = Cluster::new(3, 100);
+    let flags = etcd_flags(&etcd);
+    let entry = c.nodes[0].gossip_port;
+    c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
+    let standby_file = c.path().join("secondary-validator-keypair.json");
+    huione_keys::Keypair::generate()
+        .unwrap()
+        .write_file(&standby_file, false)
+        .unwrap();
+    // No --authorized-voter: the standby cannot sign the primary's votes yet.
+    let mut extra = flags.clone();
+    extra.push("--no-check-vote-account".into());
+    let mut standby = c.node_spec("secondary", 2, Some(entry), &extra);
+    let pos = standby.args.iter().position(|a| a == "--identity").unwrap();
+    standby.args[pos + 1] = standby_file.display().to_string();
+    c.start_all();
+    standby.start();
+    let vote = c.keys[2].1.pubkey().to_string();
+    let voting = wait_for(Duration::from_secs(40), || {
+        (last_vote_of(&c.nodes[0], &vote)? >= 10).then_some(())
+    });
+    assert!(voting.is_some(), "the primary did not vote:\n{}", c.logs());
+    let admin = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["--ledger", standby.ledger.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let primary_key = c.nodes[2].identity_file.to_str().unwrap().to_string();
+    let out = admin(&["set-identity", &primary_key]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("authorized voter") && err.contains("--authorized-voter"),
+        "{err}"
+    );
+    // The refused set-identity did not take the lock: the primary still votes.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        c.nodes[2].wait_exit(Duration::from_millis(10)).is_none(),
+        "the primary stopped:\n{}",
+        c.nodes[2].log()
+    );
+
+    let out = admin(&["authorized-voter", "add", &primary_key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin(&["set-identity", &primary_key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = c.nodes[2].wait_exit(Duration::from_secs(10));
+    assert!(matches!(code, Some(3) | Some(4)), "primary exit {code:?}");
+    let before = last_vote_of(&c.nodes[0], &vote).unwrap();
+    let moved_on = wait_for(Duration::from_secs(20), || {
+        (last_vote_of(&c.nodes[0], &vote)? > before + 5).then_some(())
+    });
+    assert!(
+        moved_on.is_some(),
+        "the standby did not vote:\n{}",
+        standby.log()
+    );
+    let out = admin(&["monitor", "--count", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&c.keys[2].0.pubkey().to_string()) && text.contains("Primary"),
+        "{text}"
+    );
+    let out = admin(&["exit"]);
+    assert!(out.status.success());
+    assert_eq!(standby.wait_exit(Duration::from_secs(10)), Some(0));
+    let ledgers: Vec<&Path> = c
+        .nodes
+        .iter()
+        .map(|n| n.ledger.as_path())
+        .chain([standby.ledger.as_path()])
+        .collect();
+    let auditor = Auditor::audit_all(c.genesis.hash, &audit_records(&ledgers));
+    assert!(
+        auditor.violations().is_empty(),
+        "{:#?}",
+        auditor.violations()
+    );
+}

@@ -85,6 +85,46 @@ impl Core {
         }
     }
 
+    /// Adds a key that may sign votes. It is used from the next identity change (a
+    /// running voter keeps the key it started with).
+    pub fn add_authorized_voter(&mut self, keypair: Keypair) {
+        if !self
+            .cfg
+            .authorized_voters
+            .iter()
+            .any(|k| k.pubkey() == keypair.pubkey())
+        {
+            self.cfg.authorized_voters.push(keypair);
+        }
+    }
+
+    /// Forgets every authorized voter key except the node's current identity. Like
+    /// [`Core::add_authorized_voter`], it applies from the next identity change.
+    pub fn remove_authorized_voters(&mut self) {
+        let id = self.identity.pubkey();
+        self.cfg.authorized_voters.retain(|k| k.pubkey() == id);
+    }
+
+    /// Checks, without changing anything, that this core could vote as `identity` (its
+    /// vote account names it and a key for the account's authorized voter is present).
+    /// Drivers call it before acquiring the lock, so a set-identity that would fail does
+    /// not take the lock away from a working primary.
+    pub fn can_vote_as(&self, identity: &Keypair) -> Result<(), CoreError> {
+        if let Role::Halted(r) = &self.role {
+            return Err(CoreError::Halted(r.clone()));
+        }
+        self.voter_key_for(identity).map(|_| ())
+    }
+
+    /// Public keys that may currently sign votes.
+    pub fn authorized_voters(&self) -> Vec<huione_keys::Pubkey> {
+        self.cfg
+            .authorized_voters
+            .iter()
+            .map(|k| k.pubkey())
+            .collect()
+    }
+
     fn voter_key_for(&self, identity: &Keypair) -> Result<Keypair, CoreError> {
         let vote_account = self.cfg.vote_account;
         let account = self

@@ -312,3 +312,54 @@ fn set_identity_checks_the_fence_and_the_vote_account() {
     ));
     assert!(!n.core.status().voting);
 }
+
+#[test]
+fn authorized_voters_gate_can_vote_as_and_set_identity() {
+    // A standby: its own identity, the vote account's node is `primary`.
+    let primary = Keypair::from_secret(&[1; 32]);
+    let standby = Keypair::from_secret(&[3; 32]);
+    let vote_account = Pubkey::from_seed_byte(50);
+    let genesis = Arc::new(
+        Genesis::new(
+            vec![GenesisValidator {
+                identity: primary.pubkey(),
+                vote_account,
+                authorized_voter: primary.pubkey(),
+                stake: 10,
+            }],
+            SLOT_MS,
+            64,
+            0,
+        )
+        .unwrap(),
+    );
+    let cfg = CoreConfig::new(&genesis, vote_account, vec![standby.clone()], "s".into());
+    let mut core = Core::new(
+        genesis,
+        cfg,
+        standby.clone(),
+        Arc::new(Ed25519Verifier),
+        None,
+        0,
+    );
+    assert!(matches!(
+        core.can_vote_as(&primary),
+        Err(CoreError::NoAuthorizedVoter(_))
+    ));
+    core.add_authorized_voter(primary.clone());
+    core.add_authorized_voter(primary.clone());
+    assert_eq!(core.authorized_voters().len(), 2);
+    assert!(core.can_vote_as(&primary).is_ok());
+    assert!(!core.status().voting, "checking changes nothing");
+    core.remove_authorized_voters();
+    assert_eq!(core.authorized_voters(), vec![standby.pubkey()]);
+    assert!(core.can_vote_as(&primary).is_err());
+    core.add_authorized_voter(primary.clone());
+    let change = IdentityChange {
+        keypair: primary.clone(),
+        tower: None,
+        fence: fence(&primary, 7),
+    };
+    assert!(core.set_identity(0, change).is_ok());
+    assert!(core.status().voting);
+}

@@ -1,0 +1,331 @@
+//! Helpers for the fault and race failover tests (`failover_faults.rs`,
+//! `failover_races.rs`): etcd flags, a primary/standby pair, `set-identity`, metrics, the
+//! tower lock as seen from outside, and the final audit.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
+use huione_keys::{Keypair, Pubkey};
+use huione_testkit::EtcdCluster;
+use huione_tower_storage::{
+    EtcdConfig, EtcdTowerStorage, Lease, LockOwner, LockRecord, TowerStorage,
+};
+use serde_json::json;
+
+use crate::common::*;
+
+/// The validator index whose vote account the primary/standby pair runs.
+pub const PAIR: usize = 2;
+/// Slot length of these tests (ms). Real processes on a shared 2-core machine: not less.
+pub const SLOT_MS: u64 = 100;
+
+/// Real-process tests are CPU-sensitive: run one at a time within a test binary.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
+    let tls = etcd.tls();
+    let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
+    for e in etcd.client_endpoints() {
+        v.push("--etcd-endpoint".into());
+        v.push(e);
+    }
+    v.extend([
+        "--etcd-cacert-file".into(),
+        tls.ca_file.display().to_string(),
+        "--etcd-cert-file".into(),
+        tls.cert_file.display().to_string(),
+        "--etcd-key-file".into(),
+        tls.key_file.display().to_string(),
+    ]);
+    v
+}
+
+/// A 3-validator cluster whose validator [`PAIR`] is run by a primary with its tower in
+/// etcd (`c.nodes[PAIR]`, named "primary", `extra` appended to its flags), plus a standby
+/// spec (own identity, `--no-check-vote-account`, `--authorized-voter` the primary's key).
+/// Nothing is started.
+pub fn pair_cluster(etcd: &EtcdCluster, extra: &[&str]) -> (Cluster, Node) {
+    let mut c = Cluster::new(3, SLOT_MS);
+    let mut flags = etcd_flags(etcd);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let entry = c.nodes[0].gossip_port;
+    let primary = c.node_spec("primary", PAIR, Some(entry), &flags);
+    c.nodes[PAIR] = primary;
+    let standby = standby_spec(&c, etcd, "secondary");
+    (c, standby)
+}
+
+/// A hot standby for validator [`PAIR`]: its own (new) identity, the primary's vote
+/// account, `--no-check-vote-account --authorized-voter <primary identity file>`.
+pub fn standby_spec(c: &Cluster, etcd: &EtcdCluster, name: &str) -> Node {
+    let id = Keypair::generate().unwrap();
+    let file = c.path().join(format!("{name}-validator-keypair.json"));
+    id.write_file(&file, false).unwrap();
+    let mut extra = etcd_flags(etcd);
+    extra.extend([
+        "--no-check-vote-account".to_string(),
+        "--authorized-voter".into(),
+        c.nodes[PAIR].identity_file.display().to_string(),
+    ]);
+    let entry = c.nodes[0].gossip_port;
+    let mut node = c.node_spec(name, PAIR, Some(entry), &extra);
+    let pos = node.args.iter().position(|a| a == "--identity").unwrap();
+    node.args[pos + 1] = file.display().to_string();
+    node.identity_file = file;
+    node
+}
+
+pub fn vote_account(c: &Cluster) -> String {
+    c.keys[PAIR].1.pubkey().to_string()
+}
+
+pub fn primary_identity(c: &Cluster) -> Pubkey {
+    c.keys[PAIR].0.pubkey()
+}
+
+pub fn identity_of(node: &Node) -> Option<String> {
+    node.rpc("getIdentity", json!([]))?["result"]["identity"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `lastVote` of `vote_account` as `node` sees it (`getVoteAccounts`).
+pub fn last_vote_of(node: &Node, vote_account: &str) -> Option<u64> {
+    let va = node.rpc("getVoteAccounts", json!([]))?;
+    let all: Vec<serde_json::Value> = ["current", "delinquent"]
+        .iter()
+        .filter_map(|k| va["result"][k].as_array().cloned())
+        .flatten()
+        .collect();
+    all.iter().find(|a| a["votePubkey"] == vote_account)?["lastVote"].as_u64()
+}
+
+/// Waits until the vote account's last vote, as `observer` sees it, passes `slot`.
+pub fn wait_vote_past(
+    observer: &Node,
+    vote_account: &str,
+    slot: u64,
+    timeout: Duration,
+) -> Option<u64> {
+    wait_for(timeout, || {
+        last_vote_of(observer, vote_account).filter(|v| *v > slot)
+    })
+}
+
+/// Waits until the cluster roots past slot 20 and the pair's vote account voted past 20.
+pub fn wait_voting(c: &Cluster, timeout: Duration) {
+    let vote = vote_account(c);
+    let ok = wait_for(timeout, || {
+        let r = c.nodes[0].slot("finalized")?;
+        let lv = last_vote_of(&c.nodes[0], &vote)?;
+        (r >= 20 && lv >= 20).then_some(())
+    });
+    assert!(ok.is_some(), "the primary did not vote:\n{}", c.logs());
+}
+
+/// `huione-validator --ledger LEDGER set-identity [--require-tower] KEYPAIR`.
+pub fn set_identity_cmd(ledger: &Path, keypair: &Path, require_tower: bool) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--ledger", ledger.to_str().unwrap(), "set-identity"]);
+    if require_tower {
+        cmd.arg("--require-tower");
+    }
+    cmd.arg(keypair);
+    cmd
+}
+
+pub fn set_identity(ledger: &Path, keypair: &Path, require_tower: bool) -> Output {
+    set_identity_cmd(ledger, keypair, require_tower)
+        .output()
+        .unwrap()
+}
+
+/// Starts `set-identity` without waiting for it.
+pub fn spawn_set_identity(ledger: &Path, keypair: &Path) -> Child {
+    set_identity_cmd(ledger, keypair, false)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+pub fn out_text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `GET path` on 127.0.0.1:port; the body.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    Some(resp.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// A Prometheus sample without labels from the node's `/metrics`.
+pub fn metric(node: &Node, name: &str) -> Option<f64> {
+    let body = http_get(node.rpc_port, "/metrics")?;
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// One RPC call and how long it took.
+pub fn timed_rpc(node: &Node, method: &str) -> (Option<serde_json::Value>, Duration) {
+    let t = Instant::now();
+    let r = node.rpc(method, json!([]));
+    (r, t.elapsed())
+}
+
+/// The tower lock of `identity` as seen from outside (the test process is a third etcd
+/// client, like a monitor or an operator with a second validator).
+pub struct Outsider {
+    rt: tokio::runtime::Runtime,
+    storage: EtcdTowerStorage,
+}
+
+impl Outsider {
+    pub fn connect(etcd: &EtcdCluster) -> Outsider {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tls = etcd.tls();
+        let cfg = EtcdConfig::new(
+            etcd.client_endpoints(),
+            tls.ca_file,
+            tls.cert_file,
+            tls.key_file,
+        );
+        let storage = rt.block_on(EtcdTowerStorage::connect(cfg)).unwrap();
+        Outsider { rt, storage }
+    }
+
+    pub fn holder(&self, id: &Pubkey) -> Option<LockRecord> {
+        self.rt.block_on(self.storage.lock_holder(id)).unwrap()
+    }
+
+    pub fn has_tower(&self, id: &Pubkey) -> bool {
+        self.rt.block_on(self.storage.load(id)).unwrap().is_some()
+    }
+
+    /// Takes the lock (as a third process would).
+    pub fn acquire(&self, id: &Pubkey, reason: &str) -> Lease {
+        self.rt
+            .block_on(
+                self.storage
+                    .acquire(id, LockOwner::for_this_process(*id, reason)),
+            )
+            .unwrap()
+    }
+
+    pub fn history(&self, id: &Pubkey) -> Vec<LockRecord> {
+        self.rt.block_on(self.storage.history(id)).unwrap()
+    }
+}
+
+pub fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
+    let mut all = Vec::new();
+    for l in ledgers {
+        if let Ok(f) = std::fs::File::open(l.join("audit.jsonl")) {
+            all.extend(Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap());
+        }
+    }
+    all
+}
+
+/// The votes recorded in one ledger.
+pub fn votes_in(ledger: &Path) -> Vec<VoteRecord> {
+    audit_records(&[ledger])
+        .into_iter()
+        .filter_map(|r| match r {
+            AuditRecord::Vote(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every ledger directory of the cluster and of `more`.
+pub fn ledgers(c: &Cluster, more: &[&Node]) -> Vec<PathBuf> {
+    c.nodes
+        .iter()
+        .chain(more.iter().copied())
+        .map(|n| n.ledger.clone())
+        .collect()
+}
+
+/// Runs the auditor over every ledger; panics on any violation. Returns the records.
+pub fn assert_audit_clean(c: &Cluster, more: &[&Node]) -> Vec<AuditRecord> {
+    let ls = ledgers(c, more);
+    let refs: Vec<&Path> = ls.iter().map(|p| p.as_path()).collect();
+    let records = audit_records(&refs);
+    let auditor = Auditor::audit_all(c.genesis.hash, &records);
+    assert!(
+        auditor.violations().is_empty(),
+        "safety violations: {:#?}",
+        auditor.violations()
+    );
+    let votes = records
+        .iter()
+        .filter(|r| matches!(r, AuditRecord::Vote(_)))
+        .count();
+    let blocks = records.len() - votes;
+    eprintln!("audit: {votes} votes, {blocks} blocks, no violation");
+    assert!(votes > 30, "too few votes audited: {votes}");
+    records
+}
+
+/// Votes for the pair's vote account recorded at or after `t_ms` (any ledger).
+pub fn pair_votes_since(records: &[AuditRecord], vote_account: &str, t_ms: u64) -> Vec<VoteRecord> {
+    let mut v: Vec<VoteRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Vote(v)
+                if v.vote_account.to_string() == vote_account && v.time_ms >= t_ms =>
+            {
+                Some(v.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|v| v.time_ms);
+    v
+}
+
+/// A small deterministic generator (seed printed by the tests that use it).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env_or_time() -> Rng {
+        let seed = std::env::var("HUIONE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(now_ms);
+        eprintln!("seed {seed} (HUIONE_TEST_SEED={seed} to repeat)");
+        Rng(seed)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
