@@ -4,8 +4,8 @@ use huione_keys::Pubkey;
 use huione_tower::SavedTower;
 
 use crate::{
-    EtcdTowerStorage, FileTowerStorage, Lease, LockOwner, LockRecord, MemoryTowerStorage,
-    Revision, StorageError, TowerStorage,
+    EtcdTowerStorage, FileTowerStorage, Lease, LockOwner, LockRecord, MemoryTowerStorage, Revision,
+    StorageError, TowerStorage,
 };
 
 /// One of the three implementations, picked at run time (`--tower-storage`).

@@ -54,7 +54,10 @@ fn main() -> anyhow::Result<()> {
     let manifest = wait_running(&cdir.join("cluster.json"))?;
     let nodes: Vec<Value> = manifest["nodes"].as_array().cloned().unwrap_or_default();
     std::thread::sleep(Duration::from_secs(5));
-    let start: Vec<(u64, Option<u64>)> = nodes.iter().map(|n| (cpu_ticks(pid(n)), finalized(n))).collect();
+    let start: Vec<(u64, Option<u64>)> = nodes
+        .iter()
+        .map(|n| (cpu_ticks(pid(n)), finalized(n)))
+        .collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(args.secs));
     let wall = t0.elapsed().as_secs_f64();
@@ -71,7 +74,8 @@ fn main() -> anyhow::Result<()> {
         let p = pid(n);
         let cpu = (cpu_ticks(p) - ticks0) as f64 / ticks_per_sec / wall * 100.0;
         let rss = rss_kib(p) as f64 / 1024.0;
-        let metrics = http_get(n["rpc_port"].as_u64().unwrap_or(0) as u16, "/metrics").unwrap_or_default();
+        let metrics =
+            http_get(n["rpc_port"].as_u64().unwrap_or(0) as u16, "/metrics").unwrap_or_default();
         let m = |name: &str| metric(&metrics, name);
         let fin1 = finalized(n);
         println!(
@@ -138,12 +142,17 @@ fn rss_kib(pid: u32) -> u64 {
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 fn finalized(n: &Value) -> Option<u64> {
     let port = n["rpc_port"].as_u64()? as u16;
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#;
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#;
     let resp = http(port, "POST", "/", body)?;
     serde_json::from_str::<Value>(&resp).ok()?["result"].as_u64()
 }

@@ -19,7 +19,11 @@ use huione_cluster::plan::Role;
 use huione_core::audit::{AuditRecord, Auditor};
 
 fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2);
     let bin = std::env::current_exe()?
         .parent()
         .map(Path::to_path_buf)
@@ -38,7 +42,11 @@ fn main() -> anyhow::Result<()> {
                 r.first_vote_ms,
                 r.exit_ms.map_or("-".into(), |v| v.to_string()),
                 r.missed,
-                if r.violations == 0 { "clean".to_string() } else { format!("{} VIOLATIONS", r.violations) }
+                if r.violations == 0 {
+                    "clean".to_string()
+                } else {
+                    format!("{} VIOLATIONS", r.violations)
+                }
             );
         }
     }
@@ -56,8 +64,21 @@ fn one_round(bin: &Path, members: usize) -> anyhow::Result<RoundResult> {
     let dir = tempfile::tempdir()?;
     let cdir = dir.path().join("c");
     let mut launcher = Command::new(bin.join("huione-local-cluster"))
-        .args(["--validators", "3", "--etcd", "--failover-pair", "--slot-ms", "400"])
-        .args(["--etcd-members", &members.to_string(), "--run-for-secs", "120", "--dir"])
+        .args([
+            "--validators",
+            "3",
+            "--etcd",
+            "--failover-pair",
+            "--slot-ms",
+            "400",
+        ])
+        .args([
+            "--etcd-members",
+            &members.to_string(),
+            "--run-for-secs",
+            "120",
+            "--dir",
+        ])
         .arg(&cdir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -90,7 +111,10 @@ fn measure(bin: &Path, cdir: &Path) -> anyhow::Result<RoundResult> {
         .arg(&primary.identity_keypair)
         .output()?;
     if !out.status.success() {
-        bail!("set-identity failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "set-identity failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let exit_ms = primary.pid.and_then(|pid| {
         let start = Instant::now();
@@ -127,7 +151,9 @@ fn measure(bin: &Path, cdir: &Path) -> anyhow::Result<RoundResult> {
         records.extend(audit(&n.ledger));
     }
     let genesis: huione_core::Genesis = serde_json::from_slice(&std::fs::read(&m.genesis)?)?;
-    let violations = Auditor::audit_all(genesis.hash, &records).violations().len();
+    let violations = Auditor::audit_all(genesis.hash, &records)
+        .violations()
+        .len();
     Ok(RoundResult {
         first_vote_ms: first - t0,
         exit_ms,
@@ -167,7 +193,10 @@ fn wait_running(path: &PathBuf) -> anyhow::Result<ClusterManifest> {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

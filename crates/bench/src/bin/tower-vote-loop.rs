@@ -59,11 +59,26 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let id = kp.pubkey();
     let storage = args.storage.open(None).await?;
     let lease = storage
-        .acquire(&id, LockOwner::for_this_process(id, &format!("demo-{}", args.name)))
+        .acquire(
+            &id,
+            LockOwner::for_this_process(id, &format!("demo-{}", args.name)),
+        )
         .await?;
-    println!("[{}] acquired the tower lock for {id} at revision {}", args.name, lease.revision());
-    let mut tower = storage.load_verified(&id).await?.unwrap_or_else(|| Tower::new(id));
-    println!("[{}] loaded tower: last vote {:?}, root {:?}", args.name, tower.last_voted_slot(), tower.root());
+    println!(
+        "[{}] acquired the tower lock for {id} at revision {}",
+        args.name,
+        lease.revision()
+    );
+    let mut tower = storage
+        .load_verified(&id)
+        .await?
+        .unwrap_or_else(|| Tower::new(id));
+    println!(
+        "[{}] loaded tower: last vote {:?}, root {:?}",
+        args.name,
+        tower.last_voted_slot(),
+        tower.root()
+    );
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -81,11 +96,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(rev) => {
                 tower = next;
                 writeln!(log, "{slot} {} {}", args.name, lease.owner().instance_id)?;
-                println!("[{}] slot {slot}: tower stored (revision {rev}), vote sent", args.name);
+                println!(
+                    "[{}] slot {slot}: tower stored (revision {rev}), vote sent",
+                    args.name
+                );
             }
             Err(StorageError::LockLost(lost)) => {
                 println!("[{}] slot {slot}: NOT voting: {lost}", args.name);
-                println!("[{}] exiting: another instance holds the identity", args.name);
+                println!(
+                    "[{}] exiting: another instance holds the identity",
+                    args.name
+                );
                 return Ok(ExitCode::from(EXIT_LOCK_LOST));
             }
             Err(e) => println!("[{}] slot {slot}: vote withheld: {e}", args.name),
