@@ -1,0 +1,189 @@
+//! The driver: every `check_interval` one check ([`observe::check`]), fed to the
+//! [`Monitor`]; a [`Decision::Failover`] is carried out ([`action::carry_out`]) and its
+//! result fed back. Metrics are updated after each check; logs are written when the
+//! decision changes, so a steady state does not flood them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::action;
+use crate::config::Config;
+use crate::decision::{Decision, Monitor};
+use crate::metrics::{self, Metrics};
+use crate::observe;
+
+/// A clock that never goes backwards, read as Unix milliseconds (readable in logs and
+/// the audit record; cooldowns are immune to wall-clock steps).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+    origin_unix_ms: u64,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock {
+            origin: Instant::now(),
+            origin_unix_ms: unix,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.origin_unix_ms + self.origin.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = metrics::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot serve metrics on {addr}: {e} (is --metrics-port in use?)")
+        })?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, metrics.clone()));
+    }
+    tracing::info!(
+        primary = %cfg.targets.primary_identity,
+        primary_rpc = %cfg.targets.primary_rpc.url(),
+        standby_rpc = %cfg.targets.standby_rpc.url(),
+        standby_ledger = %cfg.action.standby_ledger.display(),
+        check_interval_ms = cfg.check_interval.as_millis() as u64,
+        rpc_timeout_ms = cfg.targets.timeout.as_millis() as u64,
+        unhealthy_checks = cfg.settings.unhealthy_checks,
+        dry_run = cfg.action.dry_run,
+        "watchtower started; arms once the primary is seen healthy"
+    );
+    let clock = Clock::new();
+    let mut monitor = Monitor::new(cfg.settings.clone(), cfg.targets.primary_identity.clone());
+    let mut interval = tokio::time::interval(cfg.check_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_label = "";
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("watchtower stopping");
+                return Ok(());
+            }
+            _ = interval.tick() => {}
+        }
+        let started = Instant::now();
+        let obs = observe::check(&cfg.targets).await;
+        let now = clock.now_ms();
+        let decision = monitor.observe(&obs, now);
+        record(&metrics, &monitor, &obs, &decision, started.elapsed());
+        log_decision(&decision, &mut last_label);
+        if let Decision::Failover(order) = decision {
+            tracing::warn!(
+                reason = order.reason(),
+                failing_checks = order.failing_checks,
+                vote_lag_slots = ?order.vote_lag_slots,
+                attempt = order.attempt,
+                dry_run = cfg.action.dry_run,
+                "primary failed: {}; {} set-identity {} on {}",
+                order.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                if cfg.action.dry_run { "would run (dry run)" } else { "running" },
+                cfg.action.primary_keypair_file.display(),
+                cfg.action.standby_ledger.display(),
+            );
+            let entry = action::carry_out(&cfg.action, &order, now).await;
+            let done = clock.now_ms();
+            metrics.failover(entry.result.label());
+            metrics
+                .last_failover_unix_ms
+                .store(done as i64, Ordering::Relaxed);
+            match &entry.error {
+                None => tracing::warn!(
+                    result = entry.result.label(),
+                    lock_revision = ?entry.lock_revision,
+                    set_identity_ms = ?entry.set_identity_ms,
+                    "failover finished {} ms after the decision, {} ms after the first failing check",
+                    done.saturating_sub(now),
+                    done.saturating_sub(order.first_failure_ms),
+                ),
+                Some(e) => tracing::error!(
+                    result = entry.result.label(),
+                    attempt = order.attempt,
+                    "failover failed: {e}"
+                ),
+            }
+            monitor.failover_finished(entry.result.handled(), done);
+            metrics
+                .armed
+                .store(i64::from(monitor.armed()), Ordering::Relaxed);
+        }
+    }
+}
+
+fn record(
+    m: &Metrics,
+    monitor: &Monitor,
+    obs: &crate::decision::Observation,
+    d: &Decision,
+    took: Duration,
+) {
+    m.checks.fetch_add(1, Ordering::Relaxed);
+    let reasons = match d {
+        Decision::Suspect { reasons, .. } | Decision::Hold { reasons, .. } => reasons.clone(),
+        Decision::Failover(o) => o.reasons.clone(),
+        Decision::Healthy => Vec::new(),
+    };
+    if !reasons.is_empty() {
+        m.failed_checks.fetch_add(1, Ordering::Relaxed);
+    }
+    for r in &reasons {
+        m.failure(r.label());
+    }
+    m.consecutive_failures
+        .store(i64::from(monitor.failing_checks()), Ordering::Relaxed);
+    m.armed.store(i64::from(monitor.armed()), Ordering::Relaxed);
+    m.vote_lag_slots.store(
+        obs.votes.map_or(-1, |v| v.lag_slots() as i64),
+        Ordering::Relaxed,
+    );
+    m.last_check_ms
+        .store(took.as_millis() as i64, Ordering::Relaxed);
+    m.set_last_decision(d.label());
+}
+
+fn log_decision(d: &Decision, last: &mut &'static str) {
+    let label = d.label();
+    match d {
+        Decision::Suspect {
+            failing_checks,
+            needed,
+            reasons,
+        } => tracing::info!(
+            failing_checks,
+            needed,
+            "primary check failed: {}",
+            reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Decision::Healthy if *last != label => tracing::info!("primary healthy"),
+        Decision::Hold { why, reasons } if *last != label => tracing::info!(
+            hold = why.label(),
+            failures = reasons.len(),
+            "holding: {why:?}"
+        ),
+        _ => {}
+    }
+    *last = label;
+}
