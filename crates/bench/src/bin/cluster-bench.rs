@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_running(path: &PathBuf) -> anyhow::Result<Value> {
+fn wait_running(path: &Path) -> anyhow::Result<Value> {
     for _ in 0..240 {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(v) = serde_json::from_str::<Value>(&text) {

@@ -9,7 +9,7 @@
 //!  target/release/failover-bench [ROUNDS]`
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,7 @@ fn audit(ledger: &Path) -> Vec<AuditRecord> {
         .unwrap_or_default()
 }
 
-fn wait_running(path: &PathBuf) -> anyhow::Result<ClusterManifest> {
+fn wait_running(path: &Path) -> anyhow::Result<ClusterManifest> {
     for _ in 0..240 {
         if let Ok(m) = ClusterManifest::read(path) {
             if format!("{:?}", m.state).eq_ignore_ascii_case("running") {
