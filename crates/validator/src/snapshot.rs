@@ -61,8 +61,10 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
             num_slots_behind: clock_slot.saturating_sub(status.best_slot),
         }
     };
-    snap.vote_accounts = ledger
-        .root_bank
+    // Vote accounts as of the newest replayed slot (Solana's "processed"), so monitors
+    // see votes within a slot or two rather than a root (~32 slots) behind.
+    let bank = core.bank(status.best_slot).unwrap_or(&ledger.root_bank);
+    snap.vote_accounts = bank
         .accounts()
         .map(|(vote, acct)| {
             let last = acct.lockouts.last_voted_slot().unwrap_or(0);

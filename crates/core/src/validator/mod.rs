@@ -437,6 +437,11 @@ impl Core {
     }
 
     /// Our tower (None unless voting).
+    /// The bank (vote accounts) of a replayed slot still in the fork tree.
+    pub fn bank(&self, slot: Slot) -> Option<&Bank> {
+        self.forks.bank(slot)
+    }
+
     pub fn tower(&self) -> Option<&Tower> {
         match &self.role {
             Role::Voting(v) => Some(&v.tower),
