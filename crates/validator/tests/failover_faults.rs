@@ -29,9 +29,16 @@ fn frozen_etcd_withholds_votes_without_hanging_and_resumes_after_thaw() {
 
     etcd.freeze(0);
     let t_freeze = now_ms();
-    // Let a vote whose store was answered just before the freeze land in a block.
-    std::thread::sleep(Duration::from_millis(1500));
-    let frozen_vote = last_vote_of(&c.nodes[0], &vote).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    // `lastVote` comes from the root bank, so it trails the votes sent by the root
+    // distance: while etcd is frozen it may still rise, but never past the last vote the
+    // primary sent before the freeze.
+    let frozen_vote = votes_in(&c.nodes[PAIR].ledger)
+        .iter()
+        .map(|v| v.slot)
+        .max()
+        .unwrap();
+    let mut seen_lv = Vec::new();
     let slot_then = c.nodes[PAIR].slot("processed").unwrap();
     let (mut max_rpc, mut samples) = (Duration::ZERO, 0);
     let mut health = None;
@@ -47,6 +54,9 @@ fn frozen_etcd_withholds_votes_without_hanging_and_resumes_after_thaw() {
             }
         }
         let lv = last_vote_of(&c.nodes[0], &vote).unwrap();
+        if seen_lv.last() != Some(&lv) {
+            seen_lv.push(lv);
+        }
         if lv > frozen_vote {
             let sent: Vec<(u64, i64)> = votes_in(&c.nodes[PAIR].ledger)
                 .iter()
@@ -65,7 +75,8 @@ fn frozen_etcd_withholds_votes_without_hanging_and_resumes_after_thaw() {
     let withheld = metric(&c.nodes[PAIR], "huione_votes_withheld_total").unwrap();
     eprintln!(
         "etcd frozen: {samples} RPC calls, slowest {max_rpc:?}; processed slot {slot_then} -> {slot_now}; \
-         votes withheld {withheld_before} -> {withheld}; getHealth during the outage: {}",
+         votes withheld {withheld_before} -> {withheld}; getHealth during the outage: {}; \
+         lastVote seen by v0 during the outage {seen_lv:?} (last vote sent before it: {frozen_vote})",
         health.unwrap()
     );
     assert!(
@@ -89,7 +100,7 @@ fn frozen_etcd_withholds_votes_without_hanging_and_resumes_after_thaw() {
 
     etcd.thaw(0);
     let t_thaw = now_ms();
-    let resumed = wait_vote_past(&c.nodes[0], &vote, frozen_vote + 5, Duration::from_secs(30));
+    let resumed = wait_vote_past(&c.nodes[0], &vote, frozen_vote + 3, Duration::from_secs(30));
     assert!(
         resumed.is_some(),
         "the primary did not vote again after the thaw:\n{}",
@@ -116,13 +127,13 @@ fn frozen_etcd_withholds_votes_without_hanging_and_resumes_after_thaw() {
     );
 }
 
-/// Item 2 (b): with `--tower-outage-exit-after-ms 2000`, a frozen etcd ends the primary
-/// with exit code 5.
-#[test]
-fn storage_outage_over_the_limit_exits_with_code_5() {
-    let _serial = serial();
+/// Freezes etcd under a primary started with `--tower-outage-exit-after-ms LIMIT_MS`
+/// and returns the ms from the freeze to its exit (asserting exit code 5, a clear
+/// message, no vote sent during the outage, and a clean audit).
+fn outage_exit_ms(limit_ms: u64) -> u64 {
     let etcd = EtcdCluster::start(1).unwrap();
-    let (mut c, _standby) = pair_cluster(&etcd, &["--tower-outage-exit-after-ms", "2000"]);
+    let limit = limit_ms.to_string();
+    let (mut c, _standby) = pair_cluster(&etcd, &["--tower-outage-exit-after-ms", &limit]);
     c.start_all();
     wait_voting(&c, Duration::from_secs(60));
 
@@ -143,7 +154,7 @@ fn storage_outage_over_the_limit_exits_with_code_5() {
         "no clear message:\n{}",
         tail(&log, 30)
     );
-    eprintln!("etcd frozen -> primary exited with code 5 after {exit_ms} ms (limit 2000 ms)");
+    eprintln!("etcd frozen -> primary exited with code 5 after {exit_ms} ms (limit {limit_ms} ms)");
     let sent = votes_in(&c.nodes[PAIR].ledger);
     assert_eq!(
         sent.iter().filter(|v| v.time_ms > t_freeze + 1000).count(),
@@ -151,6 +162,31 @@ fn storage_outage_over_the_limit_exits_with_code_5() {
         "votes sent while etcd was frozen"
     );
     assert_audit_clean(&c, &[]);
+    exit_ms
+}
+
+/// Item 2 (b): with `--tower-outage-exit-after-ms 2000`, a frozen etcd ends the primary
+/// with exit code 5.
+#[test]
+fn storage_outage_over_the_limit_exits_with_code_5() {
+    let _serial = serial();
+    outage_exit_ms(2000);
+}
+
+/// The limit should bound the time without a stored tower: exit about LIMIT after the
+/// outage begins, not LIMIT after the first failed call's deadline, rounded up to the
+/// next failed call (measured: ~6 s for a 2 s limit with the default 3 s etcd deadline).
+#[test]
+#[ignore = "BUG: the outage clock starts at the first failure report (after the 3 s etcd \
+            deadline) and is only checked when a store reports: a 2000 ms limit exits after ~6 s \
+            (crates/core/src/validator/voting.rs store_unavailable)"]
+fn storage_outage_exit_comes_about_the_limit_after_the_outage_began() {
+    let _serial = serial();
+    let exit_ms = outage_exit_ms(2000);
+    assert!(
+        exit_ms < 2000 + 1500,
+        "exited {exit_ms} ms after etcd froze, limit 2000 ms"
+    );
 }
 
 /// Item 2 (c): another process takes the tower lock; the primary's next fenced store
@@ -262,15 +298,18 @@ fn require_tower_fails_clearly_without_a_stored_tower() {
     let holder = outsider.holder(&id).unwrap();
     assert_eq!(holder.owner.pid, c.nodes[PAIR].pid());
 
-    // 3. A spare identity that never stored a tower, while the primary runs.
+    // 3. A spare identity that never stored a tower (and that the vote account does not
+    // name), while the primary runs: refused, nothing taken.
     let spare = Keypair::generate().unwrap();
     let spare_file = c.path().join("spare-keypair.json");
     spare.write_file(&spare_file, false).unwrap();
     let out = set_identity(&standby.ledger, &spare_file, true);
     let text = out_text(&out);
+    eprintln!("set-identity --require-tower (spare identity):\n{text}");
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("no stored tower") && text.contains(&spare.pubkey().to_string()),
+        text.contains(&spare.pubkey().to_string())
+            && (text.contains("no stored tower") || text.contains("not taking the lock")),
         "unclear message: {text}"
     );
     assert_eq!(identity_of(&standby).unwrap(), standby_id);
