@@ -175,11 +175,8 @@ fn storage_outage_over_the_limit_exits_with_code_5() {
 
 /// The limit should bound the time without a stored tower: exit about LIMIT after the
 /// outage begins, not LIMIT after the first failed call's deadline, rounded up to the
-/// next failed call (measured: ~6 s for a 2 s limit with the default 3 s etcd deadline).
+/// next failed call (that bug measured ~6 s for a 2 s limit with a 3 s etcd deadline).
 #[test]
-#[ignore = "BUG: the outage clock starts at the first failure report (after the 3 s etcd \
-            deadline) and is only checked when a store reports: a 2000 ms limit exits after ~6 s \
-            (crates/core/src/validator/voting.rs store_unavailable)"]
 fn storage_outage_exit_comes_about_the_limit_after_the_outage_began() {
     let _serial = serial();
     let exit_ms = outage_exit_ms(2000);

@@ -261,6 +261,8 @@ enum StoreState {
     InFlight {
         seq: u64,
         vote: Option<SignedVote>,
+        /// When the store was issued: an outage is timed from the first failed store's issue.
+        issued_ms: u64,
     },
     Retry {
         at_ms: u64,
@@ -493,6 +495,10 @@ impl Core {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Command> {
         if self.is_halted() {
             return Vec::new();
+        }
+        self.check_store_outage(now_ms);
+        if self.is_halted() {
+            return self.take_outbox();
         }
         self.retry_store(now_ms);
         self.renew_leader_claim(now_ms);

@@ -363,3 +363,39 @@ fn authorized_voters_gate_can_vote_as_and_set_identity() {
     assert!(core.set_identity(0, change).is_ok());
     assert!(core.status().voting);
 }
+
+#[test]
+fn a_storage_outage_is_timed_from_the_first_unanswered_store() {
+    let mut n = node();
+    n.core = {
+        let mut cfg = CoreConfig::new(
+            &n.genesis,
+            Pubkey::from_seed_byte(50),
+            vec![n.id.clone()],
+            "t".into(),
+        );
+        cfg.max_store_outage_ms = Some(1000);
+        Core::new(
+            n.genesis.clone(),
+            cfg,
+            n.id.clone(),
+            Arc::new(Ed25519Verifier),
+            None,
+            0,
+        )
+    };
+    // The identity's first store is issued at t=0 and never answers (frozen storage).
+    let _ticket = only_store(take_identity(&mut n, 0, 1));
+    assert!(n
+        .core
+        .tick(500)
+        .iter()
+        .all(|c| !matches!(c, Command::Exit(_))));
+    let cmds = n.core.tick(1100);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Exit(ExitReason::StorageOutage { .. }))),
+        "{cmds:?}"
+    );
+    assert!(n.core.is_halted());
+}

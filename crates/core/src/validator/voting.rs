@@ -202,7 +202,11 @@ impl Core {
             Ok(s) => s,
             Err(e) => return self.halt(ExitReason::Internal(format!("cannot sign tower: {e}"))),
         };
-        v.store = StoreState::InFlight { seq, vote };
+        v.store = StoreState::InFlight {
+            seq,
+            vote,
+            issued_ms: now_ms,
+        };
         let ticket = StoreTicket::new(seq, v.fence, saved, issued_slot);
         self.outbox.push(Command::StoreTower(ticket));
     }
@@ -218,13 +222,15 @@ impl Core {
             self.stats.stale_store_reports += 1;
             return self.take_outbox();
         }
-        let StoreState::InFlight { vote, .. } = std::mem::replace(&mut v.store, StoreState::Idle)
+        let StoreState::InFlight {
+            vote, issued_ms, ..
+        } = std::mem::replace(&mut v.store, StoreState::Idle)
         else {
             unreachable!("checked above")
         };
         match report.outcome {
             Ok(_) => self.store_confirmed(now_ms, report.issued_slot, vote),
-            Err(StoreFailure::Unavailable(_)) => self.store_unavailable(now_ms, vote),
+            Err(StoreFailure::Unavailable(_)) => self.store_unavailable(now_ms, issued_ms, vote),
             Err(StoreFailure::LockLost(detail)) => self.halt(ExitReason::LockLost(detail)),
         }
         self.take_outbox()
@@ -244,13 +250,15 @@ impl Core {
         self.after_change(now_ms);
     }
 
-    fn store_unavailable(&mut self, now_ms: u64, vote: Option<SignedVote>) {
+    fn store_unavailable(&mut self, now_ms: u64, issued_ms: u64, vote: Option<SignedVote>) {
         self.stats.store_failures += 1;
         let limit = self.cfg.max_store_outage_ms;
         let Role::Voting(v) = &mut self.role else {
             return;
         };
-        let since = *v.outage_since_ms.get_or_insert(now_ms);
+        // The outage began when the first store that failed was issued, not when the
+        // storage's deadline finally reported it.
+        let since = *v.outage_since_ms.get_or_insert(issued_ms);
         if limit.is_some_and(|l| now_ms - since > l) {
             let outage_ms = now_ms - since;
             return self.halt(ExitReason::StorageOutage { outage_ms });
@@ -259,6 +267,33 @@ impl Core {
             at_ms: now_ms + self.cfg.store_retry_ms,
             vote,
         };
+    }
+
+    /// Halts when stores have not succeeded for longer than `max_store_outage_ms`,
+    /// counting a store still in flight (a frozen storage may not answer for a while).
+    pub(super) fn check_store_outage(&mut self, now_ms: u64) {
+        let Some(limit) = self.cfg.max_store_outage_ms else {
+            return;
+        };
+        let Role::Voting(v) = &self.role else {
+            return;
+        };
+        let in_flight_since = match v.store {
+            StoreState::InFlight { issued_ms, .. } => Some(issued_ms),
+            _ => None,
+        };
+        let since = match (v.outage_since_ms, in_flight_since) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        if now_ms.saturating_sub(since) > limit {
+            self.halt(ExitReason::StorageOutage {
+                outage_ms: now_ms - since,
+            });
+        }
     }
 
     /// Re-issues a store that failed transiently, with the same withheld vote.
