@@ -150,6 +150,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         rpc_addr: cfg.rpc_addr,
         block_seen: BTreeMap::new(),
         vote_latencies: VecDeque::new(),
+        store_failing_since: None,
     };
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
@@ -188,6 +189,8 @@ struct Node {
     block_seen: BTreeMap<huione_core::Slot, Instant>,
     /// Recent vote latencies in microseconds (bounded window for p50/p99).
     vote_latencies: VecDeque<u64>,
+    /// Since when tower stores have been failing (votes withheld), for getHealth.
+    store_failing_since: Option<Instant>,
 }
 
 /// Slots remembered for vote latency, and latencies kept for the percentiles.
@@ -269,6 +272,11 @@ impl Node {
                 }
                 Some(ev) = net_rx.recv() => self.on_net(ev).await,
                 Some(report) = store_rx.recv() => {
+                    if report.is_confirmed() {
+                        self.store_failing_since = None;
+                    } else {
+                        self.store_failing_since.get_or_insert_with(Instant::now);
+                    }
                     let cmds = self.core.on_store_report(now_ms(), report);
                     self.execute(cmds).await;
                 }
@@ -667,7 +675,7 @@ impl Node {
         self.metrics.slot_finalized.set_u64(s.root);
         self.metrics.root_slot.set_u64(s.root);
         let peers = self.net.peers();
-        let snap = snapshot::build(snapshot::SnapshotInput {
+        let mut snap = snapshot::build(snapshot::SnapshotInput {
             core: &self.core,
             genesis: &self.genesis,
             schedule: &mut self.schedule,
@@ -675,6 +683,12 @@ impl Node {
             now_ms: now,
             blocks_sent_votes: self.votes_sent,
         });
+        // Votes withheld because the tower cannot be stored: report unhealthy.
+        if self.store_failing_since.is_some_and(|t| {
+            t.elapsed() >= Duration::from_millis(self.genesis.slot_duration_ms * 2)
+        }) {
+            snap.health = huione_rpc::Health::Unknown;
+        }
         let _ = self.snap_tx.send(Arc::new(snap));
     }
 }

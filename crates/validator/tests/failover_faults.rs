@@ -77,11 +77,17 @@ fn frozen_etcd_withholds_votes_without_hanging_and_resumes_after_thaw() {
         "etcd frozen: {samples} RPC calls, slowest {max_rpc:?}; processed slot {slot_then} -> {slot_now}; \
          votes withheld {withheld_before} -> {withheld}; getHealth during the outage: {}; \
          lastVote seen by v0 during the outage {seen_lv:?} (last vote sent before it: {frozen_vote})",
-        health.unwrap()
+        health.as_ref().unwrap()
     );
     assert!(
         max_rpc < Duration::from_secs(1),
         "RPC took {max_rpc:?} while etcd was frozen"
+    );
+    // Votes are withheld: getHealth says so (Solana's -32005 "Node is unhealthy").
+    let h = health.as_ref().unwrap();
+    assert_eq!(
+        h["error"]["code"], -32005,
+        "getHealth during the outage: {h}"
     );
     assert!(
         slot_now >= slot_then + 10,
