@@ -68,6 +68,14 @@ impl CounterVec {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(label).copied().unwrap_or(0)
     }
+    /// Sets a counter to a total kept elsewhere (e.g. the network's own atomics). The
+    /// value only ever grows there, so the series stays monotonic.
+    pub fn set(&self, label: &str, n: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(label) || map.len() < MAX_SERIES_PER_FAMILY - 1 {
+            map.insert(label.to_string(), n);
+        }
+    }
     /// The sum over all label values.
     pub fn total(&self) -> u64 {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());

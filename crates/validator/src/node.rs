@@ -674,6 +674,31 @@ impl Node {
         self.metrics.slot_confirmed.set_u64(s.optimistic_slot);
         self.metrics.slot_finalized.set_u64(s.root);
         self.metrics.root_slot.set_u64(s.root);
+        // Dropped input, by reason: the network's decode/gossip drops and the core's
+        // rejected blocks and votes.
+        let net = self.net.stats().snapshot();
+        for (reason, n) in &net.dropped {
+            self.metrics.packets_dropped.set(reason.as_str(), *n);
+        }
+        self.metrics
+            .packets_dropped
+            .set("event_channel_full", net.events_dropped_channel_full);
+        let st = self.core.stats();
+        self.metrics
+            .packets_dropped
+            .set("block_rejected", st.blocks_dropped);
+        self.metrics
+            .packets_dropped
+            .set("vote_rejected", st.votes_rejected);
+        self.metrics
+            .packets_dropped
+            .set("block_second_for_slot", st.duplicate_blocks_seen);
+        self.metrics
+            .packets_dropped
+            .set("gossip_vote_rejected", st.gossip_votes_dropped);
+        self.metrics
+            .packets_dropped
+            .set("announcement_rejected", st.announcements_dropped);
         let peers = self.net.peers();
         let mut snap = snapshot::build(snapshot::SnapshotInput {
             core: &self.core,

@@ -62,3 +62,88 @@ fn killed_validator_restarts_catches_up_and_votes_again() {
         c.logs()
     );
 }
+
+/// Garbage, truncated, oversized and forged input is dropped and counted; the node keeps
+/// voting and answering.
+#[test]
+fn garbage_packets_and_bad_blocks_are_dropped_counted_and_harmless() {
+    use huione_core::Block;
+    let mut c = Cluster::new(3, 100);
+    c.start_all();
+    let ok = wait_for(Duration::from_secs(40), || {
+        (c.nodes[0].slot("finalized")? >= 10).then_some(())
+    });
+    assert!(ok.is_some(), "cluster did not root:\n{}", c.logs());
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = ("127.0.0.1", c.nodes[0].gossip_port);
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for i in 0..300u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 1400) as usize + 1;
+        let bytes: Vec<u8> = (0..len)
+            .map(|j| (seed >> (j % 56)) as u8 ^ i as u8)
+            .collect();
+        sock.send_to(&bytes, to).unwrap();
+    }
+    // A valid header with an unknown version, a truncated header, an oversized datagram.
+    sock.send_to(b"HUIO\x63\x01\x00", to).unwrap();
+    sock.send_to(b"HUI", to).unwrap();
+    sock.send_to(&vec![0u8; 65_000], to).unwrap();
+    // A well-formed block from the wrong leader, badly signed.
+    let impostor = huione_keys::Keypair::generate().unwrap();
+    // For the next slot, so it is judged (not older than the root, not yet produced).
+    let slot = c.genesis.slot_at(now_ms()) + 1;
+    let block = Block::produce(&impostor, slot, slot - 1, c.genesis.hash, Vec::new());
+    let bytes = huione_net::encode(&huione_net::Message::Block(block)).unwrap();
+    sock.send_to(&bytes, to).unwrap();
+    let dropped = wait_for(Duration::from_secs(5), || {
+        let text = http_get(c.nodes[0].rpc_port, "/metrics")?;
+        let get = |reason: &str| -> u64 {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "huione_packets_dropped_total{{reason=\"{reason}\"}}"
+                    ))
+                })
+                .and_then(|l| l.split_whitespace().last()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let counts = (
+            get("bad_magic"),
+            get("unsupported_version"),
+            get("truncated"),
+            get("block_rejected"),
+        );
+        (counts.0 > 0 && counts.1 > 0 && counts.2 > 0 && counts.3 > 0).then_some(counts)
+    });
+    assert!(
+        dropped.is_some(),
+        "drops not counted:\n{}",
+        http_get(c.nodes[0].rpc_port, "/metrics").unwrap_or_default()
+    );
+    let before = c.nodes[0].slot("finalized").unwrap();
+    let still = wait_for(Duration::from_secs(20), || {
+        (c.nodes[0].slot("finalized")? > before + 5).then_some(())
+    });
+    assert!(
+        still.is_some(),
+        "the node stopped rooting after garbage:\n{}",
+        c.logs()
+    );
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
