@@ -246,7 +246,10 @@ impl EtcdTowerStorage {
                     );
                     return Ok(());
                 }
-                Ok(Err(e)) => failures.push((i, diagnose(&e, url, &inner.names))),
+                Ok(Err(e)) => failures.push((
+                    i,
+                    at_connect(diagnose(&e, url, &inner.names), url, &inner.names),
+                )),
                 Err(_) => failures.push((
                     i,
                     Failure::transient(format!(
@@ -665,6 +668,31 @@ impl TowerStorage for EtcdTowerStorage {
             .await?;
         records.sort_by_key(|r| r.revision);
         Ok(records)
+    }
+}
+
+/// At start-up, a connection the server drops right after the TLS handshake is, with TLS
+/// 1.3, how etcd usually answers a client certificate it does not accept (the alert can
+/// be lost when it closes the socket). Say so, rather than "broken pipe".
+fn at_connect(f: Failure, url: &str, names: &diagnose::TlsNames) -> Failure {
+    let lower = f.detail.to_ascii_lowercase();
+    let dropped = lower.contains("broken pipe")
+        || lower.contains("connection reset")
+        || lower.contains("unexpected eof")
+        || lower.contains("peer closed connection")
+        || lower.contains("connection closed");
+    if !matches!(f.kind, Kind::Transient) || !dropped {
+        return f;
+    }
+    Failure {
+        kind: Kind::Tls,
+        detail: format!(
+            "the etcd server at {url} closed the connection right after the TLS handshake: it \
+             most likely rejected the client certificate {} (--etcd-cert-file): is \
+             validator.pem signed by the CA etcd trusts (--trusted-ca-file)? is it expired? ({})",
+            names.cert_file.display(),
+            f.detail
+        ),
     }
 }
 
