@@ -13,4 +13,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Two test binaries at a time: the machine has 2 cores, and the etcd fault tests are
 # timing-sensitive.
-cargo test --workspace --locked -- --test-threads 2
+cargo test --workspace --locked --no-fail-fast -- --test-threads 2
