@@ -81,14 +81,21 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
         })
         .collect();
     snap.cluster_nodes = peers.iter().map(cluster_node).collect();
-    let epoch = genesis.epoch_of(clock_slot);
-    let first = epoch * genesis.slots_per_epoch;
-    snap.leader_schedules = vec![EpochLeaderSchedule {
-        epoch,
-        slot_leaders: (first..first + genesis.slots_per_epoch)
-            .map(|s| schedule.leader_at(genesis, s))
-            .collect(),
-    }];
+    // Schedules from the root's epoch to the one after the clock's, so every commitment
+    // level (and a look ahead) finds its epoch; at most 4.
+    let first_epoch = genesis.epoch_of(status.root);
+    let last_epoch = (genesis.epoch_of(clock_slot) + 1).min(first_epoch + 3);
+    snap.leader_schedules = (first_epoch..=last_epoch)
+        .map(|epoch| {
+            let first = epoch * genesis.slots_per_epoch;
+            EpochLeaderSchedule {
+                epoch,
+                slot_leaders: (first..first + genesis.slots_per_epoch)
+                    .map(|s| schedule.leader_at(genesis, s))
+                    .collect(),
+            }
+        })
+        .collect();
     let mut blocks: Vec<&Block> = ledger.blocks.iter().collect();
     blocks.sort_by_key(|b| b.slot);
     let skip = blocks.len().saturating_sub(SNAPSHOT_BLOCKS);
