@@ -99,7 +99,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     metrics.set_lock_state(LockStateKind::NotHeld);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(NodeSnapshot::empty(
         cfg.identity.pubkey(),
-        format!("huione {}", snapshot::VERSION),
+        snapshot::VERSION,
     )));
     let rpc = RpcServer::bind(
         cfg.rpc_addr,

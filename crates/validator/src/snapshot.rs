@@ -7,7 +7,12 @@ use huione_rpc::{
     PerCommitment, Sig64, VoteAccountInfo, VoteTransaction,
 };
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version getVersion reports. A build can override it with `HUIONE_VERSION` (e.g. a
+/// release tag); the upgrade test builds two versions this way.
+pub const VERSION: &str = match option_env!("HUIONE_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 /// Solana's DELINQUENT_VALIDATOR_SLOT_DISTANCE.
 const DELINQUENT_SLOTS: u64 = 128;
 /// Recent blocks kept in the snapshot for getBlock.
@@ -34,7 +39,7 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
     let status = core.status();
     let ledger = core.ledger();
     let clock_slot = genesis.slot_at(now_ms);
-    let mut snap = NodeSnapshot::empty(core.identity(), format!("huione {VERSION}"));
+    let mut snap = NodeSnapshot::empty(core.identity(), VERSION);
     snap.genesis_hash = Hash32(genesis.hash.0);
     snap.slots = PerCommitment {
         processed: status.best_slot,
