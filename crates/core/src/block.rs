@@ -14,9 +14,16 @@ use crate::hash::{sig_hex, Hash};
 /// Votes one block may carry; a block with more is dropped.
 pub const MAX_VOTES_PER_BLOCK: usize = 256;
 
-/// Checks ed25519 signatures.
+/// Checks ed25519 signatures, and makes the core's vote and block signatures.
 pub trait SigVerifier: Send + Sync {
     fn verify(&self, signer: &Pubkey, message: &[u8], signature: &Signature) -> bool;
+
+    /// Signs `message` with `key`: ed25519 unless overridden. Only a simulator overrides
+    /// it, with a scheme its own [`SigVerifier::verify`] checks exactly (a signature by
+    /// any other key still fails).
+    fn sign(&self, key: &Keypair, message: &[u8]) -> Signature {
+        key.sign(message)
+    }
 }
 
 /// The plain verifier: every call runs ed25519.
@@ -54,6 +61,27 @@ impl SignedVote {
         hash: Hash,
         timestamp_ms: u64,
     ) -> Self {
+        Self::sign_with(
+            &Ed25519Verifier,
+            voter,
+            vote_account,
+            node,
+            slot,
+            hash,
+            timestamp_ms,
+        )
+    }
+
+    /// [`SignedVote::sign`] through `signer` (see [`SigVerifier::sign`]).
+    pub fn sign_with(
+        signer: &dyn SigVerifier,
+        voter: &Keypair,
+        vote_account: Pubkey,
+        node: Pubkey,
+        slot: Slot,
+        hash: Hash,
+        timestamp_ms: u64,
+    ) -> Self {
         let mut v = SignedVote {
             vote_account,
             voter: voter.pubkey(),
@@ -63,7 +91,7 @@ impl SignedVote {
             timestamp_ms,
             signature: Signature([0; 64]),
         };
-        v.signature = voter.sign(&v.message());
+        v.signature = signer.sign(voter, &v.message());
         v
     }
 
@@ -128,6 +156,25 @@ impl Block {
         parent_hash: Hash,
         votes: Vec<SignedVote>,
     ) -> Self {
+        Self::produce_with(
+            &Ed25519Verifier,
+            leader,
+            slot,
+            parent_slot,
+            parent_hash,
+            votes,
+        )
+    }
+
+    /// [`Block::produce`] through `signer` (see [`SigVerifier::sign`]).
+    pub fn produce_with(
+        signer: &dyn SigVerifier,
+        leader: &Keypair,
+        slot: Slot,
+        parent_slot: Slot,
+        parent_hash: Hash,
+        votes: Vec<SignedVote>,
+    ) -> Self {
         let mut b = Block {
             slot,
             parent_slot,
@@ -138,7 +185,7 @@ impl Block {
             signature: Signature([0; 64]),
         };
         b.hash = b.compute_hash();
-        b.signature = leader.sign(&b.hash.0);
+        b.signature = signer.sign(leader, &b.hash.0);
         b
     }
 

@@ -160,6 +160,26 @@ impl ForkTree {
         self.fork_hash(b, a).is_some()
     }
 
+    /// `|a| self.is_ancestor(a, b)` for many `a` and one `b`: walks `b`'s fork once.
+    pub fn ancestry(&self, b: Slot) -> Ancestry<'_> {
+        let mut path = Vec::new();
+        if let Some(node) = self.nodes.get(&b) {
+            let mut cur = node.parent;
+            while let Some(s) = cur {
+                path.push(s);
+                cur = self.nodes.get(&s).and_then(|n| n.parent);
+            }
+        }
+        // The walk goes down in slot order; ascending for binary search.
+        path.reverse();
+        Ancestry {
+            tree: self,
+            b,
+            in_tree: self.nodes.contains_key(&b),
+            path,
+        }
+    }
+
     /// Adds a replayed bank under `parent` (which must be in the tree).
     pub fn insert(&mut self, parent: Slot, bank: Bank) {
         self.cache.take();
@@ -185,8 +205,15 @@ impl ForkTree {
             .entry(vote_account)
             .or_insert((0, Hash::default()));
         if slot > e.0 {
-            *e = (slot, hash);
-            self.cache.take();
+            let old = std::mem::replace(e, (slot, hash));
+            // Only a vote fork choice counts (its bank is in the tree with that hash)
+            // changes the weights: keep the cached choice when neither the old nor the
+            // new vote counts.
+            let counts =
+                |(s, h): (Slot, Hash)| self.nodes.get(&s).is_some_and(|n| n.bank.hash == h);
+            if counts(old) || counts((slot, hash)) {
+                self.cache.take();
+            }
         }
     }
 
@@ -211,7 +238,10 @@ impl ForkTree {
         self.stakes.get(vote_account).copied().unwrap_or(0)
     }
 
-    /// Subtree stake per slot.
+    /// Subtree stake per slot: each counted vote's stake on its slot, then summed up the
+    /// tree children-first. Same result (including which slots have an entry: exactly the
+    /// counted slots and their ancestors) as walking every vote to the root, in one pass
+    /// over the tree instead of one walk per vote.
     fn weights(&self) -> Weights {
         let mut w = Weights::with_capacity_and_hasher(self.nodes.len(), SlotHasher::default());
         for (account, (slot, hash)) in &self.latest_votes {
@@ -221,11 +251,24 @@ impl ForkTree {
             if node.bank.hash != *hash {
                 continue;
             }
-            let stake = self.stake_of(account);
-            let mut cur = Some(*slot);
-            while let Some(s) = cur {
-                *w.entry(s).or_default() += stake;
-                cur = self.nodes[&s].parent;
+            *w.entry(*slot).or_default() += self.stake_of(account);
+        }
+        if w.is_empty() {
+            return w;
+        }
+        // Pre-order from the root; reversed, every child comes before its parent.
+        let mut order = Vec::with_capacity(self.nodes.len());
+        let mut stack = vec![self.root];
+        while let Some(s) = stack.pop() {
+            order.push(s);
+            stack.extend(self.nodes[&s].children.iter().copied());
+        }
+        for s in order.iter().rev() {
+            let Some(&stake) = w.get(s) else {
+                continue;
+            };
+            if let Some(p) = self.nodes[s].parent {
+                *w.entry(p).or_default() += stake;
             }
         }
         w
@@ -283,6 +326,29 @@ impl ForkTree {
     }
 }
 
+/// The strict ancestors of one tree slot (see [`ForkTree::ancestry`]).
+#[derive(Debug)]
+pub struct Ancestry<'a> {
+    tree: &'a ForkTree,
+    b: Slot,
+    in_tree: bool,
+    /// `b`'s strict ancestors in the tree, ascending.
+    path: Vec<Slot>,
+}
+
+impl Ancestry<'_> {
+    /// Same answer as `tree.is_ancestor(a, b)`.
+    pub fn is_ancestor(&self, a: Slot) -> bool {
+        if a >= self.b || !self.in_tree {
+            return false;
+        }
+        if a <= self.tree.root {
+            return self.tree.rooted_chain.contains(&a);
+        }
+        self.path.binary_search(&a).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +397,12 @@ mod tests {
         assert!(!t.is_ancestor(5, 5));
         assert_eq!(t.fork_hash(5, 3), Some(Hash([3; 32])));
         assert_eq!(t.fork_hash(5, 2), None);
+        for b in 0..8 {
+            let anc = t.ancestry(b);
+            for a in 0..8 {
+                assert_eq!(anc.is_ancestor(a), t.is_ancestor(a, b), "{a} of {b}");
+            }
+        }
     }
 
     #[test]
@@ -341,5 +413,11 @@ mod tests {
         assert!(t.is_ancestor(1, 4) && t.is_ancestor(0, 4) && !t.is_ancestor(3, 4));
         assert_eq!(t.set_root(1), 0, "roots never move back");
         assert_eq!(t.root(), 2);
+        for b in 0..8 {
+            let anc = t.ancestry(b);
+            for a in 0..8 {
+                assert_eq!(anc.is_ancestor(a), t.is_ancestor(a, b), "{a} of {b}");
+            }
+        }
     }
 }

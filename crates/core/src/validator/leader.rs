@@ -66,7 +66,14 @@ impl Core {
             .expect("best leaf is in the tree")
             .hash;
         let votes = self.votes_for_block(parent);
-        let block = Block::produce(&self.identity, slot, parent, parent_hash, votes);
+        let block = Block::produce_with(
+            self.verifier.as_ref(),
+            &self.identity,
+            slot,
+            parent,
+            parent_hash,
+            votes,
+        );
         self.produced.insert(slot, block.hash);
         self.stats.blocks_produced += 1;
         self.outbox.push(Command::BroadcastBlock(block.clone()));

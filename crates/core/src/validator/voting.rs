@@ -114,15 +114,14 @@ impl Core {
     }
 
     fn vote_check(&self, v: &Voter, slot: Slot, weights: &Weights) -> Result<(), NoVote> {
-        if v.tower
-            .is_locked_out(slot, |s| self.forks.is_ancestor(s, slot))
-        {
+        let ancestry = self.forks.ancestry(slot);
+        if v.tower.is_locked_out(slot, |s| ancestry.is_ancestor(s)) {
             return Err(NoVote::LockedOut);
         }
         let voted = |s: Slot| match weights.get(&s) {
             Some(w) => *w,
             // Rooted ancestors are final.
-            None if self.forks.is_ancestor(s, slot) => self.total_stake,
+            None if ancestry.is_ancestor(s) => self.total_stake,
             None => 0,
         };
         if !v
@@ -174,7 +173,15 @@ impl Core {
             VoteOutcome::Recorded { new_root } => new_root,
             VoteOutcome::Ignored => return,
         };
-        let vote = SignedVote::sign(&v.voter_key, vote_account, node, slot, hash, now_ms);
+        let vote = SignedVote::sign_with(
+            self.verifier.as_ref(),
+            &v.voter_key,
+            vote_account,
+            node,
+            slot,
+            hash,
+            now_ms,
+        );
         v.first_new_vote.get_or_insert(slot);
         self.stats.votes_decided += 1;
         self.forks.observe_vote(vote_account, slot, hash);
