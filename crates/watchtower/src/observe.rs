@@ -180,6 +180,11 @@ pub fn vote_view_from(
         .iter()
         .find(|a| is_primary(a))
         .and_then(|a| last_vote(a))?;
+    // 0 = no vote of the account has landed in this node's bank yet (a cluster starting
+    // up): that says nothing about the primary's progress, so it is not a lag.
+    if primary_last_vote == 0 {
+        return None;
+    }
     let cluster_last_vote = accounts
         .iter()
         .filter(|a| !is_primary(a))
@@ -270,6 +275,8 @@ mod tests {
         assert_eq!(v.lag_slots(), 10);
         assert_eq!(vote_view_from(&accounts(90, 100), "nobody", None), None);
         assert_eq!(vote_view_from(&json!({"error": {}}), "P", None), None);
+        // No vote of the primary has landed yet (start-up): unknown, not a 100-slot lag.
+        assert_eq!(vote_view_from(&accounts(0, 100), "P", None), None);
     }
 
     #[test]
