@@ -98,7 +98,12 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 impl Pair {
     /// Three validators (v2 the primary, tower in etcd) and v2's standby, all running.
     fn start(slot_ms: u64) -> Pair {
-        let etcd = EtcdCluster::start(1).unwrap();
+        // HUIONE_WT_ETCD_MEMBERS=3 measures with a 3-member etcd cluster.
+        let members = std::env::var("HUIONE_WT_ETCD_MEMBERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let etcd = EtcdCluster::start(members).unwrap();
         let mut c = Cluster::new(3, slot_ms);
         let flags = etcd_flags(&etcd);
         let entry = c.nodes[0].gossip_port;
