@@ -79,5 +79,15 @@ step "audit of every vote and block the nodes recorded"
 mapfile -t LEDGERS < <(json '"\n".join(n["ledger"] for n in m["nodes"])')
 "$BIN/huione-audit" "${LEDGERS[@]}"
 
-step "cluster status (from the launcher)"
-tail -n 3 "$DEMO_DIR.launcher.log"
+step "cluster status: every node advances and finalizes (the old primary has exited)"
+# Roots appear once votes are 32 deep (about 13 s of 400 ms slots); wait for some.
+for _ in $(seq 40); do
+    fin=$(rpc "$S_RPC" getSlot '[{"commitment":"finalized"}]' | python3 -c "import json,sys; print(json.load(sys.stdin).get('result',0))")
+    [[ $fin -gt 5 ]] && break
+    sleep 1
+done
+while read -r name port; do
+    slot=$(rpc "$port" getSlot '[{"commitment":"processed"}]' 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['result'])" 2>/dev/null || echo exited)
+    fin=$(rpc "$port" getSlot '[{"commitment":"finalized"}]' 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['result'])" 2>/dev/null || echo -)
+    echo "  $name: slot $slot, finalized $fin"
+done < <(json '"\n".join(n["name"]+" "+str(n["rpc_port"]) for n in m["nodes"])')
