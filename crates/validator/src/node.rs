@@ -215,6 +215,13 @@ impl Node {
             self.vote_latencies.pop_front();
         }
         self.vote_latencies.push_back(d.as_micros() as u64);
+    }
+
+    /// p50/p99 of the recent vote latencies, for /metrics (off the vote path).
+    fn publish_vote_latency(&self) {
+        if self.vote_latencies.is_empty() {
+            return;
+        }
         let mut sorted: Vec<u64> = self.vote_latencies.iter().copied().collect();
         sorted.sort_unstable();
         let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
@@ -426,10 +433,10 @@ impl Node {
                     }
                     self.votes_sent += 1;
                     self.metrics.votes_sent.inc();
+                    let _ = self.net.broadcast_vote(&vote).await;
                     self.metrics.last_vote_slot.set_u64(vote.slot);
                     self.vote_sent(vote.slot);
                     tracing::debug!(slot = vote.slot, "vote sent");
-                    let _ = self.net.broadcast_vote(&vote).await;
                 }
                 Command::BroadcastBlock(block) => {
                     if let Err(e) = self.files.record_block(&block, &self.instance_id, now_ms()) {
@@ -674,6 +681,7 @@ impl Node {
         self.metrics.slot_confirmed.set_u64(s.optimistic_slot);
         self.metrics.slot_finalized.set_u64(s.root);
         self.metrics.root_slot.set_u64(s.root);
+        self.publish_vote_latency();
         // Dropped input, by reason: the network's decode/gossip drops and the core's
         // rejected blocks and votes.
         let net = self.net.stats().snapshot();

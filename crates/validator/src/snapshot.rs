@@ -167,9 +167,11 @@ pub fn upcoming_leader_slots(
 /// Percent of stake whose vote account has not voted within the last 128 slots of the
 /// root bank.
 pub fn delinquent_stake_percent(core: &Core, current_slot: Slot) -> f64 {
-    let ledger = core.ledger();
+    let Some(root_bank) = core.bank(core.status().root) else {
+        return 0.0;
+    };
     let (mut total, mut delinquent) = (0u128, 0u128);
-    for (_, a) in ledger.root_bank.accounts() {
+    for (_, a) in root_bank.accounts() {
         total += a.stake as u128;
         let last = a.lockouts.last_voted_slot().unwrap_or(0);
         if last + DELINQUENT_SLOTS < current_slot {
