@@ -206,6 +206,27 @@ impl EtcdCluster {
         self.client_tls(&self.certs.validator)
     }
 
+    /// The `huione-validator` flags that put the tower in this cluster:
+    /// `--tower-storage etcd --etcd-endpoint ... --etcd-cacert-file ... --etcd-cert-file ...
+    /// --etcd-key-file ...`.
+    pub fn validator_flags(&self) -> Vec<String> {
+        let tls = self.tls();
+        let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
+        for e in self.client_endpoints() {
+            v.push("--etcd-endpoint".into());
+            v.push(e);
+        }
+        for (flag, path) in [
+            ("--etcd-cacert-file", &tls.ca_file),
+            ("--etcd-cert-file", &tls.cert_file),
+            ("--etcd-key-file", &tls.key_file),
+        ] {
+            v.push(flag.into());
+            v.push(path.display().to_string());
+        }
+        v
+    }
+
     /// TLS files for a client with the given certificate pair and the cluster's CA.
     pub fn client_tls(&self, pair: &FilePair) -> ClientTls {
         ClientTls {

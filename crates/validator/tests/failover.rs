@@ -13,24 +13,6 @@ use huione_core::audit::{AuditRecord, Auditor};
 use huione_testkit::EtcdCluster;
 use serde_json::json;
 
-fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
-    let tls = etcd.tls();
-    let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
-    for e in etcd.client_endpoints() {
-        v.push("--etcd-endpoint".into());
-        v.push(e);
-    }
-    v.extend([
-        "--etcd-cacert-file".into(),
-        tls.ca_file.display().to_string(),
-        "--etcd-cert-file".into(),
-        tls.cert_file.display().to_string(),
-        "--etcd-key-file".into(),
-        tls.key_file.display().to_string(),
-    ]);
-    v
-}
-
 fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
     let mut all = Vec::new();
     for l in ledgers {
@@ -55,7 +37,7 @@ fn last_vote_of(node: &Node, vote_account: &str) -> Option<u64> {
 fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
     let etcd = EtcdCluster::start(1).unwrap();
     let mut c = Cluster::new(3, 100);
-    let flags = etcd_flags(&etcd);
+    let flags = etcd.validator_flags();
     // v2 is the primary, with its tower in etcd.
     let entry = c.nodes[0].gossip_port;
     let primary = c.node_spec("primary", 2, Some(entry), &flags);
@@ -175,7 +157,7 @@ fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
 fn standby_needs_the_authorized_voter_and_gets_it_over_the_admin_socket() {
     let etcd = EtcdCluster::start(1).unwrap();
     let mut c = Cluster::new(3, 100);
-    let flags = etcd_flags(&etcd);
+    let flags = etcd.validator_flags();
     let entry = c.nodes[0].gossip_port;
     c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
     let standby_file = c.path().join("secondary-validator-keypair.json");

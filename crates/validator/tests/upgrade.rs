@@ -77,23 +77,6 @@ fn identity(node: &Node) -> Option<String> {
     )
 }
 
-fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
-    let tls = etcd.tls();
-    let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
-    for e in etcd.client_endpoints() {
-        v.extend(["--etcd-endpoint".to_string(), e]);
-    }
-    v.extend([
-        "--etcd-cacert-file".into(),
-        tls.ca_file.display().to_string(),
-        "--etcd-cert-file".into(),
-        tls.cert_file.display().to_string(),
-        "--etcd-key-file".into(),
-        tls.key_file.display().to_string(),
-    ]);
-    v
-}
-
 #[test]
 fn upgrade_by_failover_as_in_the_operator_guide() {
     let scratch = tempfile::tempdir().unwrap();
@@ -101,7 +84,7 @@ fn upgrade_by_failover_as_in_the_operator_guide() {
     let old_version = env!("CARGO_PKG_VERSION");
 
     let etcd = EtcdCluster::start(1).unwrap();
-    let flags = etcd_flags(&etcd);
+    let flags = etcd.validator_flags();
     let mut c = Cluster::new(3, 100);
     let entry = c.nodes[0].gossip_port;
     c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);

@@ -25,24 +25,6 @@ use serde_json::{json, Value};
 const WATCHTOWER: &str = env!("CARGO_BIN_EXE_huione-watchtower");
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
-    let tls = etcd.tls();
-    let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
-    for e in etcd.client_endpoints() {
-        v.push("--etcd-endpoint".into());
-        v.push(e);
-    }
-    v.extend([
-        "--etcd-cacert-file".into(),
-        tls.ca_file.display().to_string(),
-        "--etcd-cert-file".into(),
-        tls.cert_file.display().to_string(),
-        "--etcd-key-file".into(),
-        tls.key_file.display().to_string(),
-    ]);
-    v
-}
-
 /// The cluster, the standby and (once started) the watchtower.
 struct Pair {
     c: Cluster,
@@ -105,7 +87,7 @@ impl Pair {
             .unwrap_or(1);
         let etcd = EtcdCluster::start(members).unwrap();
         let mut c = Cluster::new(3, slot_ms);
-        let flags = etcd_flags(&etcd);
+        let flags = etcd.validator_flags();
         let entry = c.nodes[0].gossip_port;
         c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
         let standby_id = huione_keys::Keypair::generate().unwrap();

@@ -31,31 +31,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
-    let tls = etcd.tls();
-    let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
-    for e in etcd.client_endpoints() {
-        v.push("--etcd-endpoint".into());
-        v.push(e);
-    }
-    v.extend([
-        "--etcd-cacert-file".into(),
-        tls.ca_file.display().to_string(),
-        "--etcd-cert-file".into(),
-        tls.cert_file.display().to_string(),
-        "--etcd-key-file".into(),
-        tls.key_file.display().to_string(),
-    ]);
-    v
-}
-
 /// A 3-validator cluster whose validator [`PAIR`] is run by a primary with its tower in
 /// etcd (`c.nodes[PAIR]`, named "primary", `extra` appended to its flags), plus a standby
 /// spec (own identity, `--no-check-vote-account`, `--authorized-voter` the primary's key).
 /// Nothing is started.
 pub fn pair_cluster(etcd: &EtcdCluster, extra: &[&str]) -> (Cluster, Node) {
     let mut c = Cluster::new(3, SLOT_MS);
-    let mut flags = etcd_flags(etcd);
+    let mut flags = etcd.validator_flags();
     flags.extend(extra.iter().map(|s| s.to_string()));
     let entry = c.nodes[0].gossip_port;
     let primary = c.node_spec("primary", PAIR, Some(entry), &flags);
@@ -70,7 +52,7 @@ pub fn standby_spec(c: &Cluster, etcd: &EtcdCluster, name: &str) -> Node {
     let id = Keypair::generate().unwrap();
     let file = c.path().join(format!("{name}-validator-keypair.json"));
     id.write_file(&file, false).unwrap();
-    let mut extra = etcd_flags(etcd);
+    let mut extra = etcd.validator_flags();
     extra.extend([
         "--no-check-vote-account".to_string(),
         "--authorized-voter".into(),
