@@ -93,12 +93,13 @@ fn garbage_packets_and_bad_blocks_are_dropped_counted_and_harmless() {
     sock.send_to(&vec![0u8; 65_000], to).unwrap();
     // A well-formed block from the wrong leader, badly signed.
     let impostor = huione_keys::Keypair::generate().unwrap();
-    // For the next slot, so it is judged (not older than the root, not yet produced).
-    let slot = c.genesis.slot_at(now_ms()) + 1;
-    let block = Block::produce(&impostor, slot, slot - 1, c.genesis.hash, Vec::new());
-    let bytes = huione_net::encode(&huione_net::Message::Block(block)).unwrap();
-    sock.send_to(&bytes, to).unwrap();
+    // For a slot just ahead, so it is judged (above the root, not yet produced). UDP on
+    // loopback may drop it behind the garbage burst: send a fresh one on every poll.
     let dropped = wait_for(Duration::from_secs(5), || {
+        let slot = c.genesis.slot_at(now_ms()) + 1;
+        let block = Block::produce(&impostor, slot, slot - 1, c.genesis.hash, Vec::new());
+        let bytes = huione_net::encode(&huione_net::Message::Block(block)).unwrap();
+        sock.send_to(&bytes, to).unwrap();
         let text = http_get(c.nodes[0].rpc_port, "/metrics")?;
         let get = |reason: &str| -> u64 {
             text.lines()
