@@ -10,6 +10,11 @@
 //!
 //! The signature is the identity's ed25519 signature over `version || data`. Loading
 //! checks every part and returns a typed error; a bad tower is never silently replaced.
+//!
+//! [`SavedTower::new`] and [`SavedTower::verify`] always use ed25519. The `_with`
+//! variants take the signing or checking function instead, for one caller only: the
+//! simulator, whose nodes sign with a cheap keyed hash that its own check verifies
+//! exactly (another key, another tower or a flipped bit still fails).
 
 use huione_keys::{Keypair, Pubkey, Signature};
 
@@ -54,8 +59,17 @@ pub struct SavedTower {
 }
 
 impl SavedTower {
-    /// Signs `tower` with `keypair`, which must be the tower's identity.
+    /// Signs `tower` with `keypair` (ed25519), which must be the tower's identity.
     pub fn new(tower: &Tower, keypair: &Keypair) -> Result<Self, TowerError> {
+        Self::new_with(tower, keypair, |key, message| key.sign(message))
+    }
+
+    /// [`SavedTower::new`], with `sign(keypair, message)` making the signature.
+    pub fn new_with(
+        tower: &Tower,
+        keypair: &Keypair,
+        sign: impl FnOnce(&Keypair, &[u8]) -> Signature,
+    ) -> Result<Self, TowerError> {
         if tower.node_pubkey != keypair.pubkey() {
             return Err(TowerError::WrongIdentity {
                 expected: keypair.pubkey(),
@@ -63,7 +77,7 @@ impl SavedTower {
             });
         }
         let data = encode_tower(tower);
-        let signature = keypair.sign(&signed_message(SAVED_TOWER_VERSION, &data));
+        let signature = sign(keypair, &signed_message(SAVED_TOWER_VERSION, &data));
         Ok(SavedTower {
             version: SAVED_TOWER_VERSION,
             node_pubkey: tower.node_pubkey,
@@ -118,12 +132,22 @@ impl SavedTower {
         })
     }
 
-    /// Verifies the signature and that the tower is `expected`'s, and decodes it.
+    /// Verifies the ed25519 signature and that the tower is `expected`'s, and decodes it.
     pub fn verify(&self, expected: &Pubkey) -> Result<Tower, TowerError> {
-        if !self
-            .signature
-            .verify(&self.node_pubkey, &signed_message(self.version, &self.data))
-        {
+        self.verify_with(expected, |signer, message, signature| {
+            signature.verify(signer, message)
+        })
+    }
+
+    /// [`SavedTower::verify`], with `check(signer, message, signature)` checking the
+    /// signature. Every other check is the same.
+    pub fn verify_with(
+        &self,
+        expected: &Pubkey,
+        check: impl FnOnce(&Pubkey, &[u8], &Signature) -> bool,
+    ) -> Result<Tower, TowerError> {
+        let message = signed_message(self.version, &self.data);
+        if !check(&self.node_pubkey, &message, &self.signature) {
             return Err(TowerError::BadSignature);
         }
         if self.node_pubkey != *expected {
@@ -336,5 +360,34 @@ mod tests {
         let mut forged = saved.clone();
         forged.signature = b.sign(&signed_message(forged.version, &forged.data));
         assert_eq!(forged.verify(&a.pubkey()), Err(TowerError::BadSignature));
+    }
+    #[test]
+    fn another_signature_scheme_is_checked_by_its_own_check_only() {
+        let kp = Keypair::from_secret(&[7; 32]);
+        // A toy scheme: the message's length and first bytes, tagged by the key.
+        let toy = |key: &Pubkey, m: &[u8]| {
+            let mut s = [0u8; 64];
+            s[..32].copy_from_slice(key.as_bytes());
+            s[32..40].copy_from_slice(&(m.len() as u64).to_le_bytes());
+            s[40..].copy_from_slice(&m[m.len() - 24..]);
+            Signature(s)
+        };
+        let check = |k: &Pubkey, m: &[u8], s: &Signature| toy(k, m) == *s;
+        let t = sample(&kp);
+        let saved = SavedTower::new_with(&t, &kp, |k, m| toy(&k.pubkey(), m)).unwrap();
+        assert_eq!(saved.verify_with(&kp.pubkey(), check).unwrap(), t);
+        // The ed25519 check refuses it: the default path never accepts another scheme.
+        assert_eq!(saved.verify(&kp.pubkey()), Err(TowerError::BadSignature));
+        let mut bytes = saved.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = SavedTower::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            tampered.verify_with(&kp.pubkey(), check),
+            Err(TowerError::BadSignature)
+        );
+        // Still only the tower's own identity can sign it.
+        let other = Keypair::from_secret(&[8; 32]);
+        assert!(SavedTower::new_with(&t, &other, |k, m| toy(&k.pubkey(), m)).is_err());
     }
 }

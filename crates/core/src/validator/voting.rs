@@ -205,7 +205,11 @@ impl Core {
         let Role::Voting(v) = &mut self.role else {
             return;
         };
-        let saved = match SavedTower::new(&v.tower, &self.identity) {
+        // Signed through the verifier: ed25519 in a real node, the simulator's own scheme
+        // in the simulator (checked the same way when the tower is loaded).
+        let verifier = self.verifier.as_ref();
+        let saved = match SavedTower::new_with(&v.tower, &self.identity, |k, m| verifier.sign(k, m))
+        {
             Ok(s) => s,
             Err(e) => return self.halt(ExitReason::Internal(format!("cannot sign tower: {e}"))),
         };
