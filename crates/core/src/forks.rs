@@ -7,7 +7,7 @@
 //! slot, so every node picks the same fork from the same votes).
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use huione_keys::Pubkey;
@@ -28,33 +28,53 @@ struct Node {
     bank: Bank,
 }
 
-/// Subtree stake of the slots that have any, from the latest votes.
-pub type Weights = HashMap<Slot, u64, SlotHasher>;
+/// Subtree stake of the slots that have any counted vote in their subtree (a vote of a
+/// zero-stake account gives its slot and ancestors an entry of 0), from the latest votes.
+/// Dense from the root: fork choice is recomputed whenever a block or a vote arrives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Weights {
+    /// The root's slot: `stake[i]` is slot `base + i`'s entry.
+    base: Slot,
+    stake: Vec<Option<u64>>,
+}
 
-/// A fast hasher for slot keys (Fibonacci multiply). Fork choice hashes slots hundreds
-/// of times per block; SipHash was a third of the simulator's time. Slot keys in the
-/// tree are bounded by root..=now+2, so there is no hash-flooding surface.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SlotHasher(u64);
+impl Weights {
+    /// The subtree stake of `slot`, if it has an entry.
+    pub fn get(&self, slot: &Slot) -> Option<&u64> {
+        let i = usize::try_from(slot.checked_sub(self.base)?).ok()?;
+        self.stake.get(i)?.as_ref()
+    }
 
-impl std::hash::Hasher for SlotHasher {
-    fn finish(&self) -> u64 {
-        self.0
+    /// Every (slot, subtree stake) entry, ascending by slot.
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, u64)> + '_ {
+        let base = self.base;
+        self.stake
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, w)| w.map(|w| (base + i as Slot, w)))
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
+
+    pub fn len(&self) -> usize {
+        self.stake.iter().filter(|w| w.is_some()).count()
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+
+    pub fn is_empty(&self) -> bool {
+        self.stake.iter().all(|w| w.is_none())
     }
 }
 
-impl std::hash::BuildHasher for SlotHasher {
-    type Hasher = SlotHasher;
-    fn build_hasher(&self) -> SlotHasher {
-        SlotHasher(0)
+impl std::ops::Index<&Slot> for Weights {
+    type Output = u64;
+    fn index(&self, slot: &Slot) -> &u64 {
+        self.get(slot).expect("slot has a weight")
+    }
+}
+
+impl IntoIterator for Weights {
+    type Item = (Slot, u64);
+    type IntoIter = std::vec::IntoIter<(Slot, u64)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter().collect::<Vec<_>>().into_iter()
     }
 }
 
@@ -68,7 +88,13 @@ pub struct ForkChoice {
 #[derive(Clone, Debug)]
 pub struct ForkTree {
     root: Slot,
-    nodes: HashMap<Slot, Node, SlotHasher>,
+    /// The node of slot `root + i` at index `i` (None: no block at that slot on a kept
+    /// fork). Slots in the tree are bounded by root..=now+2 (replay drops blocks further
+    /// ahead), and a child's slot is always above its parent's, so walking the indices
+    /// down visits every child before its parent.
+    nodes: VecDeque<Option<Node>>,
+    /// How many of `nodes` are Some.
+    count: usize,
     rooted_chain: BTreeSet<Slot>,
     latest_votes: HashMap<Pubkey, (Slot, Hash)>,
     stakes: Arc<HashMap<Pubkey, u64>>,
@@ -84,18 +110,16 @@ impl ForkTree {
         stakes: HashMap<Pubkey, u64>,
     ) -> Self {
         let root = root_bank.slot;
-        let mut nodes = HashMap::with_hasher(SlotHasher::default());
-        nodes.insert(
-            root,
-            Node {
-                parent: None,
-                children: Vec::new(),
-                bank: root_bank,
-            },
-        );
+        let mut nodes = VecDeque::new();
+        nodes.push_back(Some(Node {
+            parent: None,
+            children: Vec::new(),
+            bank: root_bank,
+        }));
         let mut t = ForkTree {
             root,
             nodes,
+            count: 1,
             rooted_chain,
             latest_votes: HashMap::new(),
             stakes: Arc::new(stakes),
@@ -105,32 +129,52 @@ impl ForkTree {
         t
     }
 
+    fn index(&self, slot: Slot) -> Option<usize> {
+        usize::try_from(slot.checked_sub(self.root)?).ok()
+    }
+
+    fn node(&self, slot: Slot) -> Option<&Node> {
+        self.nodes.get(self.index(slot)?)?.as_ref()
+    }
+
+    fn node_mut(&mut self, slot: Slot) -> Option<&mut Node> {
+        let i = self.index(slot)?;
+        self.nodes.get_mut(i)?.as_mut()
+    }
+
     pub fn root(&self) -> Slot {
         self.root
     }
     pub fn root_bank(&self) -> &Bank {
-        &self.nodes[&self.root].bank
+        &self.node(self.root).expect("the root is in the tree").bank
     }
     pub fn rooted_chain(&self) -> &BTreeSet<Slot> {
         &self.rooted_chain
     }
     pub fn contains(&self, slot: Slot) -> bool {
-        self.nodes.contains_key(&slot)
+        self.node(slot).is_some()
     }
     pub fn bank(&self, slot: Slot) -> Option<&Bank> {
-        self.nodes.get(&slot).map(|n| &n.bank)
+        self.node(slot).map(|n| &n.bank)
     }
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.count
     }
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.count == 0
     }
     /// Slots in the tree, ascending.
     pub fn slots(&self) -> Vec<Slot> {
-        let mut s: Vec<Slot> = self.nodes.keys().copied().collect();
-        s.sort_unstable();
-        s
+        self.slots_iter().collect()
+    }
+
+    fn slots_iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        let root = self.root;
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_some())
+            .map(move |(i, _)| root + i as Slot)
     }
 
     /// The hash of the block at `ancestor` on the fork ending at `tip` (inclusive).
@@ -140,7 +184,7 @@ impl ForkTree {
             if s < ancestor {
                 return None;
             }
-            let node = self.nodes.get(&s)?;
+            let node = self.node(s)?;
             if s == ancestor {
                 return Some(node.bank.hash);
             }
@@ -151,7 +195,7 @@ impl ForkTree {
 
     /// True when `a` is a strict ancestor of `b` (`b` must be in the tree).
     pub fn is_ancestor(&self, a: Slot, b: Slot) -> bool {
-        if a >= b || !self.nodes.contains_key(&b) {
+        if a >= b || !self.contains(b) {
             return false;
         }
         if a <= self.root {
@@ -163,11 +207,11 @@ impl ForkTree {
     /// `|a| self.is_ancestor(a, b)` for many `a` and one `b`: walks `b`'s fork once.
     pub fn ancestry(&self, b: Slot) -> Ancestry<'_> {
         let mut path = Vec::new();
-        if let Some(node) = self.nodes.get(&b) {
+        if let Some(node) = self.node(b) {
             let mut cur = node.parent;
             while let Some(s) = cur {
                 path.push(s);
-                cur = self.nodes.get(&s).and_then(|n| n.parent);
+                cur = self.node(s).and_then(|n| n.parent);
             }
         }
         // The walk goes down in slot order; ascending for binary search.
@@ -175,27 +219,37 @@ impl ForkTree {
         Ancestry {
             tree: self,
             b,
-            in_tree: self.nodes.contains_key(&b),
+            in_tree: self.contains(b),
             path,
         }
     }
 
-    /// Adds a replayed bank under `parent` (which must be in the tree).
+    /// Adds a replayed bank under `parent` (which must be in the tree, at a lower slot).
+    /// A bank for a slot already in the tree is ignored: the first block stays.
     pub fn insert(&mut self, parent: Slot, bank: Bank) {
-        self.cache.take();
         let slot = bank.slot;
-        if let Some(p) = self.nodes.get_mut(&parent) {
-            p.children.push(slot);
-            p.children.sort_unstable();
-            self.nodes.insert(
-                slot,
-                Node {
-                    parent: Some(parent),
-                    children: Vec::new(),
-                    bank,
-                },
-            );
+        if slot <= parent || self.contains(slot) {
+            return;
         }
+        let Some(i) = self.index(slot) else {
+            return;
+        };
+        if !self.contains(parent) {
+            return;
+        }
+        self.cache.take();
+        let p = self.node_mut(parent).expect("checked above");
+        p.children.push(slot);
+        p.children.sort_unstable();
+        if self.nodes.len() <= i {
+            self.nodes.resize(i + 1, None);
+        }
+        self.nodes[i] = Some(Node {
+            parent: Some(parent),
+            children: Vec::new(),
+            bank,
+        });
+        self.count += 1;
     }
 
     /// Records `vote_account`'s vote for (`slot`, `hash`) if it is newer than its latest.
@@ -209,12 +263,15 @@ impl ForkTree {
             // Only a vote fork choice counts (its bank is in the tree with that hash)
             // changes the weights: keep the cached choice when neither the old nor the
             // new vote counts.
-            let counts =
-                |(s, h): (Slot, Hash)| self.nodes.get(&s).is_some_and(|n| n.bank.hash == h);
-            if counts(old) || counts((slot, hash)) {
+            if self.counts(old) || self.counts((slot, hash)) {
                 self.cache.take();
             }
         }
+    }
+
+    /// Whether fork choice counts a vote for (`slot`, `hash`): its bank is in the tree.
+    fn counts(&self, (slot, hash): (Slot, Hash)) -> bool {
+        self.node(slot).is_some_and(|n| n.bank.hash == hash)
     }
 
     pub fn latest_vote(&self, vote_account: &Pubkey) -> Option<(Slot, Hash)> {
@@ -241,44 +298,40 @@ impl ForkTree {
     /// Subtree stake per slot: each counted vote's stake on its slot, then summed up the
     /// tree children-first. Same result (including which slots have an entry: exactly the
     /// counted slots and their ancestors) as walking every vote to the root, in one pass
-    /// over the tree instead of one walk per vote.
+    /// down the slots (a child's slot is above its parent's).
     fn weights(&self) -> Weights {
-        let mut w = Weights::with_capacity_and_hasher(self.nodes.len(), SlotHasher::default());
-        for (account, (slot, hash)) in &self.latest_votes {
-            let Some(node) = self.nodes.get(slot) else {
-                continue;
-            };
-            if node.bank.hash != *hash {
+        let mut stake: Vec<Option<u64>> = Vec::new();
+        for (account, vote) in &self.latest_votes {
+            if !self.counts(*vote) {
                 continue;
             }
-            *w.entry(*slot).or_default() += self.stake_of(account);
+            if stake.is_empty() {
+                stake.resize(self.nodes.len(), None);
+            }
+            let i = self.index(vote.0).expect("counted votes are in the tree");
+            *stake[i].get_or_insert(0) += self.stake_of(account);
         }
-        if w.is_empty() {
-            return w;
-        }
-        // Pre-order from the root; reversed, every child comes before its parent.
-        let mut order = Vec::with_capacity(self.nodes.len());
-        let mut stack = vec![self.root];
-        while let Some(s) = stack.pop() {
-            order.push(s);
-            stack.extend(self.nodes[&s].children.iter().copied());
-        }
-        for s in order.iter().rev() {
-            let Some(&stake) = w.get(s) else {
+        for i in (1..stake.len()).rev() {
+            let Some(w) = stake[i] else {
                 continue;
             };
-            if let Some(p) = self.nodes[s].parent {
-                *w.entry(p).or_default() += stake;
-            }
+            let node = self.nodes[i]
+                .as_ref()
+                .expect("weighted slots are in the tree");
+            let p = node.parent.expect("only the root has no parent") - self.root;
+            *stake[p as usize].get_or_insert(0) += w;
         }
-        w
+        Weights {
+            base: self.root,
+            stake,
+        }
     }
 
     /// The leaf at the end of the heaviest fork.
     fn best_leaf(&self, weights: &Weights) -> Slot {
         let mut cur = self.root;
         loop {
-            let children = &self.nodes[&cur].children;
+            let children = &self.node(cur).expect("tree slot").children;
             // children are sorted, so max_by_key's last-max rule needs a reversed tie.
             let best = children
                 .iter()
@@ -293,36 +346,42 @@ impl ForkTree {
     /// Makes `new_root` (a tree slot above the root) the root and drops every bank not
     /// descended from it. Returns how many banks were pruned.
     pub fn set_root(&mut self, new_root: Slot) -> usize {
-        if new_root <= self.root || !self.nodes.contains_key(&new_root) {
+        if new_root <= self.root || !self.contains(new_root) {
             return 0;
         }
         self.cache.take();
         let mut cur = Some(new_root);
         while let Some(s) = cur {
             self.rooted_chain.insert(s);
-            cur = self.nodes[&s].parent;
+            cur = self.node(s).and_then(|n| n.parent);
         }
         while self.rooted_chain.len() > MAX_ROOTED_HISTORY {
             self.rooted_chain.pop_first();
         }
-        let keep = self.descendants(new_root);
-        let before = self.nodes.len();
-        self.nodes.retain(|s, _| keep.contains(s));
-        self.nodes.get_mut(&new_root).expect("kept").parent = None;
+        let before = self.count;
+        let skip = self.index(new_root).expect("above the root");
+        self.nodes.drain(..skip);
         self.root = new_root;
+        // Ascending, a slot is kept when its parent was (the new root is kept).
+        let mut keep = vec![false; self.nodes.len()];
+        keep[0] = true;
+        for i in 1..self.nodes.len() {
+            let parent = self.nodes[i].as_ref().and_then(|n| n.parent);
+            keep[i] = parent
+                .and_then(|p| p.checked_sub(new_root))
+                .is_some_and(|p| keep[p as usize]);
+            if !keep[i] {
+                self.nodes[i] = None;
+            }
+        }
+        while self.nodes.back().is_some_and(|n| n.is_none()) {
+            self.nodes.pop_back();
+        }
+        self.count = keep.iter().filter(|k| **k).count();
+        self.node_mut(new_root).expect("kept").parent = None;
         let root = self.root;
         self.latest_votes.retain(|_, (s, _)| *s + (1 << 16) > root);
-        before - self.nodes.len()
-    }
-
-    fn descendants(&self, slot: Slot) -> BTreeSet<Slot> {
-        let mut out = BTreeSet::new();
-        let mut stack = vec![slot];
-        while let Some(s) = stack.pop() {
-            out.insert(s);
-            stack.extend(self.nodes[&s].children.iter().copied());
-        }
-        out
+        before - self.count
     }
 }
 
@@ -417,6 +476,79 @@ mod tests {
             let anc = t.ancestry(b);
             for a in 0..8 {
                 assert_eq!(anc.is_ancestor(a), t.is_ancestor(a, b), "{a} of {b}");
+            }
+        }
+    }
+    /// The dense weights equal the definition: every counted vote's stake on its slot
+    /// and each ancestor up to the root, on random trees, votes and roots.
+    #[test]
+    fn weights_match_a_walk_per_vote() {
+        let g = Genesis::new(
+            vec![GenesisValidator {
+                identity: Pubkey::from_seed_byte(1),
+                vote_account: Pubkey::from_seed_byte(2),
+                authorized_voter: Pubkey::from_seed_byte(1),
+                stake: 1,
+            }],
+            100,
+            64,
+            0,
+        )
+        .unwrap();
+        let genesis_bank = Bank::genesis(&g);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..50 {
+            let accounts: Vec<Pubkey> = (10..20).map(Pubkey::from_seed_byte).collect();
+            let stakes = accounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (*a, i as u64 % 3 * 7))
+                .collect();
+            let mut t = ForkTree::new(genesis_bank.clone(), BTreeSet::new(), stakes);
+            for slot in 1..60u64 {
+                let slots = t.slots();
+                if next(4) > 0 {
+                    let parent = slots[next(slots.len() as u64) as usize];
+                    t.insert(parent, genesis_bank.child(slot, Hash([slot as u8; 32])));
+                }
+                for _ in 0..next(3) {
+                    let a = accounts[next(10) as usize];
+                    let s = next(slot + 1);
+                    let h = if next(5) == 0 {
+                        [0xee; 32]
+                    } else {
+                        [s as u8; 32]
+                    };
+                    t.observe_vote(a, s, Hash(h));
+                }
+                if next(10) == 0 {
+                    let slots = t.slots();
+                    t.set_root(slots[next(slots.len() as u64) as usize]);
+                }
+                let mut want: HashMap<Slot, u64> = HashMap::new();
+                for a in &accounts {
+                    let Some((s, h)) = t.latest_vote(a) else {
+                        continue;
+                    };
+                    if t.bank(s).is_some_and(|b| b.hash == h) {
+                        let mut cur = Some(s);
+                        while let Some(c) = cur {
+                            *want.entry(c).or_default() += t.stake_of(a);
+                            cur = t.node(c).and_then(|n| n.parent);
+                        }
+                    }
+                }
+                let got: HashMap<Slot, u64> = t.fork_choice().weights.clone().into_iter().collect();
+                assert_eq!(got, want);
+                assert_eq!(t.slots().len(), t.len());
+                let best = t.fork_choice().best;
+                assert!(t.node(best).unwrap().children.is_empty());
             }
         }
     }
