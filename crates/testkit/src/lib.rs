@@ -13,6 +13,7 @@
 //! paths in `HUIONE_ETCD` / `HUIONE_ETCDCTL`. Set `HUIONE_TESTKIT_KEEP=1` to keep the temp
 //! dir (certs, data, member logs) after the test for debugging.
 
+pub mod netns;
 mod process;
 
 use anyhow::{bail, Context as _};
@@ -20,6 +21,7 @@ use huione_certs::{CertAndKey, CertOptions, CertPaths, FilePair};
 pub use process::detach_from_terminal_and_die_with_parent;
 use process::{find_binary, pick_port, signal, tail};
 use std::fs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +70,8 @@ pub struct EtcdCluster {
     etcdctl_bin: PathBuf,
     token: String,
     peer_tls: bool,
+    /// Addresses members also listen on for clients, besides 127.0.0.1 (same port).
+    extra_client_ips: Vec<IpAddr>,
     dir_path: PathBuf,
     /// Where member data dirs and logs go: `dir_path` for [`EtcdCluster::start`],
     /// `<dir>/etcd` for [`EtcdCluster::start_in`].
@@ -88,6 +92,15 @@ impl EtcdCluster {
     /// tail of the member's log) if a member fails to start, and if `etcd` is not on PATH
     /// (telling to `apt-get install etcd-server`).
     pub fn start(members: usize) -> anyhow::Result<EtcdCluster> {
+        Self::start_with_client_ips(members, &[])
+    }
+
+    /// Like [`EtcdCluster::start`], but each member also listens for clients on each of
+    /// `ips` (same port as on 127.0.0.1), and the server certificates carry them as IP
+    /// SANs. For clients in another network namespace: the addresses must exist on this
+    /// host (for example the host end of a [`netns::NetnsLink`]). See
+    /// [`EtcdCluster::client_endpoints_on`] and [`EtcdCluster::validator_flags_on`].
+    pub fn start_with_client_ips(members: usize, ips: &[IpAddr]) -> anyhow::Result<EtcdCluster> {
         if members == 0 {
             bail!("EtcdCluster::start(0): a cluster needs at least one member");
         }
@@ -97,7 +110,7 @@ impl EtcdCluster {
             .tempdir()
             .context("cannot create a temp dir for the etcd cluster")?;
         let root = dir.path().to_path_buf();
-        Self::launch(bins, members, root.clone(), root, Some(dir), false)
+        Self::launch(bins, members, root.clone(), root, Some(dir), false, ips)
     }
 
     /// Like [`EtcdCluster::start`], but everything stays in `dir` (created if missing) and is
@@ -114,7 +127,15 @@ impl EtcdCluster {
         let members_dir = dir.join("etcd");
         fs::create_dir_all(&members_dir)
             .with_context(|| format!("cannot create {}", members_dir.display()))?;
-        Self::launch(bins, members, dir.to_path_buf(), members_dir, None, true)
+        Self::launch(
+            bins,
+            members,
+            dir.to_path_buf(),
+            members_dir,
+            None,
+            true,
+            &[],
+        )
     }
 
     fn launch(
@@ -124,12 +145,13 @@ impl EtcdCluster {
         members_dir: PathBuf,
         dir: Option<tempfile::TempDir>,
         detached: bool,
+        extra_client_ips: &[IpAddr],
     ) -> anyhow::Result<EtcdCluster> {
         let certs_dir = root.join("certs");
-        let generated = huione_certs::generate(
-            &CertOptions::new(["localhost", "127.0.0.1"]).with_members(members),
-        )
-        .context("cannot generate test certificates")?;
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into()];
+        hosts.extend(extra_client_ips.iter().map(IpAddr::to_string));
+        let generated = huione_certs::generate(&CertOptions::new(hosts).with_members(members))
+            .context("cannot generate test certificates")?;
         let certs = huione_certs::write(&certs_dir, &generated, false)
             .context("cannot write test certificates")?;
         let token = format!(
@@ -144,6 +166,7 @@ impl EtcdCluster {
             etcdctl_bin,
             token,
             peer_tls: members > 1,
+            extra_client_ips: extra_client_ips.to_vec(),
             dir_path: root,
             members_dir,
             detached,
@@ -210,9 +233,32 @@ impl EtcdCluster {
     /// `--tower-storage etcd --etcd-endpoint ... --etcd-cacert-file ... --etcd-cert-file ...
     /// --etcd-key-file ...`.
     pub fn validator_flags(&self) -> Vec<String> {
+        self.validator_flags_for(self.client_endpoints())
+    }
+
+    /// Client endpoints "IP:PORT" on one of the extra addresses given to
+    /// [`EtcdCluster::start_with_client_ips`], one per member.
+    pub fn client_endpoints_on(&self, ip: IpAddr) -> Vec<String> {
+        assert!(
+            self.extra_client_ips.contains(&ip),
+            "etcd does not listen on {ip}; pass it to EtcdCluster::start_with_client_ips"
+        );
+        self.members
+            .iter()
+            .map(|m| SocketAddr::new(ip, m.client_port).to_string())
+            .collect()
+    }
+
+    /// [`EtcdCluster::validator_flags`] with the endpoints on `ip` (see
+    /// [`EtcdCluster::client_endpoints_on`]). The domain name stays "localhost".
+    pub fn validator_flags_on(&self, ip: IpAddr) -> Vec<String> {
+        self.validator_flags_for(self.client_endpoints_on(ip))
+    }
+
+    fn validator_flags_for(&self, endpoints: Vec<String>) -> Vec<String> {
         let tls = self.tls();
         let mut v = vec!["--tower-storage".to_string(), "etcd".into()];
-        for e in self.client_endpoints() {
+        for e in endpoints {
             v.push("--etcd-endpoint".into());
             v.push(e);
         }
@@ -569,6 +615,15 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let client_url = self.client_urls()[i].clone();
+        let listen_urls = std::iter::once(client_url.clone())
+            .chain(self.extra_client_ips.iter().map(|ip| {
+                format!(
+                    "https://{}",
+                    SocketAddr::new(*ip, self.members[i].client_port)
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join(",");
         let peer_url = self.peer_url(i);
         let ca = self.certs.ca.cert.clone();
         let m = &self.members[i];
@@ -587,7 +642,7 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(&m.data_dir)
             .arg("--listen-client-urls")
-            .arg(&client_url)
+            .arg(&listen_urls)
             .arg("--advertise-client-urls")
             .arg(&client_url)
             .arg("--listen-peer-urls")
