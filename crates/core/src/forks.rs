@@ -24,7 +24,6 @@ pub const MAX_ROOTED_HISTORY: usize = 8192;
 #[derive(Clone, Debug)]
 struct Node {
     parent: Option<Slot>,
-    children: Vec<Slot>,
     bank: Bank,
 }
 
@@ -113,7 +112,6 @@ impl ForkTree {
         let mut nodes = VecDeque::new();
         nodes.push_back(Some(Node {
             parent: None,
-            children: Vec::new(),
             bank: root_bank,
         }));
         let mut t = ForkTree {
@@ -238,15 +236,11 @@ impl ForkTree {
             return;
         }
         self.cache.take();
-        let p = self.node_mut(parent).expect("checked above");
-        p.children.push(slot);
-        p.children.sort_unstable();
         if self.nodes.len() <= i {
             self.nodes.resize(i + 1, None);
         }
         self.nodes[i] = Some(Node {
             parent: Some(parent),
-            children: Vec::new(),
             bank,
         });
         self.count += 1;
@@ -283,9 +277,7 @@ impl ForkTree {
         if let Some(c) = self.cache.borrow().as_ref() {
             return Arc::clone(c);
         }
-        let weights = self.weights();
-        let best = self.best_leaf(&weights);
-        let choice = Arc::new(ForkChoice { weights, best });
+        let choice = Arc::new(self.compute_fork_choice());
         *self.cache.borrow_mut() = Some(Arc::clone(&choice));
         choice
     }
@@ -295,51 +287,54 @@ impl ForkTree {
         self.stakes.get(vote_account).copied().unwrap_or(0)
     }
 
-    /// Subtree stake per slot: each counted vote's stake on its slot, then summed up the
-    /// tree children-first. Same result (including which slots have an entry: exactly the
-    /// counted slots and their ancestors) as walking every vote to the root, in one pass
-    /// down the slots (a child's slot is above its parent's).
-    fn weights(&self) -> Weights {
-        let mut stake: Vec<Option<u64>> = Vec::new();
+    /// Subtree stake per slot: each counted vote's stake on its slot, summed up the tree
+    /// children-first (including which slots have an entry: exactly the counted slots and
+    /// their ancestors, as when walking every vote to the root). The best leaf: from the
+    /// root, the heaviest child at each step, ties to the lower slot.
+    ///
+    /// Both in one pass down the slots: a child's slot is above its parent's, so each
+    /// node is complete (its subtree stake, its heaviest child and that child's best leaf)
+    /// when it is reached, and then offers itself to its parent.
+    fn compute_fork_choice(&self) -> ForkChoice {
+        const NONE: usize = usize::MAX;
+        let n = self.nodes.len();
+        let mut stake: Vec<Option<u64>> = vec![None; n];
         for (account, vote) in &self.latest_votes {
-            if !self.counts(*vote) {
-                continue;
+            if self.counts(*vote) {
+                let i = self.index(vote.0).expect("counted votes are in the tree");
+                *stake[i].get_or_insert(0) += self.stake_of(account);
             }
-            if stake.is_empty() {
-                stake.resize(self.nodes.len(), None);
-            }
-            let i = self.index(vote.0).expect("counted votes are in the tree");
-            *stake[i].get_or_insert(0) += self.stake_of(account);
         }
-        for i in (1..stake.len()).rev() {
-            let Some(w) = stake[i] else {
+        let mut heaviest = vec![NONE; n];
+        let mut leaf = vec![0usize; n];
+        for i in (1..n).rev() {
+            let Some(node) = &self.nodes[i] else {
                 continue;
             };
-            let node = self.nodes[i]
-                .as_ref()
-                .expect("weighted slots are in the tree");
-            let p = node.parent.expect("only the root has no parent") - self.root;
-            *stake[p as usize].get_or_insert(0) += w;
-        }
-        Weights {
-            base: self.root,
-            stake,
-        }
-    }
-
-    /// The leaf at the end of the heaviest fork.
-    fn best_leaf(&self, weights: &Weights) -> Slot {
-        let mut cur = self.root;
-        loop {
-            let children = &self.node(cur).expect("tree slot").children;
-            // children are sorted, so max_by_key's last-max rule needs a reversed tie.
-            let best = children
-                .iter()
-                .max_by_key(|c| (weights.get(c).copied().unwrap_or(0), std::cmp::Reverse(**c)));
-            match best {
-                Some(c) => cur = *c,
-                None => return cur,
+            leaf[i] = match heaviest[i] {
+                NONE => i,
+                c => leaf[c],
+            };
+            let p = (node.parent.expect("only the root has no parent") - self.root) as usize;
+            if let Some(w) = stake[i] {
+                *stake[p].get_or_insert(0) += w;
             }
+            // Offered in descending slot order: on a tie the lower slot replaces.
+            let h = heaviest[p];
+            if h == NONE || stake[i].unwrap_or(0) >= stake[h].unwrap_or(0) {
+                heaviest[p] = i;
+            }
+        }
+        let best = match heaviest.first() {
+            Some(&c) if c != NONE => leaf[c],
+            _ => 0,
+        };
+        ForkChoice {
+            weights: Weights {
+                base: self.root,
+                stake,
+            },
+            best: self.root + best as Slot,
         }
     }
 
@@ -547,8 +542,20 @@ mod tests {
                 let got: HashMap<Slot, u64> = t.fork_choice().weights.clone().into_iter().collect();
                 assert_eq!(got, want);
                 assert_eq!(t.slots().len(), t.len());
-                let best = t.fork_choice().best;
-                assert!(t.node(best).unwrap().children.is_empty());
+                // From the root, the heaviest child at each step, ties to the lower slot.
+                let mut best = t.root();
+                loop {
+                    let child = t
+                        .slots()
+                        .into_iter()
+                        .filter(|c| t.node(*c).unwrap().parent == Some(best))
+                        .max_by_key(|c| (want.get(c).copied().unwrap_or(0), std::cmp::Reverse(*c)));
+                    match child {
+                        Some(c) => best = c,
+                        None => break,
+                    }
+                }
+                assert_eq!(t.fork_choice().best, best);
             }
         }
     }
