@@ -23,9 +23,12 @@
 //! failed assertion). Stop the processes you started in it first.
 
 use std::ffi::OsStr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
@@ -196,6 +199,54 @@ impl NetnsLink {
         Ok(())
     }
 
+    /// Forwards TCP connections made to a new listener on 127.0.0.1 (on the host) to
+    /// `target` inside the namespace, without using the veth: the forwarding thread joins
+    /// the namespace (`setns`) after opening the listener, so its outgoing sockets live in
+    /// the namespace. A path that [`NetnsLink::cut`] does not cut, like a management
+    /// network. Stops when the returned value is dropped.
+    pub fn forward_from_host(&self, target: SocketAddr) -> anyhow::Result<HostForward> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).context("bind 127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let ns_path = format!("/var/run/netns/{}", self.name);
+        let ns_file =
+            std::fs::File::open(&ns_path).with_context(|| format!("cannot open {ns_path}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // Network namespaces are per thread; threads spawned from here inherit it.
+            let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+            let joined = if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            };
+            let ok = joined.is_ok();
+            let _ = ready_tx.send(joined);
+            if !ok {
+                return;
+            }
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        std::thread::spawn(move || pipe(client, target));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ready_rx
+            .recv()
+            .context("the forwarding thread died")?
+            .with_context(|| format!("cannot join the namespace {ns_path} (setns)"))?;
+        Ok(HostForward {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
     fn ip_in_ns(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
@@ -215,6 +266,49 @@ impl Drop for NetnsLink {
             }
         }
     }
+}
+
+/// A TCP forwarder from the host into a namespace ([`NetnsLink::forward_from_host`]).
+#[derive(Debug)]
+pub struct HostForward {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostForward {
+    /// Where to connect on the host: 127.0.0.1 and the listener's port.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HostForward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies both ways between `client` and a new connection to `target`, until both close.
+fn pipe(client: TcpStream, target: SocketAddr) {
+    let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut s2);
+        let _ = s2.shutdown(Shutdown::Write);
+    });
+    let (mut client, mut server) = (client, server);
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(Shutdown::Write);
+    let _ = up.join();
 }
 
 /// Host addresses (`ip -o -4 addr show to NET`) inside `net`, one line per address.
@@ -285,6 +379,29 @@ mod tests {
         assert!(probe(&link), "the namespace cannot reach the host end");
         link.cut().unwrap();
         assert!(!probe(&link), "the cut link still passes traffic");
+        // The forwarder reaches a listener in the namespace from the host while cut.
+        let ns_file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        let ns_ip = link.ns_ip();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            assert_eq!(
+                unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let l = TcpListener::bind((ns_ip, 0)).unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            std::io::Write::write_all(&mut c, b"hello").unwrap();
+        });
+        let target = rx.recv().unwrap();
+        let fwd = link.forward_from_host(target).unwrap();
+        let mut c = TcpStream::connect(fwd.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut c, &mut got).unwrap();
+        assert_eq!(got, "hello");
+        server.join().unwrap();
+        drop(fwd);
         link.heal().unwrap();
         assert!(probe(&link), "the healed link passes no traffic");
         drop(link);
