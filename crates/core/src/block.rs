@@ -8,11 +8,15 @@
 use huione_keys::{Keypair, Pubkey, Signature};
 use huione_tower::Slot;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::hash::{sig_hex, Hash};
 
 /// Votes one block may carry; a block with more is dropped.
 pub const MAX_VOTES_PER_BLOCK: usize = 256;
+
+/// Length of a vote's signed message: tag, three keys, slot, hash, timestamp.
+const VOTE_MESSAGE_LEN: usize = 11 + 3 * 32 + 8 + 32 + 8;
 
 /// Checks ed25519 signatures, and makes the core's vote and block signatures.
 pub trait SigVerifier: Send + Sync {
@@ -91,25 +95,39 @@ impl SignedVote {
             timestamp_ms,
             signature: Signature([0; 64]),
         };
-        v.signature = signer.sign(voter, &v.message());
+        v.signature = signer.sign(voter, &v.message_bytes());
         v
     }
 
     /// The signed bytes.
     pub fn message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(11 + 3 * 32 + 8 + 32 + 8);
-        m.extend_from_slice(b"huione-vote");
-        m.extend_from_slice(self.vote_account.as_bytes());
-        m.extend_from_slice(self.voter.as_bytes());
-        m.extend_from_slice(self.node.as_bytes());
-        m.extend_from_slice(&self.slot.to_le_bytes());
-        m.extend_from_slice(&self.hash.0);
-        m.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        self.message_bytes().to_vec()
+    }
+
+    /// [`SignedVote::message`] without a heap allocation (it is built for every vote
+    /// received, checked and hashed into a block).
+    fn message_bytes(&self) -> [u8; VOTE_MESSAGE_LEN] {
+        let mut m = [0u8; VOTE_MESSAGE_LEN];
+        let parts: [&[u8]; 7] = [
+            b"huione-vote",
+            self.vote_account.as_bytes(),
+            self.voter.as_bytes(),
+            self.node.as_bytes(),
+            &self.slot.to_le_bytes(),
+            &self.hash.0,
+            &self.timestamp_ms.to_le_bytes(),
+        ];
+        let mut at = 0;
+        for p in parts {
+            m[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        debug_assert_eq!(at, VOTE_MESSAGE_LEN);
         m
     }
 
     pub fn check_signature(&self, verifier: &dyn SigVerifier) -> bool {
-        verifier.verify(&self.voter, &self.message(), &self.signature)
+        verifier.verify(&self.voter, &self.message_bytes(), &self.signature)
     }
 }
 
@@ -189,18 +207,21 @@ impl Block {
         b
     }
 
+    /// sha256 of "huione-block", slot, parent slot, parent hash, leader, vote count, then
+    /// each vote's message and signature (streamed: no copy of the body is built).
     pub fn compute_hash(&self) -> Hash {
-        let mut body = Vec::with_capacity(80 + self.votes.len() * 200);
-        body.extend_from_slice(&self.slot.to_le_bytes());
-        body.extend_from_slice(&self.parent_slot.to_le_bytes());
-        body.extend_from_slice(&self.parent_hash.0);
-        body.extend_from_slice(self.leader.as_bytes());
-        body.extend_from_slice(&(self.votes.len() as u64).to_le_bytes());
+        let mut h = Sha256::new();
+        h.update(b"huione-block");
+        h.update(self.slot.to_le_bytes());
+        h.update(self.parent_slot.to_le_bytes());
+        h.update(self.parent_hash.0);
+        h.update(self.leader.as_bytes());
+        h.update((self.votes.len() as u64).to_le_bytes());
         for v in &self.votes {
-            body.extend_from_slice(&v.message());
-            body.extend_from_slice(&v.signature.0);
+            h.update(v.message_bytes());
+            h.update(v.signature.0);
         }
-        Hash::digest(&[b"huione-block", &body])
+        Hash(h.finalize().into())
     }
 
     /// Checks shape, hash, and that `scheduled_leader` signed it. Votes inside are
@@ -289,5 +310,47 @@ mod tests {
         ));
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<Block>(&json).unwrap(), b);
+    }
+    /// The wire format of the signed bytes and the block hash, written out in full: a
+    /// change here splits a cluster running mixed versions.
+    #[test]
+    fn vote_message_and_block_hash_layout() {
+        let leader = Keypair::from_secret(&[1; 32]);
+        let voter = Keypair::from_secret(&[2; 32]);
+        let votes: Vec<SignedVote> = (0..3)
+            .map(|i| {
+                SignedVote::sign(
+                    &voter,
+                    Pubkey::from_seed_byte(9),
+                    Pubkey::from_seed_byte(7),
+                    3 + i,
+                    Hash([i as u8; 32]),
+                    1_700_000_000_000 + i,
+                )
+            })
+            .collect();
+        let v = &votes[1];
+        let mut m = b"huione-vote".to_vec();
+        m.extend_from_slice(v.vote_account.as_bytes());
+        m.extend_from_slice(v.voter.as_bytes());
+        m.extend_from_slice(v.node.as_bytes());
+        m.extend_from_slice(&v.slot.to_le_bytes());
+        m.extend_from_slice(&v.hash.0);
+        m.extend_from_slice(&v.timestamp_ms.to_le_bytes());
+        assert_eq!(v.message(), m);
+        assert!(v.signature.verify(&voter.pubkey(), &m));
+
+        let b = Block::produce(&leader, 9, 6, Hash([6; 32]), votes.clone());
+        let mut body = Vec::new();
+        body.extend_from_slice(&9u64.to_le_bytes());
+        body.extend_from_slice(&6u64.to_le_bytes());
+        body.extend_from_slice(&[6; 32]);
+        body.extend_from_slice(leader.pubkey().as_bytes());
+        body.extend_from_slice(&3u64.to_le_bytes());
+        for v in &votes {
+            body.extend_from_slice(&v.message());
+            body.extend_from_slice(&v.signature.0);
+        }
+        assert_eq!(b.hash, Hash::digest(&[b"huione-block", &body]));
     }
 }

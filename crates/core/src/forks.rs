@@ -155,6 +155,10 @@ impl ForkTree {
     pub fn bank(&self, slot: Slot) -> Option<&Bank> {
         self.node(slot).map(|n| &n.bank)
     }
+    /// The parent of a tree slot (None for the root and for slots not in the tree).
+    pub fn parent(&self, slot: Slot) -> Option<Slot> {
+        self.node(slot).and_then(|n| n.parent)
+    }
     pub fn len(&self) -> usize {
         self.count
     }

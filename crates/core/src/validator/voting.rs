@@ -41,12 +41,9 @@ impl Core {
                 self.optimistic_slot = s;
                 return;
             }
-            cur = self.forks.bank(s).and_then(|_| self.parent_of(s));
+            // Below the root nothing has a weight, so the walk ends there.
+            cur = self.forks.parent(s);
         }
-    }
-
-    fn parent_of(&self, slot: Slot) -> Option<Slot> {
-        self.blockstore.get(&slot).map(|b| b.parent_slot)
     }
 
     fn has_supermajority(&self, stake: u64) -> bool {
