@@ -159,7 +159,8 @@ impl Core {
 
     fn announce(&mut self, now_ms: u64) {
         let Role::Voting(v) = &self.role else { return };
-        let a = InstanceAnnouncement::sign(
+        let a = InstanceAnnouncement::sign_with(
+            self.verifier.as_ref(),
             &self.identity,
             self.cfg.instance_id.clone(),
             v.fence.revision,

@@ -180,6 +180,22 @@ impl InstanceAnnouncement {
         fence_revision: i64,
         since_ms: u64,
     ) -> Self {
+        Self::sign_with(
+            &crate::block::Ed25519Verifier,
+            identity,
+            instance_id,
+            fence_revision,
+            since_ms,
+        )
+    }
+    /// [`InstanceAnnouncement::sign`] through `signer` (see [`SigVerifier::sign`]).
+    pub fn sign_with(
+        signer: &dyn SigVerifier,
+        identity: &Keypair,
+        instance_id: String,
+        fence_revision: i64,
+        since_ms: u64,
+    ) -> Self {
         let mut a = InstanceAnnouncement {
             identity: identity.pubkey(),
             instance_id,
@@ -187,7 +203,7 @@ impl InstanceAnnouncement {
             since_ms,
             signature: Signature([0; 64]),
         };
-        a.signature = identity.sign(&a.message());
+        a.signature = signer.sign(identity, &a.message());
         a
     }
     fn message(&self) -> Vec<u8> {
