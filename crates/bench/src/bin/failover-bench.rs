@@ -272,7 +272,7 @@ fn measure(
             })
             .min()
     })
-    .context("the secondary never voted as the primary")?;
+    .with_context(|| format!("the secondary never voted as the primary{}", keep(cdir)))?;
     r.first_vote_ms = first.0 - t0;
     let mut schedule = ScheduleCache::default();
     r.identity_led = (s.genesis.slot_at(t0)..=first.1)
@@ -354,6 +354,15 @@ fn sleep_until_before_leader_window(s: &Setup, id: &str) -> anyhow::Result<()> {
     let at = g.slot_start_ms(start) - g.slot_duration_ms / 4;
     std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms())));
     Ok(())
+}
+
+/// Copies the cluster directory out of the temp dir (for a failed round).
+fn keep(cdir: &Path) -> String {
+    let to = std::env::temp_dir().join(format!("failover-bench-{}", now_ms()));
+    match Command::new("cp").arg("-a").arg(cdir).arg(&to).status() {
+        Ok(s) if s.success() => format!(" (copied to {})", to.display()),
+        _ => String::new(),
+    }
 }
 
 fn votes_of(n: &NodeEntry, node: &str) -> BTreeSet<u64> {
