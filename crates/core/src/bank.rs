@@ -49,8 +49,9 @@ pub enum VoteRejected {
 pub struct Bank {
     pub slot: Slot,
     pub hash: Hash,
-    /// Shared with the parent until a vote changes an account (copy on write).
-    accounts: Arc<BTreeMap<Pubkey, VoteAccount>>,
+    /// Shared with the parent until a vote changes an account (copy on write, of the map
+    /// and then of the one account the vote changes).
+    accounts: Arc<BTreeMap<Pubkey, Arc<VoteAccount>>>,
 }
 
 impl Bank {
@@ -67,7 +68,7 @@ impl Bank {
                     lockouts: Tower::new(v.identity),
                     credits: 0,
                 };
-                (v.vote_account, account)
+                (v.vote_account, Arc::new(account))
             })
             .collect();
         Bank {
@@ -87,11 +88,11 @@ impl Bank {
     }
 
     pub fn account(&self, vote_account: &Pubkey) -> Option<&VoteAccount> {
-        self.accounts.get(vote_account)
+        self.accounts.get(vote_account).map(|a| &**a)
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = (&Pubkey, &VoteAccount)> {
-        self.accounts.iter()
+        self.accounts.iter().map(|(k, a)| (k, &**a))
     }
 
     /// Applies one vote. `fork_hash(s)` is the hash of the ancestor at slot `s` on this
@@ -124,9 +125,11 @@ impl Bank {
         if !vote.check_signature(verifier) {
             return Err(VoteRejected::BadSignature);
         }
-        let account = Arc::make_mut(&mut self.accounts)
-            .get_mut(&vote.vote_account)
-            .expect("checked above");
+        let account = Arc::make_mut(
+            Arc::make_mut(&mut self.accounts)
+                .get_mut(&vote.vote_account)
+                .expect("checked above"),
+        );
         match account
             .lockouts
             .record_vote(vote.slot, vote.hash.0, vote.timestamp_ms)

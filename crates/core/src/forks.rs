@@ -149,6 +149,15 @@ impl ForkTree {
     pub fn rooted_chain(&self) -> &BTreeSet<Slot> {
         &self.rooted_chain
     }
+    /// The root bank and the rooted chain, without copying them.
+    pub fn into_root(mut self) -> (Bank, BTreeSet<Slot>) {
+        let root = self
+            .nodes
+            .pop_front()
+            .flatten()
+            .expect("the root is in the tree");
+        (root.bank, self.rooted_chain)
+    }
     pub fn contains(&self, slot: Slot) -> bool {
         self.node(slot).is_some()
     }

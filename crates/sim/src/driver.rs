@@ -221,7 +221,7 @@ impl Sim {
     pub(crate) fn stop_process(&mut self, m: MachineId, restart_at_ms: Option<u64>) {
         let mach = &mut self.machines[m];
         if let Some(core) = mach.core.take() {
-            mach.disk = Some(core.ledger());
+            mach.disk = Some(core.into_ledger());
         }
         mach.leases.clear();
         mach.frozen_inbox.clear();

@@ -220,6 +220,16 @@ impl Core {
         vec![Command::SendRepair { to: from, blocks }]
     }
 
+    /// [`Core::ledger`] of a process that is going away, moved instead of copied.
+    pub fn into_ledger(self) -> super::Ledger {
+        let (root_bank, rooted_chain) = self.forks.into_root();
+        super::Ledger {
+            root_bank,
+            rooted_chain,
+            blocks: self.blockstore.into_values().collect(),
+        }
+    }
+
     /// Drops everything older than the root that we no longer need.
     pub(super) fn prune_below_root(&mut self) {
         let root = self.forks.root();
