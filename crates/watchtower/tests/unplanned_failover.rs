@@ -194,7 +194,11 @@ impl Pair {
         let ready = wait_for(Duration::from_secs(40), || {
             let votes = votes_by(&audit_records(&primary_ledger), &self.primary_id, 0);
             let standby_ok = self.standby.rpc("getHealth", json!([]))?["result"] == "ok";
-            let armed = self.wt().metrics().contains("huione_watchtower_armed 1");
+            let armed = self
+                .wt()
+                .metrics()
+                .lines()
+                .any(|l| l == "huione_watchtower_armed 1");
             (votes.len() >= 5 && standby_ok && armed).then_some(())
         });
         assert!(ready.is_some(), "not ready:\n{}", self.diagnostics());

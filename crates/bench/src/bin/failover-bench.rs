@@ -234,7 +234,7 @@ fn measure(
             *watchtower = Some(child);
             let armed = wait(Duration::from_secs(60), || {
                 http_get(metrics_port, "/metrics")
-                    .is_some_and(|t| t.contains("huione_watchtower_armed 1"))
+                    .is_some_and(|t| t.lines().any(|l| l == "huione_watchtower_armed 1"))
                     .then_some(())
             });
             armed.context("the watchtower did not arm within 60 s")?;
