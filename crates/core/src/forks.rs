@@ -77,6 +77,28 @@ impl IntoIterator for Weights {
     }
 }
 
+/// A fast hasher for vote-account keys. Fork choice looks accounts up for every vote and
+/// every recomputation; the keys are the genesis vote accounts (votes for any other
+/// account are dropped before they get here), so there is no hash-flooding surface.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccountHasher(u64);
+
+impl std::hash::Hasher for AccountHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+type AccountMap<V> = HashMap<Pubkey, V, std::hash::BuildHasherDefault<AccountHasher>>;
+
 /// The result of fork choice: subtree weights and the best leaf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForkChoice {
@@ -95,8 +117,8 @@ pub struct ForkTree {
     /// How many of `nodes` are Some.
     count: usize,
     rooted_chain: BTreeSet<Slot>,
-    latest_votes: HashMap<Pubkey, (Slot, Hash)>,
-    stakes: Arc<HashMap<Pubkey, u64>>,
+    latest_votes: AccountMap<(Slot, Hash)>,
+    stakes: Arc<AccountMap<u64>>,
     /// Fork choice is asked for far more often than the tree or the votes change.
     cache: RefCell<Option<Arc<ForkChoice>>>,
 }
@@ -119,8 +141,8 @@ impl ForkTree {
             nodes,
             count: 1,
             rooted_chain,
-            latest_votes: HashMap::new(),
-            stakes: Arc::new(stakes),
+            latest_votes: AccountMap::default(),
+            stakes: Arc::new(stakes.into_iter().collect()),
             cache: RefCell::new(None),
         };
         t.rooted_chain.insert(root);

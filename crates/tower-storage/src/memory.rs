@@ -6,7 +6,7 @@
 //! applies all its puts or none. Clones of [`MemoryTowerStorage`] share one key space,
 //! like two clients of one etcd cluster. The simulator can make it unavailable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use huione_keys::Pubkey;
@@ -112,7 +112,13 @@ impl MemKv {
 struct State {
     kv: MemKv,
     available: bool,
+    /// Each identity's (lock key, tower key): a key names the identity in base58, which
+    /// is not worth recomputing for every store.
+    key_names: HashMap<Pubkey, (String, String)>,
 }
+
+/// Identities whose key names are remembered (more are computed each time).
+const MAX_KEY_NAMES: usize = 4096;
 
 /// Tower storage in memory, with etcd's fencing semantics. Clones share state.
 #[derive(Clone, Debug)]
@@ -133,6 +139,7 @@ impl MemoryTowerStorage {
             state: Arc::new(Mutex::new(State {
                 kv: MemKv::new(),
                 available: true,
+                key_names: HashMap::new(),
             })),
             prefix: "/huione".into(),
         }
@@ -187,15 +194,12 @@ impl MemoryTowerStorage {
     pub fn store_now(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
         check_tower_identity(lease, tower)?;
         let mut s = self.available()?;
-        let lock_key = keys::lock(&self.prefix, &lease.identity());
+        let (lock_key, tower_key) = self.key_names(&mut s, &lease.identity());
         let compares = [
             Compare::ModRevision(lock_key.clone(), lease.revision()),
             Compare::Value(lock_key.clone(), lease.owner_bytes().to_vec()),
         ];
-        let puts = vec![(
-            keys::tower(&self.prefix, &lease.identity()),
-            tower.to_bytes(),
-        )];
+        let puts = vec![(tower_key, tower.to_bytes())];
         let (ok, rev) = s.kv.txn(&compares, puts);
         if ok {
             return Ok(rev);
@@ -207,6 +211,21 @@ impl MemoryTowerStorage {
             holder,
         }
         .into())
+    }
+
+    /// `identity`'s (lock key, tower key).
+    fn key_names(&self, s: &mut State, identity: &Pubkey) -> (String, String) {
+        if let Some(names) = s.key_names.get(identity) {
+            return names.clone();
+        }
+        let names = (
+            keys::lock(&self.prefix, identity),
+            keys::tower(&self.prefix, identity),
+        );
+        if s.key_names.len() < MAX_KEY_NAMES {
+            s.key_names.insert(*identity, names.clone());
+        }
+        names
     }
 
     pub fn load_now(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {

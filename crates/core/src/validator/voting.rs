@@ -59,11 +59,7 @@ impl Core {
         };
         let mut roots: Vec<(Slot, u64)> = bank
             .accounts()
-            .filter_map(|(k, a)| {
-                a.lockouts
-                    .root()
-                    .map(|r| (r, self.stakes.get(k).copied().unwrap_or(0)))
-            })
+            .filter_map(|(k, a)| a.lockouts.root().map(|r| (r, self.forks.stake_of(k))))
             .collect();
         roots.sort_unstable_by(|a, b| b.cmp(a));
         let mut acc = 0u64;
