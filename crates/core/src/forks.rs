@@ -6,7 +6,7 @@
 //! walking from the root to the heaviest child at each step (ties go to the lower
 //! slot, so every node picks the same fork from the same votes).
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -25,6 +25,8 @@ pub const MAX_ROOTED_HISTORY: usize = 8192;
 struct Node {
     parent: Option<Slot>,
     bank: Bank,
+    /// [`ForkTree::bank_root`]'s answer for this bank, once asked.
+    bank_root: OnceCell<Option<Slot>>,
 }
 
 /// Subtree stake of the slots that have any counted vote in their subtree (a vote of a
@@ -32,33 +34,45 @@ struct Node {
 /// Dense from the root: fork choice is recomputed whenever a block or a vote arrives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Weights {
-    /// The root's slot: `stake[i]` is slot `base + i`'s entry.
+    /// The root's slot: `slots[i]` is slot `base + i`'s entry.
     base: Slot,
-    stake: Vec<Option<u64>>,
+    slots: Vec<SlotChoice>,
 }
+
+/// Fork choice's working state for one slot, kept as the weights' storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotChoice {
+    stake: Option<u64>,
+    /// Index of the heaviest child (NO_CHILD: none).
+    heaviest: usize,
+    /// Index of the best leaf below (or at) this slot.
+    leaf: usize,
+}
+
+const NO_CHILD: usize = usize::MAX;
 
 impl Weights {
     /// The subtree stake of `slot`, if it has an entry.
     pub fn get(&self, slot: &Slot) -> Option<&u64> {
         let i = usize::try_from(slot.checked_sub(self.base)?).ok()?;
-        self.stake.get(i)?.as_ref()
+        self.slots.get(i)?.stake.as_ref()
     }
 
     /// Every (slot, subtree stake) entry, ascending by slot.
     pub fn iter(&self) -> impl Iterator<Item = (Slot, u64)> + '_ {
         let base = self.base;
-        self.stake
+        self.slots
             .iter()
             .enumerate()
-            .filter_map(move |(i, w)| w.map(|w| (base + i as Slot, w)))
+            .filter_map(move |(i, c)| c.stake.map(|w| (base + i as Slot, w)))
     }
 
     pub fn len(&self) -> usize {
-        self.stake.iter().filter(|w| w.is_some()).count()
+        self.slots.iter().filter(|c| c.stake.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stake.iter().all(|w| w.is_none())
+        self.slots.iter().all(|c| c.stake.is_none())
     }
 }
 
@@ -121,6 +135,8 @@ pub struct ForkTree {
     stakes: Arc<AccountMap<u64>>,
     /// Fork choice is asked for far more often than the tree or the votes change.
     cache: RefCell<Option<Arc<ForkChoice>>>,
+    /// The last [`ForkTree::ancestry`] path: asked again for the same slot until we vote.
+    ancestry_cache: RefCell<Option<(Slot, Arc<Vec<Slot>>)>>,
 }
 
 impl ForkTree {
@@ -135,6 +151,7 @@ impl ForkTree {
         nodes.push_back(Some(Node {
             parent: None,
             bank: root_bank,
+            bank_root: OnceCell::new(),
         }));
         let mut t = ForkTree {
             root,
@@ -144,6 +161,7 @@ impl ForkTree {
             latest_votes: AccountMap::default(),
             stakes: Arc::new(stakes.into_iter().collect()),
             cache: RefCell::new(None),
+            ancestry_cache: RefCell::new(None),
         };
         t.rooted_chain.insert(root);
         t
@@ -237,24 +255,54 @@ impl ForkTree {
         self.fork_hash(b, a).is_some()
     }
 
-    /// `|a| self.is_ancestor(a, b)` for many `a` and one `b`: walks `b`'s fork once.
+    /// `|a| self.is_ancestor(a, b)` for many `a` and one `b`: walks `b`'s fork once (and
+    /// not again while `b` is asked for repeatedly and the root stays).
     pub fn ancestry(&self, b: Slot) -> Ancestry<'_> {
-        let mut path = Vec::new();
-        if let Some(node) = self.node(b) {
-            let mut cur = node.parent;
-            while let Some(s) = cur {
-                path.push(s);
-                cur = self.node(s).and_then(|n| n.parent);
+        let cached = match self.ancestry_cache.borrow().as_ref() {
+            Some((slot, path)) if *slot == b => Some(Arc::clone(path)),
+            _ => None,
+        };
+        let in_tree = self.contains(b);
+        let path = cached.unwrap_or_else(|| {
+            let path = Arc::new(self.ancestors_ascending(b));
+            // A slot not in the tree yet may be inserted later: only tree slots are kept.
+            if in_tree {
+                *self.ancestry_cache.borrow_mut() = Some((b, Arc::clone(&path)));
             }
-        }
-        // The walk goes down in slot order; ascending for binary search.
-        path.reverse();
+            path
+        });
         Ancestry {
             tree: self,
             b,
-            in_tree: self.contains(b),
+            in_tree,
             path,
         }
+    }
+
+    /// `b`'s strict ancestors in the tree, ascending (empty if `b` is not in the tree).
+    fn ancestors_ascending(&self, b: Slot) -> Vec<Slot> {
+        let mut path = Vec::new();
+        let mut cur = self.parent(b);
+        while let Some(s) = cur {
+            path.push(s);
+            cur = self.parent(s);
+        }
+        // The walk goes down in slot order; ascending for binary search.
+        path.reverse();
+        path
+    }
+
+    /// `compute(bank)` for the bank at `slot`, computed once per bank: a bank does not
+    /// change once it is in the tree, so `compute` must depend on nothing else that
+    /// changes (the core's supermajority root of a bank depends on it and the fixed
+    /// stakes). None if `slot` is not in the tree.
+    pub fn bank_root(
+        &self,
+        slot: Slot,
+        compute: impl FnOnce(&Bank) -> Option<Slot>,
+    ) -> Option<Slot> {
+        let node = self.node(slot)?;
+        *node.bank_root.get_or_init(|| compute(&node.bank))
     }
 
     /// Adds a replayed bank under `parent` (which must be in the tree, at a lower slot).
@@ -277,6 +325,7 @@ impl ForkTree {
         self.nodes[i] = Some(Node {
             parent: Some(parent),
             bank,
+            bank_root: OnceCell::new(),
         });
         self.count += 1;
     }
@@ -331,43 +380,44 @@ impl ForkTree {
     /// node is complete (its subtree stake, its heaviest child and that child's best leaf)
     /// when it is reached, and then offers itself to its parent.
     fn compute_fork_choice(&self) -> ForkChoice {
-        const NONE: usize = usize::MAX;
-        let n = self.nodes.len();
-        let mut stake: Vec<Option<u64>> = vec![None; n];
+        let empty = SlotChoice {
+            stake: None,
+            heaviest: NO_CHILD,
+            leaf: 0,
+        };
+        let mut c = vec![empty; self.nodes.len()];
         for (account, vote) in &self.latest_votes {
             if self.counts(*vote) {
                 let i = self.index(vote.0).expect("counted votes are in the tree");
-                *stake[i].get_or_insert(0) += self.stake_of(account);
+                *c[i].stake.get_or_insert(0) += self.stake_of(account);
             }
         }
-        let mut heaviest = vec![NONE; n];
-        let mut leaf = vec![0usize; n];
-        for i in (1..n).rev() {
+        for i in (1..c.len()).rev() {
             let Some(node) = &self.nodes[i] else {
                 continue;
             };
-            leaf[i] = match heaviest[i] {
-                NONE => i,
-                c => leaf[c],
+            c[i].leaf = match c[i].heaviest {
+                NO_CHILD => i,
+                h => c[h].leaf,
             };
             let p = (node.parent.expect("only the root has no parent") - self.root) as usize;
-            if let Some(w) = stake[i] {
-                *stake[p].get_or_insert(0) += w;
+            if let Some(w) = c[i].stake {
+                *c[p].stake.get_or_insert(0) += w;
             }
             // Offered in descending slot order: on a tie the lower slot replaces.
-            let h = heaviest[p];
-            if h == NONE || stake[i].unwrap_or(0) >= stake[h].unwrap_or(0) {
-                heaviest[p] = i;
+            let h = c[p].heaviest;
+            if h == NO_CHILD || c[i].stake.unwrap_or(0) >= c[h].stake.unwrap_or(0) {
+                c[p].heaviest = i;
             }
         }
-        let best = match heaviest.first() {
-            Some(&c) if c != NONE => leaf[c],
+        let best = match c.first().map(|r| r.heaviest) {
+            Some(h) if h != NO_CHILD => c[h].leaf,
             _ => 0,
         };
         ForkChoice {
             weights: Weights {
                 base: self.root,
-                stake,
+                slots: c,
             },
             best: self.root + best as Slot,
         }
@@ -380,6 +430,7 @@ impl ForkTree {
             return 0;
         }
         self.cache.take();
+        self.ancestry_cache.take();
         let mut cur = Some(new_root);
         while let Some(s) = cur {
             self.rooted_chain.insert(s);
@@ -422,7 +473,7 @@ pub struct Ancestry<'a> {
     b: Slot,
     in_tree: bool,
     /// `b`'s strict ancestors in the tree, ascending.
-    path: Vec<Slot>,
+    path: Arc<Vec<Slot>>,
 }
 
 impl Ancestry<'_> {
@@ -591,6 +642,14 @@ mod tests {
                     }
                 }
                 assert_eq!(t.fork_choice().best, best);
+                // Ancestry (cached per slot) agrees with the walk, before and after inserts
+                // and new roots; so does a slot asked for before its block arrives.
+                for b in [best, slot + 1] {
+                    let anc = t.ancestry(b);
+                    for a in t.root().saturating_sub(3)..slot + 2 {
+                        assert_eq!(anc.is_ancestor(a), t.is_ancestor(a, b), "{a} of {b}");
+                    }
+                }
             }
         }
     }

@@ -237,10 +237,9 @@ impl MemoryTowerStorage {
     }
 
     pub fn lock_holder_now(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
-        let s = self.available()?;
-        Ok(s.kv
-            .get(&keys::lock(&self.prefix, identity))
-            .and_then(record_of))
+        let mut s = self.available()?;
+        let (lock_key, _) = self.key_names(&mut s, identity);
+        Ok(s.kv.get(&lock_key).and_then(record_of))
     }
 
     pub fn history_now(&self, identity: &Pubkey) -> Result<Vec<LockRecord>, StorageError> {

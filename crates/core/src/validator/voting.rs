@@ -54,9 +54,17 @@ impl Core {
     /// a node that does not vote (a standby) still prunes; a voter's own tower root is
     /// applied as well in [`Core::set_root`].
     fn advance_supermajority_root(&mut self, best: Slot) {
-        let Some(bank) = self.forks.bank(best) else {
-            return;
-        };
+        // Remembered per bank: it depends on the bank's vote accounts and fixed stakes.
+        let root = self
+            .forks
+            .bank_root(best, |bank| self.supermajority_root(bank));
+        if let Some(root) = root {
+            self.set_root(root);
+        }
+    }
+
+    /// The highest root that 2/3 of stake have rooted in `bank`'s vote accounts.
+    fn supermajority_root(&self, bank: &crate::bank::Bank) -> Option<Slot> {
         let mut roots: Vec<(Slot, u64)> = bank
             .accounts()
             .filter_map(|(k, a)| a.lockouts.root().map(|r| (r, self.forks.stake_of(k))))
@@ -66,10 +74,10 @@ impl Core {
         for (root, stake) in roots {
             acc += stake;
             if self.has_supermajority(acc) {
-                self.set_root(root);
-                return;
+                return Some(root);
             }
         }
+        None
     }
 
     pub(super) fn set_root(&mut self, slot: Slot) {
