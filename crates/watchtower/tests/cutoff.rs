@@ -310,7 +310,11 @@ impl Setup {
             let standby_ok = rpc_at(self.host_ip, self.standby.rpc_port, "getHealth", json!([]))?
                 ["result"]
                 == "ok";
-            let armed = self.wt().metrics().contains("huione_watchtower_armed 1");
+            let armed = self
+                .wt()
+                .metrics()
+                .lines()
+                .any(|l| l == "huione_watchtower_armed 1");
             (votes >= 5 && landed && standby_ok && armed).then_some(())
         });
         assert!(ready.is_some(), "not ready:\n{}", self.diagnostics());
