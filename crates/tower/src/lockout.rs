@@ -151,10 +151,29 @@ impl Tower {
             // vote on an older slot of some fork).
             return true;
         }
-        let mut votes = self.votes.clone();
-        let mut root = self.root;
-        apply_vote(&mut votes, &mut root, slot);
-        if votes.iter().any(|v| v.slot != slot && !is_ancestor(v.slot)) {
+        // The stack and root as `apply_vote` would leave them, without copying the stack:
+        // it pops the votes expired at `slot` from the top (unless the slot is at or below
+        // the root, when it changes nothing), then, if the stack is still full, the oldest
+        // vote becomes the root. Only the slots matter here, not the doubled counts.
+        let ignored = self.root.is_some_and(|r| slot <= r);
+        let kept = if ignored {
+            self.votes.len()
+        } else {
+            self.votes
+                .iter()
+                .rposition(|v| v.is_locked_out_at_slot(slot))
+                .map_or(0, |i| i + 1)
+        };
+        let root = match self.votes.front() {
+            Some(oldest) if !ignored && kept == MAX_LOCKOUT_HISTORY => Some(oldest.slot),
+            _ => self.root,
+        };
+        if self
+            .votes
+            .iter()
+            .take(kept)
+            .any(|v| v.slot != slot && !is_ancestor(v.slot))
+        {
             return true;
         }
         root.is_some_and(|r| r != slot && !is_ancestor(r))

@@ -162,3 +162,52 @@ fn from_parts_rejects_malformed_stacks() {
         .collect();
     assert!(Tower::from_parts(pk, too_many, None, [0; 32], None).is_err());
 }
+
+/// `is_locked_out` as defined: simulate the vote on a copy of the stack, then every vote
+/// left and the root must be ancestors.
+fn locked_out_by_definition(t: &Tower, slot: Slot, is_ancestor: impl Fn(Slot) -> bool) -> bool {
+    if t.last_voted_slot().is_some_and(|last| slot <= last) {
+        return true;
+    }
+    let mut votes = t.votes.clone();
+    let mut root = t.root;
+    apply_vote(&mut votes, &mut root, slot);
+    votes.iter().any(|v| v.slot != slot && !is_ancestor(v.slot))
+        || root.is_some_and(|r| r != slot && !is_ancestor(r))
+}
+
+#[test]
+fn is_locked_out_matches_its_definition_on_random_towers() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..300 {
+        let mut t = Tower::new(Pubkey::from_seed_byte(1));
+        let mut slot = 0;
+        let gaps = next(2) == 0;
+        for _ in 0..next(100) {
+            // Half the towers never skip far: their stacks fill up and root.
+            let range = if gaps && next(4) == 0 { 40 } else { 3 };
+            slot += 1 + next(range);
+            t.record_vote(slot, [0; 32], 0);
+        }
+        // A random "fork": everything is an ancestor except one slot of the tower (or
+        // its root), or nothing, or a random part of all slots.
+        let mut in_tower: Vec<Slot> = t.votes().map(|v| v.slot).chain(t.root()).collect();
+        in_tower.push(u64::MAX);
+        let excluded = in_tower[next(in_tower.len() as u64) as usize];
+        let (salt, missing) = (next(1 << 20), next(4));
+        let is_ancestor = |s: Slot| s != excluded && (s.wrapping_mul(0x9e37) ^ salt) % 7 >= missing;
+        for candidate in slot.saturating_sub(3)..slot + 300 {
+            assert_eq!(
+                t.is_locked_out(candidate, is_ancestor),
+                locked_out_by_definition(&t, candidate, is_ancestor),
+                "tower {t:?} candidate {candidate}"
+            );
+        }
+    }
+}
