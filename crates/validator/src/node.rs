@@ -375,7 +375,17 @@ impl Node {
             .await
             .map_err(|e| AdminError::LockNotAcquired {
                 identity: id,
-                reason: e.to_string(),
+                // An acquire whose answer was lost may still have been applied, or be
+                // applied when storage answers again: the primary then stops at its next
+                // store while this node has not switched. Say so, so it gets retried.
+                reason: if e.is_transient() {
+                    format!(
+                        "{e}; the request may still reach storage and stop the primary: \
+                         run set-identity again once storage answers"
+                    )
+                } else {
+                    e.to_string()
+                },
             })?;
         let tower = self.storage.load(&id).await.map_err(unavailable)?;
         let tower_loaded = tower.is_some();
