@@ -50,6 +50,7 @@ struct SlotChoice {
 }
 
 const NO_CHILD: usize = usize::MAX;
+const NO_PARENT: Slot = Slot::MAX;
 
 impl Weights {
     /// The subtree stake of `slot`, if it has an entry.
@@ -128,6 +129,9 @@ pub struct ForkTree {
     /// ahead), and a child's slot is always above its parent's, so walking the indices
     /// down visits every child before its parent.
     nodes: VecDeque<Option<Node>>,
+    /// `nodes[i]`'s parent slot (NO_PARENT: no node, or the root), packed apart so that
+    /// fork choice's pass over the slots reads eight bytes per slot.
+    parents: VecDeque<Slot>,
     /// How many of `nodes` are Some.
     count: usize,
     rooted_chain: BTreeSet<Slot>,
@@ -156,6 +160,7 @@ impl ForkTree {
         let mut t = ForkTree {
             root,
             nodes,
+            parents: VecDeque::from([NO_PARENT]),
             count: 1,
             rooted_chain,
             latest_votes: AccountMap::default(),
@@ -321,7 +326,9 @@ impl ForkTree {
         self.cache.take();
         if self.nodes.len() <= i {
             self.nodes.resize(i + 1, None);
+            self.parents.resize(i + 1, NO_PARENT);
         }
+        self.parents[i] = parent;
         self.nodes[i] = Some(Node {
             parent: Some(parent),
             bank,
@@ -393,14 +400,15 @@ impl ForkTree {
             }
         }
         for i in (1..c.len()).rev() {
-            let Some(node) = &self.nodes[i] else {
-                continue;
-            };
+            let parent = self.parents[i];
+            if parent == NO_PARENT {
+                continue; // no block at this slot
+            }
             c[i].leaf = match c[i].heaviest {
                 NO_CHILD => i,
                 h => c[h].leaf,
             };
-            let p = (node.parent.expect("only the root has no parent") - self.root) as usize;
+            let p = (parent - self.root) as usize;
             if let Some(w) = c[i].stake {
                 *c[p].stake.get_or_insert(0) += w;
             }
@@ -442,24 +450,29 @@ impl ForkTree {
         let before = self.count;
         let skip = self.index(new_root).expect("above the root");
         self.nodes.drain(..skip);
+        self.parents.drain(..skip);
         self.root = new_root;
         // Ascending, a slot is kept when its parent was (the new root is kept).
         let mut keep = vec![false; self.nodes.len()];
         keep[0] = true;
         for i in 1..self.nodes.len() {
-            let parent = self.nodes[i].as_ref().and_then(|n| n.parent);
-            keep[i] = parent
-                .and_then(|p| p.checked_sub(new_root))
-                .is_some_and(|p| keep[p as usize]);
+            let parent = self.parents[i];
+            keep[i] = parent != NO_PARENT
+                && parent
+                    .checked_sub(new_root)
+                    .is_some_and(|p| keep[p as usize]);
             if !keep[i] {
                 self.nodes[i] = None;
+                self.parents[i] = NO_PARENT;
             }
         }
         while self.nodes.back().is_some_and(|n| n.is_none()) {
             self.nodes.pop_back();
+            self.parents.pop_back();
         }
         self.count = keep.iter().filter(|k| **k).count();
         self.node_mut(new_root).expect("kept").parent = None;
+        self.parents[0] = NO_PARENT;
         let root = self.root;
         self.latest_votes.retain(|_, (s, _)| *s + (1 << 16) > root);
         before - self.count
