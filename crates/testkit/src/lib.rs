@@ -12,8 +12,14 @@
 //! Needs `etcd` and `etcdctl` on PATH (`apt-get install etcd-server etcd-client`), or their
 //! paths in `HUIONE_ETCD` / `HUIONE_ETCDCTL`. Set `HUIONE_TESTKIT_KEEP=1` to keep the temp
 //! dir (certs, data, member logs) after the test for debugging.
+//!
+//! With the feature `nodes`, the module `nodes`: real `huione-validator` processes on
+//! loopback (a staked cluster in a temp dir, process control, JSON-RPC) for real-process
+//! tests.
 
 pub mod netns;
+#[cfg(feature = "nodes")]
+pub mod nodes;
 mod process;
 
 use anyhow::{bail, Context as _};

@@ -107,6 +107,11 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
+    last_lines(&text, lines)
+}
+
+/// The last `lines` lines of `text`.
+pub(crate) fn last_lines(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
