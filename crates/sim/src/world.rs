@@ -76,10 +76,12 @@ pub(crate) enum Item {
     },
 }
 
+/// A queue entry: when, the tie-break, and where its item waits in [`EventQueue`]'s slab
+/// (items are a few hundred bytes; the heap moves only these 24).
 pub(crate) struct Queued {
     pub at_ms: u64,
     pub seq: u64,
-    pub item: Item,
+    slot: usize,
 }
 
 impl PartialEq for Queued {
@@ -97,6 +99,43 @@ impl Ord for Queued {
     // Reversed: BinaryHeap is a max-heap and we want the earliest first.
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (o.at_ms, o.seq).cmp(&(self.at_ms, self.seq))
+    }
+}
+
+/// Items by (time, then the order they were queued in), earliest first.
+#[derive(Default)]
+pub(crate) struct EventQueue {
+    heap: BinaryHeap<Queued>,
+    items: Vec<Option<Item>>,
+    free: Vec<usize>,
+}
+
+impl EventQueue {
+    fn push(&mut self, at_ms: u64, seq: u64, item: Item) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.items[slot] = Some(item);
+                slot
+            }
+            None => {
+                self.items.push(Some(item));
+                self.items.len() - 1
+            }
+        };
+        self.heap.push(Queued { at_ms, seq, slot });
+    }
+
+    /// The earliest item if it is due at or before `until_ms`.
+    fn pop_due(&mut self, until_ms: u64) -> Option<(u64, Item)> {
+        if !self.heap.peek().is_some_and(|q| q.at_ms <= until_ms) {
+            return None;
+        }
+        let q = self.heap.pop().expect("peeked");
+        self.free.push(q.slot);
+        let item = self.items[q.slot]
+            .take()
+            .expect("queued items are in the slab");
+        Some((q.at_ms, item))
     }
 }
 
@@ -163,7 +202,7 @@ pub struct Sim {
     pub cfg: SimConfig,
     pub(crate) rng: Rng,
     pub now_ms: u64,
-    pub(crate) queue: BinaryHeap<Queued>,
+    pub(crate) queue: EventQueue,
     pub(crate) seq: u64,
     pub machines: Vec<Machine>,
     pub storage: MemoryTowerStorage,
@@ -229,7 +268,7 @@ impl Sim {
             auditor: Auditor::new(genesis.hash),
             rng,
             now_ms: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             seq: 0,
             machines,
             storage: MemoryTowerStorage::new(),
@@ -297,11 +336,7 @@ impl Sim {
 
     pub(crate) fn push(&mut self, at_ms: u64, item: Item) {
         self.seq += 1;
-        self.queue.push(Queued {
-            at_ms,
-            seq: self.seq,
-            item,
-        });
+        self.queue.push(at_ms, self.seq, item);
     }
 
     /// Runs `slots` slots. Random faults are injected while the run is in its fault
@@ -337,10 +372,9 @@ impl Sim {
     }
 
     fn deliver_until(&mut self, until_ms: u64) {
-        while self.queue.peek().is_some_and(|q| q.at_ms <= until_ms) {
-            let q = self.queue.pop().expect("peeked");
-            self.now_ms = self.now_ms.max(q.at_ms);
-            match q.item {
+        while let Some((at_ms, item)) = self.queue.pop_due(until_ms) {
+            self.now_ms = self.now_ms.max(at_ms);
+            match item {
                 Item::Deliver { to, msg } => self.deliver(to, msg),
                 Item::StoreExec {
                     machine,
