@@ -6,8 +6,6 @@
 //! that now has more votes stacked on top of it than its count gets its count doubled
 //! (+1). When the stack is 31 deep, the bottom vote becomes the root.
 
-use std::collections::VecDeque;
-
 use huione_keys::Pubkey;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +45,80 @@ impl Lockout {
     }
 }
 
+/// The vote stack, oldest first, held inline: it is at most 31 deep, and towers are
+/// copied with every bank a vote changes.
+#[derive(Clone, Copy)]
+struct Stack {
+    votes: [Lockout; MAX_LOCKOUT_HISTORY],
+    len: usize,
+}
+
+impl Stack {
+    const EMPTY: Stack = Stack {
+        votes: [Lockout {
+            slot: 0,
+            confirmation_count: 0,
+        }; MAX_LOCKOUT_HISTORY],
+        len: 0,
+    };
+
+    fn as_slice(&self) -> &[Lockout] {
+        &self.votes[..self.len]
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Lockout> {
+        self.as_slice().iter()
+    }
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, Lockout> {
+        self.votes[..self.len].iter_mut()
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn front(&self) -> Option<&Lockout> {
+        self.as_slice().first()
+    }
+    fn back(&self) -> Option<&Lockout> {
+        self.as_slice().last()
+    }
+    fn pop_back(&mut self) -> Option<Lockout> {
+        let last = *self.back()?;
+        self.len -= 1;
+        Some(last)
+    }
+    fn pop_front(&mut self) -> Option<Lockout> {
+        let first = *self.front()?;
+        self.votes.copy_within(1..self.len, 0);
+        self.len -= 1;
+        Some(first)
+    }
+    /// Callers keep the stack at most [`MAX_LOCKOUT_HISTORY`] deep (a full stack's oldest
+    /// vote becomes the root before a push).
+    fn push_back(&mut self, l: Lockout) {
+        self.votes[self.len] = l;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Index<usize> for Stack {
+    type Output = Lockout;
+    fn index(&self, i: usize) -> &Lockout {
+        &self.as_slice()[i]
+    }
+}
+
+impl PartialEq for Stack {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+impl Eq for Stack {}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// What recording a vote did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VoteOutcome {
@@ -60,7 +132,7 @@ pub enum VoteOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tower {
     pub node_pubkey: Pubkey,
-    votes: VecDeque<Lockout>,
+    votes: Stack,
     root: Option<Slot>,
     last_vote_hash: [u8; 32],
     /// Unix time in milliseconds when the last vote was recorded.
@@ -71,7 +143,7 @@ impl Tower {
     pub fn new(node_pubkey: Pubkey) -> Self {
         Tower {
             node_pubkey,
-            votes: VecDeque::new(),
+            votes: Stack::EMPTY,
             root: None,
             last_vote_hash: [0; 32],
             last_vote_timestamp_ms: None,
@@ -105,9 +177,13 @@ impl Tower {
                 return Err("root is not below the oldest vote".into());
             }
         }
+        let mut stack = Stack::EMPTY;
+        for v in votes {
+            stack.push_back(v);
+        }
         Ok(Tower {
             node_pubkey,
-            votes: votes.into(),
+            votes: stack,
             root,
             last_vote_hash,
             last_vote_timestamp_ms,
@@ -217,7 +293,7 @@ impl Tower {
 }
 
 /// Solana's `process_next_vote_slot`.
-fn apply_vote(votes: &mut VecDeque<Lockout>, root: &mut Option<Slot>, slot: Slot) -> VoteOutcome {
+fn apply_vote(votes: &mut Stack, root: &mut Option<Slot>, slot: Slot) -> VoteOutcome {
     if votes.back().is_some_and(|last| slot <= last.slot) {
         return VoteOutcome::Ignored;
     }
