@@ -139,6 +139,9 @@ pub struct ForkTree {
     stakes: Arc<AccountMap<u64>>,
     /// Fork choice is asked for far more often than the tree or the votes change.
     cache: RefCell<Option<Arc<ForkChoice>>>,
+    /// The choice last invalidated: its buffer is reused by the next computation when
+    /// nobody holds it any more.
+    spare: RefCell<Option<Arc<ForkChoice>>>,
     /// The last [`ForkTree::ancestry`] path: asked again for the same slot until we vote.
     ancestry_cache: RefCell<Option<(Slot, Arc<Vec<Slot>>)>>,
 }
@@ -166,6 +169,7 @@ impl ForkTree {
             latest_votes: AccountMap::default(),
             stakes: Arc::new(stakes.into_iter().collect()),
             cache: RefCell::new(None),
+            spare: RefCell::new(None),
             ancestry_cache: RefCell::new(None),
         };
         t.rooted_chain.insert(root);
@@ -323,7 +327,7 @@ impl ForkTree {
         if !self.contains(parent) {
             return;
         }
-        self.cache.take();
+        self.invalidate();
         if self.nodes.len() <= i {
             self.nodes.resize(i + 1, None);
             self.parents.resize(i + 1, NO_PARENT);
@@ -349,7 +353,7 @@ impl ForkTree {
             // changes the weights: keep the cached choice when neither the old nor the
             // new vote counts.
             if self.counts(old) || self.counts((slot, hash)) {
-                self.cache.take();
+                self.invalidate();
             }
         }
     }
@@ -361,6 +365,12 @@ impl ForkTree {
 
     pub fn latest_vote(&self, vote_account: &Pubkey) -> Option<(Slot, Hash)> {
         self.latest_votes.get(vote_account).copied()
+    }
+
+    fn invalidate(&self) {
+        if let Some(old) = self.cache.take() {
+            *self.spare.borrow_mut() = Some(old);
+        }
     }
 
     /// Fork choice from the current tree and latest votes (cached until either changes).
@@ -392,7 +402,14 @@ impl ForkTree {
             heaviest: NO_CHILD,
             leaf: 0,
         };
-        let mut c = vec![empty; self.nodes.len()];
+        let mut c = self
+            .spare
+            .take()
+            .and_then(|old| Arc::try_unwrap(old).ok())
+            .map(|old| old.weights.slots)
+            .unwrap_or_default();
+        c.clear();
+        c.resize(self.nodes.len(), empty);
         for (account, vote) in &self.latest_votes {
             if self.counts(*vote) {
                 let i = self.index(vote.0).expect("counted votes are in the tree");
@@ -437,7 +454,7 @@ impl ForkTree {
         if new_root <= self.root || !self.contains(new_root) {
             return 0;
         }
-        self.cache.take();
+        self.invalidate();
         self.ancestry_cache.take();
         let mut cur = Some(new_root);
         while let Some(s) = cur {

@@ -115,6 +115,9 @@ struct State {
     /// Each identity's (lock key, tower key): a key names the identity in base58, which
     /// is not worth recomputing for every store.
     key_names: HashMap<Pubkey, (String, String)>,
+    /// Each identity's lock record as last decoded, with the lock key's mod_revision it
+    /// was decoded at (a revision names one value: every write takes a new one).
+    holders: HashMap<Pubkey, LockRecord>,
 }
 
 /// Identities whose key names are remembered (more are computed each time).
@@ -140,6 +143,7 @@ impl MemoryTowerStorage {
                 kv: MemKv::new(),
                 available: true,
                 key_names: HashMap::new(),
+                holders: HashMap::new(),
             })),
             prefix: "/huione".into(),
         }
@@ -239,7 +243,23 @@ impl MemoryTowerStorage {
     pub fn lock_holder_now(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
         let mut s = self.available()?;
         let (lock_key, _) = self.key_names(&mut s, identity);
-        Ok(s.kv.get(&lock_key).and_then(record_of))
+        let Some(kv) = s.kv.get(&lock_key) else {
+            return Ok(None);
+        };
+        if let Some(r) = s
+            .holders
+            .get(identity)
+            .filter(|r| r.revision == kv.mod_revision)
+        {
+            return Ok(Some(r.clone()));
+        }
+        let record = record_of(kv);
+        if let Some(r) = &record {
+            if s.holders.len() < MAX_KEY_NAMES || s.holders.contains_key(identity) {
+                s.holders.insert(*identity, r.clone());
+            }
+        }
+        Ok(record)
     }
 
     pub fn history_now(&self, identity: &Pubkey) -> Result<Vec<LockRecord>, StorageError> {
