@@ -49,9 +49,9 @@ pub enum VoteRejected {
 pub struct Bank {
     pub slot: Slot,
     pub hash: Hash,
-    /// Shared with the parent until a vote changes an account (copy on write, of the map
-    /// and then of the one account the vote changes).
-    accounts: Arc<BTreeMap<Pubkey, Arc<VoteAccount>>>,
+    /// Shared with the parent until a vote changes an account (copy on write). Accounts
+    /// hold no heap data (a tower's stack is inline): the copy is the map's nodes only.
+    accounts: Arc<BTreeMap<Pubkey, VoteAccount>>,
 }
 
 impl Bank {
@@ -68,7 +68,7 @@ impl Bank {
                     lockouts: Tower::new(v.identity),
                     credits: 0,
                 };
-                (v.vote_account, Arc::new(account))
+                (v.vote_account, account)
             })
             .collect();
         Bank {
@@ -88,11 +88,11 @@ impl Bank {
     }
 
     pub fn account(&self, vote_account: &Pubkey) -> Option<&VoteAccount> {
-        self.accounts.get(vote_account).map(|a| &**a)
+        self.accounts.get(vote_account)
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = (&Pubkey, &VoteAccount)> {
-        self.accounts.iter().map(|(k, a)| (k, &**a))
+        self.accounts.iter()
     }
 
     /// Applies one vote. `fork_hash(s)` is the hash of the ancestor at slot `s` on this
@@ -125,11 +125,9 @@ impl Bank {
         if !vote.check_signature(verifier) {
             return Err(VoteRejected::BadSignature);
         }
-        let account = Arc::make_mut(
-            Arc::make_mut(&mut self.accounts)
-                .get_mut(&vote.vote_account)
-                .expect("checked above"),
-        );
+        let account = Arc::make_mut(&mut self.accounts)
+            .get_mut(&vote.vote_account)
+            .expect("checked above");
         match account
             .lockouts
             .record_vote(vote.slot, vote.hash.0, vote.timestamp_ms)
