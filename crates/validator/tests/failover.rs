@@ -36,7 +36,7 @@ fn last_vote_of(node: &Node, vote_account: &str) -> Option<u64> {
 #[test]
 fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
     let etcd = EtcdCluster::start(1).unwrap();
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     let flags = etcd.validator_flags();
     // v2 is the primary, with its tower in etcd.
     let entry = c.nodes[0].gossip_port;
@@ -156,7 +156,7 @@ fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
 #[test]
 fn standby_needs_the_authorized_voter_and_gets_it_over_the_admin_socket() {
     let etcd = EtcdCluster::start(1).unwrap();
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     let flags = etcd.validator_flags();
     let entry = c.nodes[0].gossip_port;
     c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);

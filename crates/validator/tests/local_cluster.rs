@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[test]
 fn three_validators_advance_roots_and_serve_rpc() {
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     c.start_all();
     let rooted = wait_for(Duration::from_secs(40), || {
         let r = c.nodes.iter().filter_map(|n| n.slot("finalized")).min()?;
@@ -37,7 +37,7 @@ fn three_validators_advance_roots_and_serve_rpc() {
 
 #[test]
 fn killed_validator_restarts_catches_up_and_votes_again() {
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     c.start_all();
     let ok = wait_for(Duration::from_secs(40), || {
         let r = c.nodes.iter().filter_map(|n| n.slot("finalized")).min()?;
@@ -68,7 +68,7 @@ fn killed_validator_restarts_catches_up_and_votes_again() {
 #[test]
 fn garbage_packets_and_bad_blocks_are_dropped_counted_and_harmless() {
     use huione_core::Block;
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     c.start_all();
     let ok = wait_for(Duration::from_secs(40), || {
         (c.nodes[0].slot("finalized")? >= 10).then_some(())

@@ -55,7 +55,7 @@ fn venv_python() -> PathBuf {
 #[test]
 fn solana_py_reads_a_live_node() {
     let python = venv_python();
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     c.start_all();
     let ok = wait_for(Duration::from_secs(40), || {
         (c.nodes[0].slot("finalized")? >= 20).then_some(())

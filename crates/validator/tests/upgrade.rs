@@ -85,7 +85,7 @@ fn upgrade_by_failover_as_in_the_operator_guide() {
 
     let etcd = EtcdCluster::start(1).unwrap();
     let flags = etcd.validator_flags();
-    let mut c = Cluster::new(3, 100);
+    let mut c = Cluster::new(BIN, 3, 100);
     let entry = c.nodes[0].gossip_port;
     c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
     let standby_file = c.path().join("secondary-validator-keypair.json");

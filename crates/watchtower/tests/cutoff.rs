@@ -162,7 +162,7 @@ impl Setup {
         });
         let (host_ip, ns_ip) = (IpAddr::V4(net.host_ip()), IpAddr::V4(net.ns_ip()));
         let etcd = EtcdCluster::start_with_client_ips(1, &[host_ip]).unwrap();
-        let mut c = Cluster::new(3, slot_ms);
+        let mut c = Cluster::new(validator_bin(), 3, slot_ms);
         let entry = c.nodes[0].gossip_port;
         for node in &mut c.nodes[..2] {
             rebind(node, host_ip, host_ip);

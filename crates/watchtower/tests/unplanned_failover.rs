@@ -86,7 +86,7 @@ impl Pair {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
         let etcd = EtcdCluster::start(members).unwrap();
-        let mut c = Cluster::new(3, slot_ms);
+        let mut c = Cluster::new(validator_bin(), 3, slot_ms);
         let flags = etcd.validator_flags();
         let entry = c.nodes[0].gossip_port;
         c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);

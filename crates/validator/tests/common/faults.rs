@@ -36,7 +36,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// spec (own identity, `--no-check-vote-account`, `--authorized-voter` the primary's key).
 /// Nothing is started.
 pub fn pair_cluster(etcd: &EtcdCluster, extra: &[&str]) -> (Cluster, Node) {
-    let mut c = Cluster::new(3, SLOT_MS);
+    let mut c = Cluster::new(BIN, 3, SLOT_MS);
     let mut flags = etcd.validator_flags();
     flags.extend(extra.iter().map(|s| s.to_string()));
     let entry = c.nodes[0].gossip_port;
