@@ -1,9 +1,10 @@
 //! `sim-bench`: simulated slots per second for a 10-validator cluster (3 of them with
-//! standbys) with chaos faults on, and the number of randomized rounds the test suite
-//! runs.
+//! standbys, unless `--validators`/`--standbys` say otherwise) with chaos faults on, and
+//! the number of randomized rounds the test suite runs.
 //!
 //! ```text
 //! cargo run -p huione-sim --release --bin sim-bench [-- --slots 2000 --seeds 3]
+//! cargo run -p huione-sim --release --bin sim-bench -- --validators 4 --standbys 2
 //! ```
 
 use std::time::Instant;
@@ -22,11 +23,13 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() {
     let slots = arg("--slots", 2000);
     let seeds = arg("--seeds", 3);
+    let validators = arg("--validators", 10) as usize;
+    let standbys = (arg("--standbys", 3) as usize).min(validators);
     let (mut total_slots, mut total_secs, mut faults, mut votes) = (0u64, 0f64, 0u64, 0u64);
     for seed in 0..seeds {
         let mut cfg = SimConfig::random(seed, slots);
-        cfg.validators = 10;
-        cfg.standbys = 3;
+        cfg.validators = validators;
+        cfg.standbys = standbys;
         let started = Instant::now();
         let result = Sim::new(cfg).run();
         let secs = started.elapsed().as_secs_f64();
@@ -51,7 +54,7 @@ fn main() {
         }
     }
     println!(
-        "10 validators + 3 standbys, faults on: {:.0} simulated slots/s on one core \
+        "{validators} validators + {standbys} standbys, faults on: {:.0} simulated slots/s on one core \
          ({total_slots} slots, {faults} faults, {votes} votes audited, 0 violations)",
         total_slots as f64 / total_secs
     );
