@@ -127,7 +127,7 @@ impl EventQueue {
 
     /// The earliest item if it is due at or before `until_ms`.
     fn pop_due(&mut self, until_ms: u64) -> Option<(u64, Item)> {
-        if !self.heap.peek().is_some_and(|q| q.at_ms <= until_ms) {
+        if self.heap.peek().is_none_or(|q| q.at_ms > until_ms) {
             return None;
         }
         let q = self.heap.pop().expect("peeked");

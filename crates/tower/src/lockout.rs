@@ -47,7 +47,7 @@ impl Lockout {
 
 /// The vote stack, oldest first, held inline: it is at most 31 deep, and towers are
 /// copied with every bank a vote changes.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Stack {
     votes: [Lockout; MAX_LOCKOUT_HISTORY],
     len: usize,
