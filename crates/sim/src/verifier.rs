@@ -22,6 +22,9 @@ use huione_keys::{Keypair, Pubkey, Signature};
 
 /// Entries kept in each cache before it is cleared (bounds memory on long runs).
 const MAX_ENTRIES: usize = 200_000;
+/// Sim signatures remembered before they are forgotten (a check of a forgotten one is
+/// recomputed). About 20 are made per slot, checked within a few slots.
+const MAX_MADE: usize = 20_000;
 
 /// The second half of every sim signature.
 const SIM_MARK: [u8; 32] = [0xff; 32];
@@ -82,7 +85,7 @@ impl SigVerifier for CachedVerifier {
             .insert(pubkey, secret);
         let signature = sim_signature(&secret, message);
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
-        if made.len() >= MAX_ENTRIES {
+        if made.len() >= MAX_MADE {
             made.clear();
         }
         made.insert(first_half(&signature), (pubkey, message.to_vec()));
