@@ -296,6 +296,17 @@ impl Setup {
     /// Waits until the primary votes (across the veth: its votes must land, as the
     /// cluster sees them), the standby is caught up and the watchtower armed.
     fn wait_until_ready(&self) {
+        self.wait_ready(true);
+    }
+
+    /// The same without the watchtower: the cluster settled, before the watchtower starts
+    /// (as an operator would start it; a watchtower started with a cluster at genesis can
+    /// see start-up stalls as a failing primary).
+    fn wait_until_settled(&self) {
+        self.wait_ready(false);
+    }
+
+    fn wait_ready(&self, need_armed: bool) {
         let ready = wait_for(Duration::from_secs(60), || {
             let votes = self.primary_votes(0).len();
             let accounts = rpc_at(
@@ -310,14 +321,19 @@ impl Setup {
             let standby_ok = rpc_at(self.host_ip, self.standby.rpc_port, "getHealth", json!([]))?
                 ["result"]
                 == "ok";
-            let armed = self
-                .wt()
-                .metrics()
-                .lines()
-                .any(|l| l == "huione_watchtower_armed 1");
+            let armed = !need_armed
+                || self
+                    .wt()
+                    .metrics()
+                    .lines()
+                    .any(|l| l == "huione_watchtower_armed 1");
             (votes >= 5 && landed && standby_ok && armed).then_some(())
         });
-        assert!(ready.is_some(), "not ready:\n{}", self.diagnostics());
+        assert!(
+            ready.is_some(),
+            "not ready (watchtower armed needed: {need_armed}):\n{}",
+            self.diagnostics()
+        );
     }
 }
 
@@ -380,6 +396,7 @@ fn cut_off(management_path: bool) {
     };
     let t_start = now_ms();
     let mut s = Setup::start(slot_ms);
+    s.wait_until_settled();
     s.start_watchtower(management_path);
     s.wait_until_ready();
     println!(

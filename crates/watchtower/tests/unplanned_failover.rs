@@ -190,18 +190,34 @@ impl Pair {
 
     /// Waits until the primary votes, the standby is caught up and the watchtower armed.
     fn wait_until_ready(&self) {
+        self.wait_ready(true);
+    }
+
+    /// The same without the watchtower: the cluster settled, before the watchtower starts
+    /// (as an operator would start it; a watchtower started with a cluster at genesis can
+    /// see start-up stalls as a failing primary).
+    fn wait_until_settled(&self) {
+        self.wait_ready(false);
+    }
+
+    fn wait_ready(&self, need_armed: bool) {
         let primary_ledger = self.c.nodes[2].ledger.clone();
         let ready = wait_for(Duration::from_secs(40), || {
             let votes = votes_by(&audit_records(&primary_ledger), &self.primary_id, 0);
             let standby_ok = self.standby.rpc("getHealth", json!([]))?["result"] == "ok";
-            let armed = self
-                .wt()
-                .metrics()
-                .lines()
-                .any(|l| l == "huione_watchtower_armed 1");
+            let armed = !need_armed
+                || self
+                    .wt()
+                    .metrics()
+                    .lines()
+                    .any(|l| l == "huione_watchtower_armed 1");
             (votes.len() >= 5 && standby_ok && armed).then_some(())
         });
-        assert!(ready.is_some(), "not ready:\n{}", self.diagnostics());
+        assert!(
+            ready.is_some(),
+            "not ready (watchtower armed needed: {need_armed}):\n{}",
+            self.diagnostics()
+        );
     }
 
     /// With `HUIONE_WT_FAULT_PHASE=leader`, waits until the identity's next leader window
@@ -345,6 +361,7 @@ fn sigkill_of_the_primary_fails_over_with_default_settings() {
         "echo \"$HUIONE_FAILOVER_PHASE $HUIONE_FAILOVER_REASON $HUIONE_PRIMARY_IDENTITY $HUIONE_FAILOVER_RESULT\" >> {}",
         hooks.display()
     );
+    p.wait_until_settled();
     p.start_watchtower(&[
         "--pre-hook".into(),
         hook.clone(),
@@ -394,6 +411,7 @@ fn sigstop_of_the_primary_fails_over_and_the_resumed_primary_never_votes_again()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let mut p = Pair::start(slot_ms);
+    p.wait_until_settled();
     p.start_watchtower(&[]);
     p.wait_until_ready();
 
@@ -437,6 +455,7 @@ fn sigstop_of_the_primary_fails_over_and_the_resumed_primary_never_votes_again()
 fn dry_run_decides_but_does_not_fail_over() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut p = Pair::start(100);
+    p.wait_until_settled();
     p.start_watchtower(&["--dry-run".into()]);
     p.wait_until_ready();
 
