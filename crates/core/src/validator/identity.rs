@@ -41,8 +41,16 @@ impl Core {
         }
         let tower = self.tower_for(&change)?;
         let voter_key = self.voter_key_for(&change.keypair)?;
-        let floor =
-            self.genesis.slot_at(now_ms) + self.cfg.leader_fence_slots + self.cfg.fence_skew_slots;
+        // A leader claim comes only from a confirmed store, and every store writes the
+        // tower. The tower is loaded after the lock was acquired, so "no stored tower"
+        // means no earlier holder ever had a claim: nothing to stay clear of (a new
+        // cluster leads from its first slots). Otherwise stay above any claim an earlier
+        // holder can still have.
+        let floor = if change.tower.is_none() {
+            0
+        } else {
+            self.genesis.slot_at(now_ms) + self.cfg.leader_fence_slots + self.cfg.fence_skew_slots
+        };
         if let Some(r) = tower.root() {
             self.set_root(r);
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use huione_keys::Keypair;
-use huione_tower::Tower;
+use huione_tower::{SavedTower, Tower};
 
 use super::*;
 use crate::block::Ed25519Verifier;
@@ -57,9 +57,18 @@ fn fence(id: &Keypair, revision: i64) -> Fence {
 }
 
 fn take_identity(n: &mut Node, now: u64, revision: i64) -> Vec<Command> {
+    take_identity_with(n, now, revision, None)
+}
+
+fn take_identity_with(
+    n: &mut Node,
+    now: u64,
+    revision: i64,
+    tower: Option<SavedTower>,
+) -> Vec<Command> {
     let change = IdentityChange {
         keypair: n.id.clone(),
-        tower: None,
+        tower,
         fence: fence(&n.id, revision),
     };
     n.core.set_identity(now, change).unwrap()
@@ -181,7 +190,9 @@ fn a_report_from_before_an_identity_change_is_ignored() {
 #[test]
 fn block_production_is_fenced_by_floor_and_claim() {
     let mut n = node();
-    let first = only_store(take_identity(&mut n, 0, 7));
+    // An earlier holder stored a tower, so it may still hold a claim.
+    let earlier = SavedTower::new(&Tower::new(n.id.pubkey()), &n.id).unwrap();
+    let first = only_store(take_identity_with(&mut n, 0, 7, Some(earlier)));
     let status = n.core.status();
     assert_eq!(status.leader_floor, Some(9), "slot(0) + F(8) + skew(1)");
     assert_eq!(status.leader_claim, None, "no confirmed store yet");
@@ -211,6 +222,40 @@ fn block_production_is_fenced_by_floor_and_claim() {
     dedup.dedup();
     assert_eq!(dedup, produced, "each slot at most once");
     assert!(n.core.stats().leader_slots_fenced >= 1);
+}
+
+#[test]
+fn an_identity_nobody_ever_stored_a_tower_for_leads_from_its_first_slots() {
+    let mut n = node();
+    let first = only_store(take_identity(&mut n, 0, 7));
+    assert_eq!(
+        n.core.status().leader_floor,
+        Some(0),
+        "no earlier claim can exist"
+    );
+    assert_eq!(
+        n.core.status().leader_claim,
+        None,
+        "but no confirmed store yet"
+    );
+    let mut produced = Vec::new();
+    let mut pending = Some(first);
+    for t in (0..12 * SLOT_MS).step_by(25) {
+        let mut cmds = n.core.tick(t);
+        if let Some(ticket) = pending.take() {
+            cmds.extend(n.core.on_store_report(t, ticket.confirmed(8)));
+        }
+        for c in cmds {
+            match c {
+                Command::BroadcastBlock(b) => produced.push(b.slot),
+                Command::StoreTower(ticket) => pending = Some(ticket),
+                _ => {}
+            }
+        }
+    }
+    // The node leads every slot: the first one after genesis is produced, not fenced.
+    assert_eq!(produced.first(), Some(&1), "{produced:?}");
+    assert_eq!(produced, (1..12).collect::<Vec<u64>>());
 }
 
 #[test]
