@@ -38,8 +38,10 @@
 //!    issued at or before `t_take`, so the old holder's slots are `≤ slot(t_take) + F`
 //!    and the new holder's are above it: no slot is led by two instances, across
 //!    failover, freezes and restarts (which also forget what was produced). Skew covers
-//!    clock differences between machines. After an identity change the node also waits
-//!    for one of its new votes to land before leading.
+//!    clock differences between machines. When the tower loaded after the acquire is
+//!    absent, no holder ever had a confirmed store, hence no claim, and the floor is 0 (a
+//!    new cluster leads from its first slots). After an identity change the node also
+//!    waits for one of its new votes to land before leading.
 //! 4. **Verified towers.** A tower handed to `set_identity` is verified (signature and
 //!    identity) first; a bad one is an error, never replaced by an empty tower. A
 //!    missing one means the identity never sent a vote (by 1.), so an empty tower is safe.
