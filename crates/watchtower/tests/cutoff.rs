@@ -34,13 +34,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
+use huione_core::audit::{Auditor, VoteRecord};
 use huione_core::ScheduleCache;
 use huione_testkit::netns::{HostForward, NetnsLink};
 use huione_testkit::EtcdCluster;
@@ -62,49 +62,6 @@ struct Setup {
     primary_id: String,
     host_ip: IpAddr,
     ns_ip: IpAddr,
-}
-
-struct Watchtower {
-    child: Child,
-    metrics_port: u16,
-    audit_log: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Watchtower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Watchtower {
-    fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics").unwrap_or_default()
-    }
-    fn log(&self) -> String {
-        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 60)
-    }
-    fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.audit_log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    Some(r.split("\r\n\r\n").nth(1)?.to_string())
 }
 
 /// One JSON-RPC call over HTTP/1.1 to `ip:port`, bounded by 1 s to connect and 3 s to read.
@@ -321,12 +278,7 @@ impl Setup {
             let standby_ok = rpc_at(self.host_ip, self.standby.rpc_port, "getHealth", json!([]))?
                 ["result"]
                 == "ok";
-            let armed = !need_armed
-                || self
-                    .wt()
-                    .metrics()
-                    .lines()
-                    .any(|l| l == "huione_watchtower_armed 1");
+            let armed = !need_armed || self.wt().armed();
             (votes >= 5 && landed && standby_ok && armed).then_some(())
         });
         assert!(
@@ -335,28 +287,6 @@ impl Setup {
             self.diagnostics()
         );
     }
-}
-
-fn audit_records(ledger: &Path) -> Vec<AuditRecord> {
-    match std::fs::File::open(ledger.join("audit.jsonl")) {
-        Ok(f) => Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Votes sent by `node` at or after `since_ms`, oldest first.
-fn votes_by(records: &[AuditRecord], node: &str, since_ms: u64) -> Vec<VoteRecord> {
-    let mut v: Vec<VoteRecord> = records
-        .iter()
-        .filter_map(|r| match r {
-            AuditRecord::Vote(v) if v.node.to_string() == node && v.time_ms >= since_ms => {
-                Some(v.clone())
-            }
-            _ => None,
-        })
-        .collect();
-    v.sort_by_key(|v| v.time_ms);
-    v
 }
 
 /// A vote whose store committed just before the cut may still be logged and sent (into the

@@ -2,10 +2,15 @@
 //! (`huione_testkit::nodes`), run from the binary [`validator_bin`] builds or finds.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::Duration;
 
+use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
 pub use huione_testkit::nodes::*;
+use serde_json::Value;
 
 /// The `huione-validator` binary: `$HUIONE_VALIDATOR_BIN`, else built (once per test
 /// process) with the cargo that runs the tests, so it is never stale.
@@ -41,4 +46,79 @@ pub fn validator_bin() -> PathBuf {
             .expect("target dir")
     })
     .clone()
+}
+
+/// A `huione-watchtower` a test started (killed on drop): its metrics port, audit log
+/// and log file.
+pub struct Watchtower {
+    pub child: Child,
+    pub metrics_port: u16,
+    pub audit_log: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for Watchtower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Watchtower {
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").unwrap_or_default()
+    }
+    /// `huione_watchtower_armed 1` (the exact sample line: the HELP text starts the same).
+    pub fn armed(&self) -> bool {
+        self.metrics()
+            .lines()
+            .any(|l| l == "huione_watchtower_armed 1")
+    }
+    pub fn log(&self) -> String {
+        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 60)
+    }
+    /// The failover audit records written so far.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r.split("\r\n\r\n").nth(1)?.to_string())
+}
+
+/// The votes and blocks one validator recorded (`<ledger>/audit.jsonl`).
+pub fn audit_records(ledger: &Path) -> Vec<AuditRecord> {
+    match std::fs::File::open(ledger.join("audit.jsonl")) {
+        Ok(f) => Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Votes sent by `node` at or after `since_ms`, oldest first.
+pub fn votes_by(records: &[AuditRecord], node: &str, since_ms: u64) -> Vec<VoteRecord> {
+    let mut v: Vec<VoteRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Vote(v) if v.node.to_string() == node && v.time_ms >= since_ms => {
+                Some(v.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|v| v.time_ms);
+    v
 }
