@@ -2,7 +2,8 @@
 //! this binary: 3 validators, the last one the primary with its tower in etcd over mTLS,
 //! plus a hot-standby secondary), on a 1-member and a 3-member etcd, 400 ms slots.
 //!
-//! * `planned`: `huione-validator set-identity` on the secondary. Prints ms from the
+//! * `planned`: as the operator guide says, `huione-validator wait-for-restart-window
+//!   --identity …`, then `set-identity` on the secondary. Prints ms from the
 //!   command to the first vote by the secondary, from the command to the primary's exit
 //!   (the primary learns it lost the lock at its next store, or from gossip), and the vote
 //!   slots the identity missed (slots a healthy validator voted on around the failover
@@ -88,8 +89,8 @@ fn main() -> anyhow::Result<()> {
         println!();
         match case {
             Case::Planned => println!(
-                "planned failover (set-identity), {} ms slots\n{:<10} {:>5} {:>20} {:>20} {:>18} {:>8}",
-                args.slot_ms, "etcd", "round", "cmd->first vote ms", "cmd->primary exit", "missed vote slots", "audit"
+                "planned failover (wait-for-restart-window, then set-identity), {} ms slots\n{:<10} {:>5} {:>20} {:>20} {:>14} {:>18} {:>8}",
+                args.slot_ms, "etcd", "round", "cmd->first vote ms", "cmd->primary exit", "identity-led", "missed vote slots", "audit"
             ),
             _ => println!(
                 "unplanned failover ({}), watchtower defaults, {} ms slots\n{:<10} {:>5} {:>16} {:>18} {:>14} {:>16} {:>14} {:>8}",
@@ -120,9 +121,10 @@ fn main() -> anyhow::Result<()> {
                 let etcd = format!("{members} member");
                 match case {
                     Case::Planned => println!(
-                        "{etcd:<10} {round:>5} {:>20} {:>20} {:>18} {audit:>8}",
+                        "{etcd:<10} {round:>5} {:>20} {:>20} {:>14} {:>18} {audit:>8}",
                         r.first_vote_ms,
                         opt(r.exit_ms),
+                        r.identity_led,
                         r.missed,
                     ),
                     _ => println!(
@@ -213,6 +215,22 @@ fn measure(
     let pid = primary.pid.context("the primary has no pid")? as i32;
     let t0 = match case {
         Case::Planned => {
+            // As the operator guide says: wait until the identity has no leader slot soon.
+            let waited = Command::new(bin.join("huione-validator"))
+                .arg("--ledger")
+                .arg(&secondary.ledger)
+                .arg("wait-for-restart-window")
+                .arg("--identity")
+                .arg(&primary.identity_keypair)
+                .args(["--timeout", "60"])
+                .stdout(Stdio::null())
+                .output()?;
+            if !waited.status.success() {
+                bail!(
+                    "wait-for-restart-window failed: {}",
+                    String::from_utf8_lossy(&waited.stderr)
+                );
+            }
             let t0 = now_ms();
             let out = Command::new(bin.join("huione-validator"))
                 .arg("--ledger")
