@@ -16,7 +16,7 @@ use huione_keys::Keypair;
 use huione_rpc::{AdminClient, SetIdentityOutcome};
 use serde::Serialize;
 
-use crate::decision::{FailoverOrder, Failure};
+use crate::decision::FailoverOrder;
 
 /// How to fail over. Plain data, resolved from the flags.
 #[derive(Clone, Debug)]
@@ -76,13 +76,9 @@ pub struct AuditEntry {
     pub result: ResultKind,
     pub reason: &'static str,
     pub detail: String,
-    pub reasons: Vec<Failure>,
-    pub failing_checks: u32,
-    pub first_failure_ms: u64,
-    pub vote_lag_slots: Option<u64>,
-    pub primary_slot: Option<u64>,
-    pub standby_slot: Option<u64>,
-    pub attempt: u32,
+    /// The decision: its reasons, failing checks, lags and attempt number.
+    #[serde(flatten)]
+    pub order: FailoverOrder,
     pub dry_run: bool,
     pub primary_identity: String,
     pub primary_rpc: String,
@@ -111,13 +107,7 @@ pub async fn carry_out(cfg: &ActionConfig, order: &FailoverOrder, decided_ms: u6
         result: ResultKind::DryRun,
         reason: order.reason(),
         detail,
-        reasons: order.reasons.clone(),
-        failing_checks: order.failing_checks,
-        first_failure_ms: order.first_failure_ms,
-        vote_lag_slots: order.vote_lag_slots,
-        primary_slot: order.primary_slot,
-        standby_slot: order.standby_slot,
-        attempt: order.attempt,
+        order: order.clone(),
         dry_run: cfg.dry_run,
         primary_identity: cfg.primary_keypair.pubkey().to_string(),
         primary_rpc: cfg.primary_rpc_url.clone(),
@@ -200,11 +190,11 @@ pub fn hook_env(cfg: &ActionConfig, e: &AuditEntry, phase: &str) -> BTreeMap<&'s
     env.insert("HUIONE_FAILOVER_REASON", e.reason.to_string());
     env.insert("HUIONE_FAILOVER_DETAIL", e.detail.clone());
     env.insert("HUIONE_FAILOVER_TIME_MS", e.time_ms.to_string());
-    env.insert("HUIONE_FAILOVER_ATTEMPT", e.attempt.to_string());
-    env.insert("HUIONE_FAILING_CHECKS", e.failing_checks.to_string());
-    env.insert("HUIONE_VOTE_LAG_SLOTS", opt(e.vote_lag_slots));
-    env.insert("HUIONE_PRIMARY_SLOT", opt(e.primary_slot));
-    env.insert("HUIONE_STANDBY_SLOT", opt(e.standby_slot));
+    env.insert("HUIONE_FAILOVER_ATTEMPT", e.order.attempt.to_string());
+    env.insert("HUIONE_FAILING_CHECKS", e.order.failing_checks.to_string());
+    env.insert("HUIONE_VOTE_LAG_SLOTS", opt(e.order.vote_lag_slots));
+    env.insert("HUIONE_PRIMARY_SLOT", opt(e.order.primary_slot));
+    env.insert("HUIONE_STANDBY_SLOT", opt(e.order.standby_slot));
     env.insert("HUIONE_PRIMARY_IDENTITY", e.primary_identity.clone());
     env.insert(
         "HUIONE_PRIMARY_KEYPAIR",
