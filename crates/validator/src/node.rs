@@ -698,25 +698,17 @@ impl Node {
         for (reason, n) in &net.dropped {
             self.metrics.packets_dropped.set(reason.as_str(), *n);
         }
-        self.metrics
-            .packets_dropped
-            .set("event_channel_full", net.events_dropped_channel_full);
         let st = self.core.stats();
-        self.metrics
-            .packets_dropped
-            .set("block_rejected", st.blocks_dropped);
-        self.metrics
-            .packets_dropped
-            .set("vote_rejected", st.votes_rejected);
-        self.metrics
-            .packets_dropped
-            .set("block_second_for_slot", st.duplicate_blocks_seen);
-        self.metrics
-            .packets_dropped
-            .set("gossip_vote_rejected", st.gossip_votes_dropped);
-        self.metrics
-            .packets_dropped
-            .set("announcement_rejected", st.announcements_dropped);
+        for (reason, n) in [
+            ("event_channel_full", net.events_dropped_channel_full),
+            ("block_rejected", st.blocks_dropped),
+            ("vote_rejected", st.votes_rejected),
+            ("block_second_for_slot", st.duplicate_blocks_seen),
+            ("gossip_vote_rejected", st.gossip_votes_dropped),
+            ("announcement_rejected", st.announcements_dropped),
+        ] {
+            self.metrics.packets_dropped.set(reason, n);
+        }
         let peers = self.net.peers();
         let mut snap = snapshot::build(snapshot::SnapshotInput {
             core: &self.core,
