@@ -188,6 +188,39 @@ impl Cluster {
     }
 
     /// A node that runs validator `i`'s vote account, with its own identity file written.
+    /// A hot standby for validator `i`, whose primary is `self.nodes[i]`: a new identity of
+    /// its own (`<dir>/<name>-validator-keypair.json`, also its `identity_file`), validator
+    /// `i`'s vote account, node 0 as entrypoint, `extra`, then `--no-check-vote-account`
+    /// and, with `authorized_voter`, `--authorized-voter <the primary's identity file>` so
+    /// it can vote as the primary after `set-identity`. Nothing is started.
+    pub fn standby_spec(
+        &self,
+        name: &str,
+        i: usize,
+        extra: &[String],
+        authorized_voter: bool,
+    ) -> Node {
+        let file = self
+            .dir
+            .path()
+            .join(format!("{name}-validator-keypair.json"));
+        Keypair::generate()
+            .unwrap()
+            .write_file(&file, false)
+            .unwrap();
+        let mut flags = extra.to_vec();
+        flags.push("--no-check-vote-account".into());
+        if authorized_voter {
+            flags.push("--authorized-voter".into());
+            flags.push(self.nodes[i].identity_file.display().to_string());
+        }
+        let mut node = self.node_spec(name, i, Some(self.nodes[0].gossip_port), &flags);
+        let pos = node.args.iter().position(|a| a == "--identity").unwrap();
+        node.args[pos + 1] = file.display().to_string();
+        node.identity_file = file;
+        node
+    }
+
     pub fn node_spec(&self, name: &str, i: usize, entry: Option<u16>, extra: &[String]) -> Node {
         let (id, vote) = &self.keys[i];
         let id_file = self.dir.path().join(format!("{name}-identity.json"));

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use huione_core::audit::{AuditRecord, Auditor};
@@ -43,18 +43,7 @@ fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
     let primary = c.node_spec("primary", 2, Some(entry), &flags);
     c.nodes[2] = primary;
     // The standby: its own identity, the primary's vote account and voter key.
-    let standby_id = huione_keys::Keypair::generate().unwrap();
-    let standby_file = c.path().join("secondary-validator-keypair.json");
-    standby_id.write_file(&standby_file, false).unwrap();
-    let mut extra = flags.clone();
-    extra.extend([
-        "--no-check-vote-account".to_string(),
-        "--authorized-voter".into(),
-        c.nodes[2].identity_file.display().to_string(),
-    ]);
-    let mut standby = c.node_spec("secondary", 2, Some(entry), &extra);
-    let pos = standby.args.iter().position(|a| a == "--identity").unwrap();
-    standby.args[pos + 1] = standby_file.display().to_string();
+    let mut standby = c.standby_spec("secondary", 2, &flags, true);
     c.start_all();
     standby.start();
 
@@ -150,7 +139,6 @@ fn set_identity_moves_voting_to_the_standby_and_stops_the_primary() {
         .filter(|r| matches!(r, AuditRecord::Vote(_)))
         .count();
     assert!(votes > 50, "too few votes audited: {votes}");
-    let _ = Instant::now();
 }
 
 #[test]
@@ -160,17 +148,8 @@ fn standby_needs_the_authorized_voter_and_gets_it_over_the_admin_socket() {
     let flags = etcd.validator_flags();
     let entry = c.nodes[0].gossip_port;
     c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
-    let standby_file = c.path().join("secondary-validator-keypair.json");
-    huione_keys::Keypair::generate()
-        .unwrap()
-        .write_file(&standby_file, false)
-        .unwrap();
     // No --authorized-voter: the standby cannot sign the primary's votes yet.
-    let mut extra = flags.clone();
-    extra.push("--no-check-vote-account".into());
-    let mut standby = c.node_spec("secondary", 2, Some(entry), &extra);
-    let pos = standby.args.iter().position(|a| a == "--identity").unwrap();
-    standby.args[pos + 1] = standby_file.display().to_string();
+    let mut standby = c.standby_spec("secondary", 2, &flags, false);
     c.start_all();
     standby.start();
     let vote = c.keys[2].1.pubkey().to_string();

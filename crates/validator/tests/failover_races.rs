@@ -199,7 +199,7 @@ fn set_identity_on_several_machines_at_once() {
     let _serial = serial();
     let etcd = EtcdCluster::start(1).unwrap();
     let (mut c, mut a) = pair_cluster(&etcd, &[]);
-    let mut b = standby_spec(&c, &etcd, "secondary-b");
+    let mut b = c.standby_spec("secondary-b", PAIR, &etcd.validator_flags(), true);
     let outsider = Outsider::connect(&etcd);
     let id = primary_identity(&c).to_string();
     c.start_all();

@@ -88,24 +88,7 @@ fn upgrade_by_failover_as_in_the_operator_guide() {
     let mut c = Cluster::new(BIN, 3, 100);
     let entry = c.nodes[0].gossip_port;
     c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
-    let standby_file = c.path().join("secondary-validator-keypair.json");
-    huione_keys::Keypair::generate()
-        .unwrap()
-        .write_file(&standby_file, false)
-        .unwrap();
-    let mut extra = flags.clone();
-    extra.extend([
-        "--no-check-vote-account".to_string(),
-        "--authorized-voter".into(),
-        c.nodes[2].identity_file.display().to_string(),
-    ]);
-    let mut secondary = c.node_spec("secondary", 2, Some(entry), &extra);
-    let pos = secondary
-        .args
-        .iter()
-        .position(|a| a == "--identity")
-        .unwrap();
-    secondary.args[pos + 1] = standby_file.display().to_string();
+    let mut secondary = c.standby_spec("secondary", 2, &flags, true);
     c.start_all();
     secondary.start();
     let primary_id = c.keys[2].0.pubkey().to_string();

@@ -35,7 +35,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -46,7 +46,6 @@ use huione_testkit::netns::{HostForward, NetnsLink};
 use huione_testkit::EtcdCluster;
 use serde_json::{json, Value};
 
-const WATCHTOWER: &str = env!("CARGO_BIN_EXE_huione-watchtower");
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Everything the test started. Fields drop in order: processes first, then etcd, then the
@@ -127,18 +126,7 @@ impl Setup {
         // The primary reaches etcd across the veth, like everything else.
         c.nodes[2] = c.node_spec("primary", 2, Some(entry), &etcd.validator_flags_on(host_ip));
         rebind(&mut c.nodes[2], ns_ip, host_ip);
-        let standby_id = huione_keys::Keypair::generate().unwrap();
-        let standby_file = c.path().join("secondary-validator-keypair.json");
-        standby_id.write_file(&standby_file, false).unwrap();
-        let mut extra = etcd.validator_flags();
-        extra.extend([
-            "--no-check-vote-account".to_string(),
-            "--authorized-voter".into(),
-            c.nodes[2].identity_file.display().to_string(),
-        ]);
-        let mut standby = c.node_spec("secondary", 2, Some(entry), &extra);
-        let pos = standby.args.iter().position(|a| a == "--identity").unwrap();
-        standby.args[pos + 1] = standby_file.display().to_string();
+        let mut standby = c.standby_spec("secondary", 2, &etcd.validator_flags(), true);
         rebind(&mut standby, host_ip, host_ip);
         c.nodes[0].start();
         c.nodes[1].start();
@@ -174,34 +162,18 @@ impl Setup {
         } else {
             primary_rpc
         };
-        let metrics_port = free_port();
-        let audit_log = self.c.path().join("watchtower-audit.jsonl");
-        let log = self.c.path().join("watchtower.log");
         let url = |ip: IpAddr, port: u16| format!("http://{ip}:{port}");
-        let child = Command::new(WATCHTOWER)
-            .args(["--standby-ledger", self.standby.ledger.to_str().unwrap()])
-            .args(["--standby-rpc", &url(self.host_ip, self.standby.rpc_port)])
-            .args(["--primary-rpc", &format!("http://{primary_rpc}")])
-            .arg("--primary-identity")
-            .arg(&self.c.nodes[2].identity_file)
-            .args([
-                "--cluster-rpc",
-                &url(self.host_ip, self.c.nodes[0].rpc_port),
-            ])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.watchtower = Some(Watchtower {
-            child,
-            metrics_port,
-            audit_log,
-            log,
-        });
+        self.watchtower = Some(Watchtower::start(
+            self.c.path(),
+            &self.standby.ledger,
+            &self.c.nodes[2].identity_file,
+            [
+                url(self.host_ip, self.standby.rpc_port),
+                format!("http://{primary_rpc}"),
+                url(self.host_ip, self.c.nodes[0].rpc_port),
+            ],
+            &[],
+        ));
     }
 
     fn wt(&self) -> &Watchtower {

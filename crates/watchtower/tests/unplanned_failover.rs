@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use huione_core::ScheduleCache;
 use huione_testkit::EtcdCluster;
 use serde_json::json;
 
-const WATCHTOWER: &str = env!("CARGO_BIN_EXE_huione-watchtower");
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The cluster, the standby and (once started) the watchtower.
@@ -45,18 +43,7 @@ impl Pair {
         let flags = etcd.validator_flags();
         let entry = c.nodes[0].gossip_port;
         c.nodes[2] = c.node_spec("primary", 2, Some(entry), &flags);
-        let standby_id = huione_keys::Keypair::generate().unwrap();
-        let standby_file = c.path().join("secondary-validator-keypair.json");
-        standby_id.write_file(&standby_file, false).unwrap();
-        let mut extra = flags.clone();
-        extra.extend([
-            "--no-check-vote-account".to_string(),
-            "--authorized-voter".into(),
-            c.nodes[2].identity_file.display().to_string(),
-        ]);
-        let mut standby = c.node_spec("secondary", 2, Some(entry), &extra);
-        let pos = standby.args.iter().position(|a| a == "--identity").unwrap();
-        standby.args[pos + 1] = standby_file.display().to_string();
+        let mut standby = c.standby_spec("secondary", 2, &flags, true);
         c.start_all();
         standby.start();
         let primary_id = c.keys[2].0.pubkey().to_string();
@@ -91,40 +78,18 @@ impl Pair {
     }
 
     fn start_watchtower(&mut self, extra: &[String]) {
-        let metrics_port = free_port();
-        let audit_log = self.c.path().join("watchtower-audit.jsonl");
-        let log = self.c.path().join("watchtower.log");
-        let child = Command::new(WATCHTOWER)
-            .args(["--standby-ledger", self.standby.ledger.to_str().unwrap()])
-            .args([
-                "--standby-rpc",
-                &format!("http://127.0.0.1:{}", self.standby.rpc_port),
-            ])
-            .args([
-                "--primary-rpc",
-                &format!("http://127.0.0.1:{}", self.c.nodes[2].rpc_port),
-            ])
-            .arg("--primary-identity")
-            .arg(&self.c.nodes[2].identity_file)
-            .args([
-                "--cluster-rpc",
-                &format!("http://127.0.0.1:{}", self.c.nodes[0].rpc_port),
-            ])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.watchtower = Some(Watchtower {
-            child,
-            metrics_port,
-            audit_log,
-            log,
-        });
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        self.watchtower = Some(Watchtower::start(
+            self.c.path(),
+            &self.standby.ledger,
+            &self.c.nodes[2].identity_file,
+            [
+                url(self.standby.rpc_port),
+                url(self.c.nodes[2].rpc_port),
+                url(self.c.nodes[0].rpc_port),
+            ],
+            extra,
+        ));
     }
 
     fn wt(&self) -> &Watchtower {

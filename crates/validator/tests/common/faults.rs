@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
-use huione_keys::{Keypair, Pubkey};
+use huione_keys::Pubkey;
 use huione_testkit::EtcdCluster;
 use huione_tower_storage::{
     EtcdConfig, EtcdTowerStorage, Lease, LockOwner, LockRecord, TowerStorage,
@@ -42,28 +42,8 @@ pub fn pair_cluster(etcd: &EtcdCluster, extra: &[&str]) -> (Cluster, Node) {
     let entry = c.nodes[0].gossip_port;
     let primary = c.node_spec("primary", PAIR, Some(entry), &flags);
     c.nodes[PAIR] = primary;
-    let standby = standby_spec(&c, etcd, "secondary");
+    let standby = c.standby_spec("secondary", PAIR, &etcd.validator_flags(), true);
     (c, standby)
-}
-
-/// A hot standby for validator [`PAIR`]: its own (new) identity, the primary's vote
-/// account, `--no-check-vote-account --authorized-voter <primary identity file>`.
-pub fn standby_spec(c: &Cluster, etcd: &EtcdCluster, name: &str) -> Node {
-    let id = Keypair::generate().unwrap();
-    let file = c.path().join(format!("{name}-validator-keypair.json"));
-    id.write_file(&file, false).unwrap();
-    let mut extra = etcd.validator_flags();
-    extra.extend([
-        "--no-check-vote-account".to_string(),
-        "--authorized-voter".into(),
-        c.nodes[PAIR].identity_file.display().to_string(),
-    ]);
-    let entry = c.nodes[0].gossip_port;
-    let mut node = c.node_spec(name, PAIR, Some(entry), &extra);
-    let pos = node.args.iter().position(|a| a == "--identity").unwrap();
-    node.args[pos + 1] = file.display().to_string();
-    node.identity_file = file;
-    node
 }
 
 pub fn vote_account(c: &Cluster) -> String {

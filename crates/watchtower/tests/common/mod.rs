@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
@@ -65,6 +65,44 @@ impl Drop for Watchtower {
 }
 
 impl Watchtower {
+    /// Starts `huione-watchtower` for the standby whose ledger is `standby_ledger`, with
+    /// the RPC URLs `[standby, primary, cluster]`, its metrics on a free port, its audit
+    /// log and log in `dir`, then `extra`.
+    pub fn start(
+        dir: &Path,
+        standby_ledger: &Path,
+        primary_identity: &Path,
+        [standby_rpc, primary_rpc, cluster_rpc]: [String; 3],
+        extra: &[String],
+    ) -> Watchtower {
+        let metrics_port = free_port();
+        let audit_log = dir.join("watchtower-audit.jsonl");
+        let log = dir.join("watchtower.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_huione-watchtower"))
+            .arg("--standby-ledger")
+            .arg(standby_ledger)
+            .args(["--standby-rpc", &standby_rpc])
+            .args(["--primary-rpc", &primary_rpc])
+            .arg("--primary-identity")
+            .arg(primary_identity)
+            .args(["--cluster-rpc", &cluster_rpc])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Watchtower {
+            child,
+            metrics_port,
+            audit_log,
+            log,
+        }
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").unwrap_or_default()
     }
