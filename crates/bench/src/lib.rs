@@ -1,5 +1,7 @@
 //! Benchmark helpers: latency summaries printed by the bench binaries.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 /// p50/p99/max of a set of samples.
@@ -45,6 +47,26 @@ pub fn header() {
         "{:<44} {:>6} {:>10} {:>10} {:>10}",
         "case", "n", "p50 ms", "p99 ms", "max ms"
     );
+}
+
+/// GET `path` from `127.0.0.1:port`; the body.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http(port, "GET", path, "")
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port` (3 s read timeout); the body.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 #[cfg(test)]

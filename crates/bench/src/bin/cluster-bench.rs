@@ -5,14 +5,13 @@
 //! `cargo build --release -p huione-validator -p huione-cluster -p huione-bench &&
 //!  target/release/cluster-bench --validators 4 --secs 60`
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use huione_bench::{http, http_get};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -155,24 +154,6 @@ fn finalized(n: &Value) -> Option<u64> {
         r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#;
     let resp = http(port, "POST", "/", body)?;
     serde_json::from_str::<Value>(&resp).ok()?["result"].as_u64()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    http(port, "GET", path, "")
-}
-
-fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {

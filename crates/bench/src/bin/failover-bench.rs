@@ -25,14 +25,13 @@
 //!  -p huione-bench && target/release/failover-bench [--rounds N] [--cases planned,kill,stop]`
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use huione_bench::http_get;
 use huione_cluster::manifest::{ClusterManifest, NodeEntry};
 use huione_cluster::plan::Role;
 use huione_core::audit::{AuditRecord, Auditor};
@@ -418,19 +417,6 @@ fn wait_gone(pid: u32, timeout: Duration) -> Option<u64> {
     wait(timeout, || {
         (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)).then(now_ms)
     })
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 fn wait_running(path: &Path) -> anyhow::Result<ClusterManifest> {
