@@ -78,6 +78,19 @@ impl Bank {
         }
     }
 
+    /// A bank from saved parts (a ledger snapshot of a rooted bank).
+    pub fn from_accounts(
+        slot: Slot,
+        hash: Hash,
+        accounts: impl IntoIterator<Item = (Pubkey, VoteAccount)>,
+    ) -> Self {
+        Bank {
+            slot,
+            hash,
+            accounts: Arc::new(accounts.into_iter().collect()),
+        }
+    }
+
     /// A child bank for the block (`slot`, `hash`), before its votes are applied.
     pub fn child(&self, slot: Slot, hash: Hash) -> Self {
         Bank {

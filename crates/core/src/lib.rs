@@ -77,5 +77,5 @@ pub use hash::Hash;
 pub use huione_tower::Slot;
 pub use validator::{
     Command, Core, CoreConfig, CoreError, ExitReason, IdentityChange, InstanceAnnouncement, Ledger,
-    PeerId, PlantedBug, Stats, Status,
+    PeerId, PlantedBug, Stats, Status, MAX_ROOTED_BLOCKS,
 };

@@ -63,6 +63,15 @@ pub struct RunArgs {
     /// has not caught up (the old implementation's behaviour).
     #[arg(long)]
     pub reclaim_immediately: bool,
+    /// Blocks kept on disk below the newest root, in slots (older block segments are
+    /// deleted; never those a kept snapshot still needs). Default: about 11 hours at
+    /// 400 ms slots.
+    #[arg(long, value_name = "SLOTS", default_value_t = huione_validator::ledger::DEFAULT_LIMIT_LEDGER_SLOTS)]
+    pub limit_ledger_slots: u64,
+    /// Write a snapshot of the rooted state each time the root advances this many slots;
+    /// a restart replays only the blocks after the newest snapshot.
+    #[arg(long, value_name = "SLOTS", default_value_t = huione_validator::ledger::DEFAULT_SNAPSHOT_INTERVAL_SLOTS)]
+    pub snapshot_interval_slots: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,104 +1,227 @@
-//! The ledger directory: blocks on disk (for restart and catch-up) and the audit log of
-//! every vote this process sent and every block it produced (read by the auditor).
+//! The ledger directory: blocks on disk (for restart), snapshots of the rooted state,
+//! and the audit log of every vote this process sent and every block it produced.
 //!
-//! Layout: `<ledger>/genesis.json`, `<ledger>/blocks/<slot>.bin` (one wire-encoded block
-//! per file, written with a rename so a crash never leaves half a block),
-//! `<ledger>/audit.jsonl`, `<ledger>/admin.rpc`.
+//! Layout: `<ledger>/genesis.json`, `<ledger>/blocks/` (segment files, see
+//! [`blockstore`]), `<ledger>/snapshots/` (see [`snapshots`]), `<ledger>/audit.jsonl` and
+//! its rotated segments (see [`audit_log`]), `<ledger>/admin.rpc`.
+//!
+//! A restart loads the newest snapshot that verifies and replays only the stored blocks
+//! after it (plus the rooted blocks the core keeps for repair), so its cost does not grow
+//! with the chain's age. Blocks below the retention bound (`--limit-ledger-slots`, never
+//! above the oldest snapshot kept) are deleted a segment at a time.
+
+pub mod audit_log;
+pub mod blockstore;
+pub mod generate;
+pub mod snapshots;
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use huione_core::audit::{AuditRecord, BlockRecord, VoteRecord};
-use huione_core::{Block, SignedVote, Slot};
-use huione_net::Message;
+use huione_core::{Bank, Block, Genesis, Hash, Ledger, SignedVote, Slot, MAX_ROOTED_BLOCKS};
 
-/// Bound on blocks read back at start (a local cluster runs for hours at most).
-const MAX_BLOCKS_ON_START: usize = 200_000;
+pub use audit_log::AuditLog;
+pub use blockstore::{BlockStore, Damage};
+pub use snapshots::{Rejected, RootSnapshot, Snapshots};
+
+/// Sizes and bounds of the ledger directory.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// Blocks kept below the newest root (deleted a segment at a time).
+    pub limit_ledger_slots: u64,
+    /// A snapshot is written each time the root has advanced this many slots.
+    pub snapshot_interval_slots: u64,
+    /// Snapshots kept (the newest ones).
+    pub snapshots_to_keep: usize,
+    /// A block segment is sealed at this size.
+    pub segment_max_bytes: u64,
+    /// The audit log rotates at this size.
+    pub audit_segment_max_bytes: u64,
+    /// Rotated audit segments kept.
+    pub audit_segments_kept: usize,
+}
+
+pub const DEFAULT_LIMIT_LEDGER_SLOTS: u64 = 100_000;
+pub const DEFAULT_SNAPSHOT_INTERVAL_SLOTS: u64 = 1_000;
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            limit_ledger_slots: DEFAULT_LIMIT_LEDGER_SLOTS,
+            snapshot_interval_slots: DEFAULT_SNAPSHOT_INTERVAL_SLOTS,
+            snapshots_to_keep: 3,
+            segment_max_bytes: 32 << 20,
+            audit_segment_max_bytes: 64 << 20,
+            audit_segments_kept: 16,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// Refuses settings that cannot work, naming the flag.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.snapshot_interval_slots == 0 {
+            anyhow::bail!("--snapshot-interval-slots must be at least 1");
+        }
+        if self.limit_ledger_slots < self.snapshot_interval_slots.max(MAX_ROOTED_BLOCKS) {
+            anyhow::bail!(
+                "--limit-ledger-slots {} is below what a restart needs: at least \
+                 --snapshot-interval-slots ({}) and {MAX_ROOTED_BLOCKS}",
+                self.limit_ledger_slots,
+                self.snapshot_interval_slots
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a start found on disk.
+pub struct Restored {
+    /// The snapshot loaded (None: none verified, or none yet).
+    pub snapshot: Option<RootSnapshot>,
+    /// Newer snapshots that did not verify (already logged).
+    pub rejected_snapshots: Vec<Rejected>,
+    /// Damage found in the block store (already logged).
+    pub damage: Vec<Damage>,
+    /// Stored blocks from `MAX_ROOTED_BLOCKS` below the snapshot's slot on.
+    pub blocks: Vec<Block>,
+}
+
+impl Restored {
+    /// The core's starting state: the snapshot's bank (or genesis) and the blocks after it.
+    pub fn into_core_ledger(self, genesis: &Genesis) -> Option<Ledger> {
+        match self.snapshot {
+            Some(s) => Some(Ledger {
+                root_bank: s.bank,
+                rooted_chain: s.rooted_chain,
+                blocks: self.blocks,
+            }),
+            None if self.blocks.is_empty() => None,
+            None => Some(Ledger {
+                root_bank: Bank::genesis(genesis),
+                rooted_chain: BTreeSet::new(),
+                blocks: self.blocks,
+            }),
+        }
+    }
+}
 
 pub struct LedgerFiles {
-    blocks_dir: PathBuf,
-    persisted: BTreeSet<Slot>,
-    audit: File,
-    audit_path: PathBuf,
+    dir: PathBuf,
+    cfg: LedgerConfig,
+    genesis_hash: Hash,
+    blocks: BlockStore,
+    snapshots: Snapshots,
+    audit: AuditLog,
+    last_snapshot: Option<Slot>,
 }
 
 impl LedgerFiles {
-    /// Opens the ledger and returns the blocks found on disk, in slot order.
-    pub fn open(ledger: &Path) -> anyhow::Result<(LedgerFiles, Vec<Block>)> {
-        let blocks_dir = ledger.join("blocks");
-        std::fs::create_dir_all(&blocks_dir)
-            .with_context(|| format!("cannot create {}", blocks_dir.display()))?;
-        let mut blocks = Vec::new();
-        let mut persisted = BTreeSet::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&blocks_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-            .collect();
-        entries.sort();
-        for path in entries.into_iter().take(MAX_BLOCKS_ON_START) {
-            match std::fs::read(&path).ok().map(|b| huione_net::decode(&b)) {
-                Some(Ok(Message::Block(block))) => {
-                    persisted.insert(block.slot);
-                    blocks.push(block);
-                }
-                _ => {
-                    tracing::warn!(file = %path.display(), "skipping an unreadable block file; it will be repaired from peers")
-                }
-            }
-        }
-        blocks.sort_by_key(|b| b.slot);
-        let audit_path = ledger.join("audit.jsonl");
-        let audit = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&audit_path)
-            .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    /// Opens the ledger: the newest valid snapshot and the stored blocks after it.
+    pub fn open(
+        ledger: &Path,
+        cfg: LedgerConfig,
+        genesis_hash: Hash,
+    ) -> anyhow::Result<(LedgerFiles, Restored)> {
+        cfg.check()?;
+        let (blocks, damage) = BlockStore::open(&ledger.join("blocks"), cfg.segment_max_bytes)?;
+        let snapshots = Snapshots::new(ledger, cfg.snapshots_to_keep)?;
+        let (snapshot, rejected_snapshots) = snapshots.load_newest(genesis_hash);
+        let from = snapshot
+            .as_ref()
+            .map_or(0, |s| s.slot().saturating_sub(MAX_ROOTED_BLOCKS));
+        let restored_blocks = blocks.read_from(from)?;
+        let audit = AuditLog::open(ledger, cfg.audit_segment_max_bytes, cfg.audit_segments_kept)?;
+        let last_snapshot = snapshot.as_ref().map(|s| s.slot());
         Ok((
             LedgerFiles {
-                blocks_dir,
-                persisted,
+                dir: ledger.to_path_buf(),
+                cfg,
+                genesis_hash,
+                blocks,
+                snapshots,
                 audit,
-                audit_path,
+                last_snapshot,
             },
-            blocks,
+            Restored {
+                snapshot,
+                rejected_snapshots,
+                damage,
+                blocks: restored_blocks,
+            },
         ))
     }
 
-    /// Writes blocks not yet on disk.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn block_store(&self) -> &BlockStore {
+        &self.blocks
+    }
+
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Appends blocks not yet stored (durable after [`LedgerFiles::sync_blocks`]).
     pub fn persist<'a>(&mut self, blocks: impl IntoIterator<Item = &'a Block>) {
         for b in blocks {
-            if self.persisted.contains(&b.slot) {
-                continue;
-            }
-            let Ok(bytes) = huione_net::encode(&Message::Block(b.clone())) else {
-                continue;
-            };
-            let path = self.blocks_dir.join(format!("{:012}.bin", b.slot));
-            let tmp = self.blocks_dir.join(format!(".{:012}.tmp", b.slot));
-            let ok = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
-            match ok {
-                Ok(()) => {
-                    self.persisted.insert(b.slot);
-                }
-                Err(e) => {
-                    tracing::warn!(slot = b.slot, error = %e, "cannot write a block to the ledger")
-                }
+            if let Err(e) = self.blocks.append(b) {
+                tracing::warn!(slot = b.slot, error = %format!("{e:#}"), "cannot write a block to the ledger");
             }
         }
     }
 
-    /// Appends the vote to the audit log before it is sent. An audit log that cannot be
-    /// written is an error: the vote is then not sent.
+    /// Syncs the block store (one fdatasync).
+    pub fn sync_blocks(&mut self) -> anyhow::Result<()> {
+        self.blocks.sync()
+    }
+
+    /// Writes a snapshot when the root has moved a snapshot interval past the last one,
+    /// then prunes blocks below the retention bound. `rooted_chain` is the core's.
+    /// Returns the snapshot's path when one was written.
+    pub fn maybe_snapshot(
+        &mut self,
+        root_bank: &Bank,
+        rooted_chain: &BTreeSet<Slot>,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        let root = root_bank.slot;
+        if root == 0
+            || self
+                .last_snapshot
+                .is_some_and(|l| root < l + self.cfg.snapshot_interval_slots)
+        {
+            return Ok(None);
+        }
+        let path = self
+            .snapshots
+            .write(self.genesis_hash, root_bank, rooted_chain)?;
+        self.last_snapshot = Some(root);
+        self.prune(root)?;
+        Ok(Some(path))
+    }
+
+    /// Deletes block segments entirely below `root - limit` and below the oldest snapshot
+    /// kept (a fallback to it must still find the blocks after it).
+    pub fn prune(&mut self, root: Slot) -> anyhow::Result<usize> {
+        let mut below = root.saturating_sub(self.cfg.limit_ledger_slots);
+        if let Some(oldest) = self.snapshots.oldest_slot() {
+            below = below.min(oldest.saturating_sub(MAX_ROOTED_BLOCKS));
+        }
+        self.blocks.prune_below(below)
+    }
+
+    /// Appends the vote to the audit log (durable after [`LedgerFiles::sync_audit`]).
     pub fn record_vote(
         &mut self,
         vote: &SignedVote,
         instance: &str,
         now_ms: u64,
     ) -> anyhow::Result<()> {
-        self.append(&AuditRecord::Vote(VoteRecord::from_vote(
+        self.audit.append(&AuditRecord::Vote(VoteRecord::from_vote(
             vote, instance, now_ms,
         )))
     }
@@ -109,22 +232,26 @@ impl LedgerFiles {
         instance: &str,
         now_ms: u64,
     ) -> anyhow::Result<()> {
-        self.append(&AuditRecord::Block(BlockRecord::from_block(
-            block, instance, now_ms,
-        )))
+        self.audit
+            .append(&AuditRecord::Block(BlockRecord::from_block(
+                block, instance, now_ms,
+            )))
     }
 
-    fn append(&mut self, r: &AuditRecord) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(r)?;
-        line.push(b'\n');
-        self.audit
-            .write_all(&line)
-            .and_then(|()| self.audit.flush())
-            .with_context(|| {
-                format!(
-                    "cannot append to the audit log {}",
-                    self.audit_path.display()
-                )
-            })
+    /// Makes the audit records appended so far durable (one fdatasync), and rotates.
+    pub fn sync_audit(&mut self) -> anyhow::Result<()> {
+        self.audit.sync()
     }
+
+    pub fn audit_path(&self) -> &Path {
+        self.audit.path()
+    }
+}
+
+/// Reads a ledger's genesis (`<ledger>/genesis.json`).
+pub fn read_genesis(ledger: &Path) -> anyhow::Result<Genesis> {
+    let path = ledger.join("genesis.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a huione genesis", path.display()))
 }

@@ -9,7 +9,6 @@ mod admin;
 mod admin_cmds;
 mod args;
 mod config;
-mod ledger;
 mod node;
 mod snapshot;
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use huione_core::{
-    Bank, Command, Core, CoreConfig, Ed25519Verifier, ExitReason, Fence, IdentityChange, Ledger,
-    ScheduleCache, StoreFailure, StoreReport, StoreTicket,
+    Command, Core, CoreConfig, Ed25519Verifier, ExitReason, Fence, IdentityChange, ScheduleCache,
+    StoreFailure, StoreReport, StoreTicket,
 };
 use huione_keys::{Keypair, Pubkey};
 use huione_net::{InstanceId, NetConfig, NetEvent, NetHandle, RepairRequest, Transport};
@@ -36,8 +36,8 @@ use crate::admin::{AdminBridge, AdminRequest};
 use crate::args::RunArgs;
 use crate::config::{self, NodeConfig};
 use crate::exit_code;
-use crate::ledger::LedgerFiles;
 use crate::snapshot;
+use huione_validator::ledger::{LedgerConfig, LedgerFiles};
 
 const TICK: Duration = Duration::from_millis(10);
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
@@ -51,8 +51,16 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     let storage = cfg.args.storage.open(Some(cfg.ledger.clone())).await?;
     tracing::info!(storage = %storage.describe(), identity = %cfg.identity.pubkey(),
         vote_account = %cfg.vote_account, "starting huione-validator {}", snapshot::VERSION);
-    let (files, blocks) = LedgerFiles::open(&cfg.ledger)?;
     let genesis = Arc::new(cfg.genesis.clone());
+    let load_start = Instant::now();
+    let ledger_cfg = LedgerConfig {
+        limit_ledger_slots: cfg.args.limit_ledger_slots,
+        snapshot_interval_slots: cfg.args.snapshot_interval_slots,
+        ..LedgerConfig::default()
+    };
+    let (files, restored) = LedgerFiles::open(&cfg.ledger, ledger_cfg, genesis.hash)?;
+    let snapshot_slot = restored.snapshot.as_ref().map(|s| s.slot());
+    let resumed = restored.blocks.len();
     let started_ms = now_ms();
     let instance_id = new_instance_id();
 
@@ -65,12 +73,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     if cfg.args.tower_outage_exit_after_ms > 0 {
         core_cfg.max_store_outage_ms = Some(cfg.args.tower_outage_exit_after_ms);
     }
-    let resumed = blocks.len();
-    let ledger_state = (!blocks.is_empty()).then(|| Ledger {
-        root_bank: Bank::genesis(&genesis),
-        rooted_chain: Default::default(),
-        blocks,
-    });
+    let ledger_state = restored.into_core_ledger(&genesis);
     let core = Core::new(
         genesis.clone(),
         core_cfg,
@@ -79,7 +82,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         ledger_state,
         now_ms(),
     );
-    tracing::info!(blocks = resumed, root = core.status().root, "ledger loaded");
+    tracing::info!(blocks = resumed, snapshot = ?snapshot_slot, root = core.status().root,
+        ms = load_start.elapsed().as_millis() as u64, "ledger loaded");
 
     let mut net_cfg = NetConfig::new(
         cfg.gossip_addr,
@@ -273,8 +277,7 @@ impl Node {
                     }
                     if last_persist.elapsed() >= PERSIST_EVERY {
                         last_persist = Instant::now();
-                        let ledger = self.core.ledger();
-                        self.files.persist(ledger.blocks.iter());
+                        self.persist_ledger();
                     }
                 }
                 Some(ev) = net_rx.recv() => self.on_net(ev).await,
@@ -298,9 +301,29 @@ impl Node {
                 }
             }
             if let Some(code) = self.exit {
-                let ledger = self.core.ledger();
-                self.files.persist(ledger.blocks.iter());
+                self.persist_ledger();
                 return code;
+            }
+        }
+    }
+
+    /// Stores new blocks (synced), and snapshots and prunes when the root has moved on.
+    fn persist_ledger(&mut self) {
+        self.files.persist(self.core.blocks());
+        if let Err(e) = self.files.sync_blocks() {
+            tracing::warn!(error = %format!("{e:#}"), "cannot sync the block store");
+        }
+        let root = self.core.status().root;
+        let Some(bank) = self.core.bank(root) else {
+            return;
+        };
+        match self.files.maybe_snapshot(bank, self.core.rooted_chain()) {
+            Ok(Some(path)) => {
+                tracing::info!(root, file = %path.display(), "ledger snapshot written")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(root, error = %format!("{e:#}"), "cannot write a ledger snapshot")
             }
         }
     }
@@ -431,14 +454,63 @@ impl Node {
         })
     }
 
+    /// Appends the audit records of the batch's votes and blocks and makes them durable
+    /// with one sync, before any of them is sent. Returns, per command, whether it may be
+    /// sent (false: its record is not durable, so it is not sent).
+    fn record_batch(&mut self, cmds: &[Command]) -> Vec<bool> {
+        let now = now_ms();
+        let mut ok: Vec<bool> = cmds
+            .iter()
+            .map(|cmd| {
+                let r = match cmd {
+                    Command::SendVote(v) => {
+                        self.files
+                            .record_vote(v.vote(), &self.instance_id, now)
+                    }
+                    Command::BroadcastBlock(b) => {
+                        self.files.persist([b]);
+                        self.files.record_block(b, &self.instance_id, now)
+                    }
+                    _ => return true,
+                };
+                if let Err(e) = &r {
+                    tracing::error!(error = %format!("{e:#}"), "not sent: the audit log cannot be written");
+                }
+                r.is_ok()
+            })
+            .collect();
+        let has_block = cmds.iter().any(|c| matches!(c, Command::BroadcastBlock(_)));
+        let has_record = has_block || cmds.iter().any(|c| matches!(c, Command::SendVote(_)));
+        if !has_record {
+            return ok;
+        }
+        let mut synced = self.files.sync_audit();
+        if has_block && synced.is_ok() {
+            synced = self.files.sync_blocks();
+        }
+        if let Err(e) = synced {
+            tracing::error!(error = %format!("{e:#}"), "votes and blocks not sent: the audit log or block store cannot be synced");
+            for (i, cmd) in cmds.iter().enumerate() {
+                if matches!(cmd, Command::SendVote(_) | Command::BroadcastBlock(_)) {
+                    ok[i] = false;
+                }
+            }
+        }
+        ok
+    }
+
     async fn execute(&mut self, cmds: Vec<Command>) {
-        for cmd in cmds {
+        let sendable = self.record_batch(&cmds);
+        for (cmd, sendable) in cmds.into_iter().zip(sendable) {
             match cmd {
                 Command::StoreTower(ticket) => self.store(ticket),
                 Command::SendVote(v) => {
                     let vote = v.into_vote();
-                    if let Err(e) = self.files.record_vote(&vote, &self.instance_id, now_ms()) {
-                        tracing::error!(error = %e, slot = vote.slot, "vote not sent: the audit log cannot be written");
+                    if !sendable {
+                        tracing::error!(
+                            slot = vote.slot,
+                            "vote not sent: its audit record is not durable"
+                        );
                         continue;
                     }
                     self.votes_sent += 1;
@@ -449,11 +521,13 @@ impl Node {
                     tracing::debug!(slot = vote.slot, "vote sent");
                 }
                 Command::BroadcastBlock(block) => {
-                    if let Err(e) = self.files.record_block(&block, &self.instance_id, now_ms()) {
-                        tracing::error!(error = %e, slot = block.slot, "block not sent: the audit log cannot be written");
+                    if !sendable {
+                        tracing::error!(
+                            slot = block.slot,
+                            "block not sent: its audit record is not durable"
+                        );
                         continue;
                     }
-                    self.files.persist([&block]);
                     self.block_seen(block.slot);
                     tracing::debug!(
                         slot = block.slot,

@@ -425,6 +425,16 @@ impl Core {
         }
     }
 
+    /// The rooted slots remembered below the root (for a ledger snapshot).
+    pub fn rooted_chain(&self) -> &std::collections::BTreeSet<Slot> {
+        self.forks.rooted_chain()
+    }
+
+    /// The blocks kept: rooted ones (for repair) and those above the root, by slot.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> + '_ {
+        self.blockstore.values()
+    }
+
     /// Replayed within a few slots of the clock.
     pub fn caught_up(&self, now_ms: u64) -> bool {
         let best = self.best_slot();

@@ -2,7 +2,8 @@
 //! voted twice for a slot or broke its lockouts, and that no leader produced two blocks
 //! for one slot. Reads `<ledger>/audit.jsonl` of every ledger given (all the machines
 //! that ever ran an identity) and the genesis from the first ledger. Exit code 1 if any
-//! violation is found.
+//! violation is found. Rotated segments (`audit-<seq>.jsonl`) are read in order before
+//! `audit.jsonl`; a torn last line is an error naming the file and line (exit code 2).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use huione_core::Genesis;
     about = "Check recorded votes and blocks for safety violations"
 )]
 struct Args {
-    /// Ledger directories (each has audit.jsonl).
+    /// Ledger directories (each has audit.jsonl and maybe rotated audit-<seq>.jsonl).
     #[arg(required = true)]
     ledgers: Vec<PathBuf>,
     /// Print the report as JSON.
@@ -47,13 +48,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     .with_context(|| format!("{} is not a huione genesis", genesis_path.display()))?;
     let mut records = Vec::new();
     for l in &args.ledgers {
-        let path = l.join("audit.jsonl");
-        let f = std::fs::File::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        records.extend(
-            Auditor::read_json_lines(std::io::BufReader::new(f))
-                .with_context(|| format!("in {}", path.display()))?,
-        );
+        records.extend(huione_validator::ledger::audit_log::read_records(l)?);
     }
     let votes = records
         .iter()
