@@ -234,6 +234,17 @@ fn a_torn_or_corrupt_block_segment_is_detected_with_its_file_name() {
         .contains(&open_seg.display().to_string()));
     assert_eq!(std::fs::metadata(&open_seg).unwrap().len(), good_len);
     assert_eq!(files.block_store().len(), 300);
+    // Appending after a restart goes to the end of the open segment, and reads back.
+    let mut files = files;
+    let mut g = c.gen();
+    let more: Vec<_> = (0..310).map(|_| g.next_block()).collect();
+    files.persist(more[295..].iter());
+    files.sync_blocks().unwrap();
+    drop(files);
+    let (files, restored) = LedgerFiles::open(dir.path(), small_config(), c.genesis.hash).unwrap();
+    assert!(restored.damage.is_empty(), "{:?}", restored.damage);
+    assert_eq!(files.block_store().len(), 310);
+    assert_eq!(files.block_store().read_from(0).unwrap(), more);
     drop(files);
 
     // A flipped byte inside a sealed segment whose index is lost: found by the rescan,
@@ -254,10 +265,10 @@ fn a_torn_or_corrupt_block_segment_is_detected_with_its_file_name() {
         file: sealed.with_extension("idx")
     }));
     let left = files.block_store().len();
-    assert_eq!(left, 299, "only the damaged record is lost");
+    assert_eq!(left, 309, "only the damaged record is lost");
     // Every block read back is intact (its hash and signature check out).
     let blocks = files.block_store().read_from(0).unwrap();
-    assert_eq!(blocks.len(), 299);
+    assert_eq!(blocks.len(), 309);
     let leader = c.id.pubkey();
     for b in &blocks {
         b.check_integrity(&leader, &Ed25519Verifier).unwrap();
@@ -269,7 +280,7 @@ fn a_torn_or_corrupt_block_segment_is_detected_with_its_file_name() {
     flip_byte(&sealed2, 5);
     let (files, _) = LedgerFiles::open(dir.path(), small_config(), c.genesis.hash).unwrap();
     let blocks = files.block_store().read_from(0).unwrap();
-    assert_eq!(blocks.len(), 298);
+    assert_eq!(blocks.len(), 308);
     for b in &blocks {
         b.check_integrity(&leader, &Ed25519Verifier).unwrap();
     }

@@ -142,7 +142,7 @@ impl BlockStore {
             }
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
+                .append(true)
                 .open(&seg_path)
                 .with_context(|| format!("cannot open {}", seg_path.display()))?;
             if file.metadata()?.len() > good_len {
