@@ -52,7 +52,7 @@ impl Default for LedgerConfig {
             limit_ledger_slots: DEFAULT_LIMIT_LEDGER_SLOTS,
             snapshot_interval_slots: DEFAULT_SNAPSHOT_INTERVAL_SLOTS,
             snapshots_to_keep: 3,
-            segment_max_bytes: 32 << 20,
+            segment_max_bytes: 4 << 20,
             audit_segment_max_bytes: 64 << 20,
             audit_segments_kept: 16,
         }

@@ -37,7 +37,6 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
         blocks_sent_votes,
     } = input;
     let status = core.status();
-    let ledger = core.ledger();
     let clock_slot = genesis.slot_at(now_ms);
     let mut snap = NodeSnapshot::empty(core.identity(), VERSION);
     snap.genesis_hash = Hash32(genesis.hash.0);
@@ -46,12 +45,8 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
         confirmed: status.optimistic_slot.max(status.root),
         finalized: status.root,
     };
-    let rooted = ledger.rooted_chain.len() as u64;
-    let above_root = ledger
-        .blocks
-        .iter()
-        .filter(|b| b.slot > status.root)
-        .count() as u64;
+    let rooted = core.rooted_chain().len() as u64;
+    let above_root = core.blocks().filter(|b| b.slot > status.root).count() as u64;
     snap.block_heights = PerCommitment {
         processed: rooted + above_root,
         confirmed: rooted + above_root.min(1),
@@ -68,9 +63,14 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
     };
     // Vote accounts as of the newest replayed slot (Solana's "processed"), so monitors
     // see votes within a slot or two rather than a root (~32 slots) behind.
-    let bank = core.bank(status.best_slot).unwrap_or(&ledger.root_bank);
+    // (The root's bank is always in the fork tree.) Borrowed from the core rather than
+    // copied with `core.ledger()`, which would copy every kept block four times a second.
+    let bank = core
+        .bank(status.best_slot)
+        .or_else(|| core.bank(status.root));
     snap.vote_accounts = bank
-        .accounts()
+        .into_iter()
+        .flat_map(|b| b.accounts())
         .map(|(vote, acct)| {
             let last = acct.lockouts.last_voted_slot().unwrap_or(0);
             VoteAccountInfo {
@@ -101,7 +101,7 @@ pub fn build(input: SnapshotInput<'_>) -> NodeSnapshot {
             }
         })
         .collect();
-    let mut blocks: Vec<&Block> = ledger.blocks.iter().collect();
+    let mut blocks: Vec<&Block> = core.blocks().collect();
     blocks.sort_by_key(|b| b.slot);
     let skip = blocks.len().saturating_sub(SNAPSHOT_BLOCKS);
     snap.first_available_block = blocks.first().map_or(0, |b| b.slot);
