@@ -66,26 +66,19 @@ impl AuditLog {
             .open(&path)
             .with_context(|| format!("cannot open the audit log {}", path.display()))?;
         let mut bytes = file.metadata()?.len();
-        if bytes > 0 {
-            let content = std::fs::read(&path)
-                .with_context(|| format!("cannot read the audit log {}", path.display()))?;
-            if content.last() != Some(&b'\n') {
-                let keep = content
-                    .iter()
-                    .rposition(|b| *b == b'\n')
-                    .map_or(0, |i| i + 1);
-                let line = content[..keep].iter().filter(|b| **b == b'\n').count() + 1;
-                tracing::warn!(
-                    "{} line {line}: torn last record ({} bytes, a crash during a write; its vote or block was never sent) cut off: {}",
-                    path.display(),
-                    content.len() - keep,
-                    String::from_utf8_lossy(&content[keep..])
-                );
-                file.set_len(keep as u64)
-                    .and_then(|()| file.sync_all())
-                    .with_context(|| format!("cannot cut the torn line of {}", path.display()))?;
-                bytes = keep as u64;
-            }
+        if let Some((keep, torn)) = torn_tail(&file, bytes)
+            .with_context(|| format!("cannot read the audit log {}", path.display()))?
+        {
+            tracing::warn!(
+                "{}: torn last record ({} bytes, a crash during a write; its vote or block was never sent) cut off: {}",
+                path.display(),
+                bytes - keep,
+                String::from_utf8_lossy(&torn)
+            );
+            file.set_len(keep)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot cut the torn line of {}", path.display()))?;
+            bytes = keep;
         }
         Ok(AuditLog {
             dir: dir.to_path_buf(),
@@ -153,6 +146,37 @@ impl AuditLog {
         }
         Ok(())
     }
+}
+
+/// If the file does not end with a newline: where its last line starts, and that line.
+/// Reads backwards from the end in chunks, so opening a large log reads little of it.
+fn torn_tail(file: &File, len: u64) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+    use std::os::unix::fs::FileExt;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(None);
+    }
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut tail = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut buf, start)?;
+        if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
+            buf.drain(..=i);
+            buf.extend_from_slice(&tail);
+            return Ok(Some((start + i as u64 + 1, buf)));
+        }
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        end = start;
+    }
+    Ok(Some((0, tail)))
 }
 
 /// A problem with the audit log that makes it unusable as proof.
