@@ -126,7 +126,8 @@ impl LedgerFiles {
         genesis_hash: Hash,
     ) -> anyhow::Result<(LedgerFiles, Restored)> {
         cfg.check()?;
-        let (blocks, damage) = BlockStore::open(&ledger.join("blocks"), cfg.segment_max_bytes)?;
+        let (mut blocks, damage) = BlockStore::open(&ledger.join("blocks"), cfg.segment_max_bytes)?;
+        import_block_files(&ledger.join("blocks"), &mut blocks)?;
         let snapshots = Snapshots::new(ledger, cfg.snapshots_to_keep)?;
         let (snapshot, rejected_snapshots) = snapshots.load_newest(genesis_hash);
         let from = snapshot
@@ -246,6 +247,41 @@ impl LedgerFiles {
     pub fn audit_path(&self) -> &Path {
         self.audit.path()
     }
+}
+
+/// Moves blocks of the old layout (one `<slot>.bin` file per block) into the segment
+/// store, then deletes the files. Unreadable files are reported by name and deleted
+/// (their blocks are repaired from peers like any missing block).
+fn import_block_files(dir: &Path, store: &mut BlockStore) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    files.sort();
+    let mut imported = 0;
+    for path in &files {
+        match std::fs::read(path).ok().map(|b| huione_net::decode(&b)) {
+            Some(Ok(huione_net::Message::Block(block))) => {
+                store.append(&block)?;
+                imported += 1;
+            }
+            _ => {
+                tracing::warn!(file = %path.display(), "skipping an unreadable block file of the old layout; it will be repaired from peers")
+            }
+        }
+    }
+    store.sync()?;
+    for path in &files {
+        std::fs::remove_file(path).with_context(|| format!("cannot delete {}", path.display()))?;
+    }
+    blockstore::sync_dir(dir)?;
+    tracing::info!(imported, files = files.len(), dir = %dir.display(),
+        "moved blocks from the one-file-per-block layout into segment files");
+    Ok(())
 }
 
 /// Reads a ledger's genesis (`<ledger>/genesis.json`).

@@ -456,3 +456,27 @@ fn an_empty_rooted_chain_is_filled_with_the_snapshot_slot() {
     let back = snapshots::decode(&bytes, c.genesis.hash).unwrap();
     assert_eq!(back.rooted_chain, BTreeSet::from([bank.slot]));
 }
+
+#[test]
+fn blocks_of_the_old_one_file_per_block_layout_are_moved_into_segments() {
+    let c = chain();
+    let dir = tempfile::tempdir().unwrap();
+    let blocks_dir = dir.path().join("blocks");
+    std::fs::create_dir_all(&blocks_dir).unwrap();
+    let mut g = c.gen();
+    let blocks: Vec<_> = (0..40).map(|_| g.next_block()).collect();
+    for b in &blocks {
+        let bytes = huione_net::encode(&huione_net::Message::Block(b.clone())).unwrap();
+        std::fs::write(blocks_dir.join(format!("{:012}.bin", b.slot)), bytes).unwrap();
+    }
+    std::fs::write(blocks_dir.join("000000000999.bin"), b"not a block").unwrap();
+    let (files, restored) = LedgerFiles::open(dir.path(), small_config(), c.genesis.hash).unwrap();
+    assert_eq!(restored.blocks, blocks);
+    assert_eq!(files.block_store().len(), 40);
+    let left: Vec<_> = std::fs::read_dir(&blocks_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
