@@ -39,6 +39,15 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
 pub const ELECTION_TIMEOUT_MS: u64 = 500;
 /// How long `start` and `restart` wait for members to answer a health check.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// etcd's backend quota (`--quota-backend-bytes`) of test and local clusters: etcd's own
+/// default (2 GiB), made explicit. With huione compacting its history, a tower-only etcd
+/// stays at a few MB; the quota is the backstop that turns a runaway into a clear NOSPACE
+/// alarm instead of a full disk.
+pub const QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's own compaction of test and local clusters (`--auto-compaction-mode periodic
+/// --auto-compaction-retention 1h`): a backstop behind huione's compaction (and for other
+/// users of the same etcd), keeping an hour of history to look at.
+pub const AUTO_COMPACTION_RETENTION: &str = "1h";
 /// Attempts with fresh ports when a port was taken between picking and binding.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -78,6 +87,8 @@ pub struct EtcdCluster {
     peer_tls: bool,
     /// Addresses members also listen on for clients, besides 127.0.0.1 (same port).
     extra_client_ips: Vec<IpAddr>,
+    /// `--quota-backend-bytes` of every member.
+    quota_backend_bytes: u64,
     dir_path: PathBuf,
     /// Where member data dirs and logs go: `dir_path` for [`EtcdCluster::start`],
     /// `<dir>/etcd` for [`EtcdCluster::start_in`].
@@ -107,6 +118,16 @@ impl EtcdCluster {
     /// host (for example the host end of a [`netns::NetnsLink`]). See
     /// [`EtcdCluster::client_endpoints_on`] and [`EtcdCluster::validator_flags_on`].
     pub fn start_with_client_ips(members: usize, ips: &[IpAddr]) -> anyhow::Result<EtcdCluster> {
+        Self::start_temp(members, ips, QUOTA_BACKEND_BYTES)
+    }
+
+    /// Like [`EtcdCluster::start`], with `--quota-backend-bytes quota_bytes` instead of
+    /// [`QUOTA_BACKEND_BYTES`]: for tests of what happens when etcd fills up.
+    pub fn start_with_quota(members: usize, quota_bytes: u64) -> anyhow::Result<EtcdCluster> {
+        Self::start_temp(members, &[], quota_bytes)
+    }
+
+    fn start_temp(members: usize, ips: &[IpAddr], quota: u64) -> anyhow::Result<EtcdCluster> {
         if members == 0 {
             bail!("EtcdCluster::start(0): a cluster needs at least one member");
         }
@@ -116,7 +137,11 @@ impl EtcdCluster {
             .tempdir()
             .context("cannot create a temp dir for the etcd cluster")?;
         let root = dir.path().to_path_buf();
-        Self::launch(bins, members, root.clone(), root, Some(dir), false, ips)
+        let extra = Extra {
+            client_ips: ips,
+            quota_backend_bytes: quota,
+        };
+        Self::launch(bins, members, root.clone(), root, Some(dir), false, extra)
     }
 
     /// Like [`EtcdCluster::start`], but everything stays in `dir` (created if missing) and is
@@ -140,7 +165,10 @@ impl EtcdCluster {
             members_dir,
             None,
             true,
-            &[],
+            Extra {
+                client_ips: &[],
+                quota_backend_bytes: QUOTA_BACKEND_BYTES,
+            },
         )
     }
 
@@ -151,8 +179,9 @@ impl EtcdCluster {
         members_dir: PathBuf,
         dir: Option<tempfile::TempDir>,
         detached: bool,
-        extra_client_ips: &[IpAddr],
+        extra: Extra<'_>,
     ) -> anyhow::Result<EtcdCluster> {
+        let extra_client_ips = extra.client_ips;
         let certs_dir = root.join("certs");
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into()];
         hosts.extend(extra_client_ips.iter().map(IpAddr::to_string));
@@ -173,6 +202,7 @@ impl EtcdCluster {
             token,
             peer_tls: members > 1,
             extra_client_ips: extra_client_ips.to_vec(),
+            quota_backend_bytes: extra.quota_backend_bytes,
             dir_path: root,
             members_dir,
             detached,
@@ -672,6 +702,12 @@ impl EtcdCluster {
             .arg(HEARTBEAT_INTERVAL_MS.to_string())
             .arg("--election-timeout")
             .arg(ELECTION_TIMEOUT_MS.to_string())
+            .arg("--quota-backend-bytes")
+            .arg(self.quota_backend_bytes.to_string())
+            .arg("--auto-compaction-mode")
+            .arg("periodic")
+            .arg("--auto-compaction-retention")
+            .arg(AUTO_COMPACTION_RETENTION)
             .arg("--logger")
             .arg("zap")
             .arg("--log-outputs")
@@ -709,6 +745,13 @@ impl Drop for EtcdCluster {
             }
         }
     }
+}
+
+/// Launch settings besides the member count and directories.
+struct Extra<'a> {
+    /// Addresses members also listen on for clients, besides 127.0.0.1.
+    client_ips: &'a [IpAddr],
+    quota_backend_bytes: u64,
 }
 
 /// The `etcd` and `etcdctl` binaries (env override or PATH).

@@ -19,6 +19,12 @@ pub trait Fixture {
     fn open(&self) -> impl Future<Output = Self::Storage>;
     /// Writes `bytes` where `identity`'s tower is stored, bypassing the lock.
     fn put_raw_tower(&self, identity: &Pubkey, bytes: &[u8]) -> impl Future<Output = ()>;
+    /// Drops every superseded version of every key, as etcd's compaction to its current
+    /// revision does, and checks that it did. Stores that keep only the latest version
+    /// (the in-memory model, the file) have nothing to drop.
+    fn compact_history(&self) -> impl Future<Output = ()> {
+        async {}
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case. `$fixture` is an expression
@@ -30,7 +36,7 @@ macro_rules! conformance_tests {
             round_trip, missing_tower, tampered_tower_is_rejected,
             wrong_identity_is_rejected, store_fails_after_another_instance_acquires,
             racing_acquirers_only_the_later_writes, reacquire_fences_the_old_lease,
-            history_records_every_acquire);
+            history_records_every_acquire, compaction_keeps_fencing_and_history);
     };
     (@case $fixture:expr; $($name:ident),*) => {
         $(
@@ -270,6 +276,52 @@ pub async fn history_records_every_acquire<F: Fixture>(f: &F) {
     assert!(history.windows(2).all(|w| w[0].revision < w[1].revision));
     let holder = s.lock_holder(&kp.pubkey()).await.unwrap().unwrap();
     assert_eq!(holder.revision, leases[2].revision());
+}
+
+/// Compaction drops old revisions, never the current ones that fencing compares: after
+/// compacting to the newest revision (below every fencing token in play), the holder still
+/// stores, a fenced-out lease still gets LockLost, and the history is complete.
+pub async fn compaction_keeps_fencing_and_history<F: Fixture>(f: &F) {
+    let primary = f.open().await;
+    let kp = keypair(20);
+    let id = kp.pubkey();
+    let ours = primary.acquire(&id, owner(&kp, "startup")).await.unwrap();
+    for slot in 1..=20 {
+        primary.store(&ours, &saved(&kp, &[slot])).await.unwrap();
+    }
+    f.compact_history().await;
+    // The lock key was written long before the compaction revision: still ours.
+    primary.store(&ours, &saved(&kp, &[21])).await.unwrap();
+    assert_eq!(
+        primary.load_verified(&id).await.unwrap(),
+        Some(tower_with(&kp, &[21]))
+    );
+
+    let secondary = f.open().await;
+    let theirs = secondary
+        .acquire(&id, owner(&kp, "set-identity"))
+        .await
+        .unwrap();
+    secondary.store(&theirs, &saved(&kp, &[22])).await.unwrap();
+    f.compact_history().await;
+    let err = primary.store(&ours, &saved(&kp, &[23])).await.unwrap_err();
+    match &err {
+        StorageError::LockLost(lost) => {
+            assert_eq!(lost.ours, ours.revision());
+            let holder = lost.holder.as_ref().expect("the new holder is reported");
+            assert_eq!(holder.revision, theirs.revision());
+        }
+        other => panic!("expected LockLost after compaction, got {other}"),
+    }
+    secondary.store(&theirs, &saved(&kp, &[24])).await.unwrap();
+    assert_eq!(
+        primary.load_verified(&id).await.unwrap(),
+        Some(tower_with(&kp, &[24]))
+    );
+    let history = primary.history(&id).await.unwrap();
+    let revisions: Vec<_> = history.iter().map(|r| r.revision).collect();
+    assert_eq!(revisions, vec![ours.revision(), theirs.revision()]);
+    assert_eq!(history[1].owner, *theirs.owner());
 }
 
 /// Polls two futures concurrently (a tiny `join`, to avoid a dependency).

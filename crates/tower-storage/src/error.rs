@@ -5,6 +5,8 @@
 //! * [`StorageError::Unavailable`]: transient. Withhold the vote and retry.
 //! * [`StorageError::Tower`]: the stored tower is bad (tampered, wrong identity, unknown
 //!   version). Never replaced silently; an operator must look.
+//! * [`StorageError::NoSpace`]: etcd's NOSPACE alarm is raised and it refuses every write.
+//!   Withhold the vote and retry, but an operator must free space: the message says how.
 //! * [`StorageError::Config`]: the storage cannot work as configured (certificates,
 //!   paths). Fix the configuration.
 
@@ -51,6 +53,17 @@ pub enum StorageError {
     Unavailable(#[from] Unavailable),
     #[error("{0}")]
     Tower(#[from] TowerError),
+    /// etcd's database reached its quota (`--quota-backend-bytes`) and the NOSPACE alarm
+    /// makes it refuse every write until an operator compacts, defragments and disarms.
+    #[error(
+        "tower storage {target} is out of space: {detail}. etcd raised its NOSPACE alarm (its \
+         database reached --quota-backend-bytes) and refuses every write, so every vote is \
+         withheld. Fix: free space with `etcdctl compact <current revision>` (the revision is \
+         in `etcdctl endpoint status -w json`), then `etcdctl defrag` against each member, \
+         then `etcdctl alarm disarm`; raise --quota-backend-bytes if the data is really that \
+         large (see README, Operating for months)"
+    )]
+    NoSpace { target: String, detail: String },
     #[error("tower storage is misconfigured: {0}")]
     Config(String),
     #[error("tower storage I/O error on {path}: {source}")]
@@ -69,6 +82,8 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         match self {
             StorageError::Unavailable(_) => true,
+            // Writes work again once an operator has freed space and disarmed the alarm.
+            StorageError::NoSpace { .. } => true,
             // Out of space or an interrupted write: the old tower is intact; retry.
             StorageError::Io { .. } => true,
             _ => false,

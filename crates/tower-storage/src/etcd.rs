@@ -20,11 +20,14 @@
 //! * Reads are linearizable (etcd's default), so a load sees every acknowledged store.
 
 mod diagnose;
+mod maintenance;
 mod tls;
+
+pub use maintenance::{CompactionPolicy, EtcdStatus};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,11 +64,15 @@ pub struct EtcdConfig {
     pub deadline: Duration,
     pub keep_alive_interval: Duration,
     pub keep_alive_timeout: Duration,
+    /// When to compact etcd's history of our writes; `None` leaves it to etcd's
+    /// `--auto-compaction-*` (or to nobody: then etcd grows until its quota).
+    pub compaction: Option<CompactionPolicy>,
 }
 
 impl EtcdConfig {
     /// Defaults: domain `localhost`, prefix `/huione`, connect 1 s, request 1 s,
-    /// deadline 3 s, keep-alive every 1 s with a 1 s timeout.
+    /// deadline 3 s, keep-alive every 1 s with a 1 s timeout, the default
+    /// [`CompactionPolicy`].
     pub fn new(
         endpoints: Vec<String>,
         ca_file: PathBuf,
@@ -84,6 +91,7 @@ impl EtcdConfig {
             deadline: Duration::from_millis(3000),
             keep_alive_interval: Duration::from_millis(1000),
             keep_alive_timeout: Duration::from_millis(1000),
+            compaction: Some(CompactionPolicy::default()),
         }
     }
 }
@@ -112,6 +120,12 @@ struct Inner {
     /// Per identity, the tower key's mod_revision after our last write (or as read at
     /// acquire): the guard of the next store.
     tower_revs: Mutex<HashMap<Pubkey, Revision>>,
+    /// Compaction bookkeeping (see `maintenance.rs`).
+    stores_since_compaction: AtomicU64,
+    last_compaction: Mutex<Instant>,
+    compacting: AtomicBool,
+    /// The highest revision this client compacted etcd to.
+    compacted: AtomicI64,
 }
 
 struct Member {
@@ -134,6 +148,8 @@ impl From<Failure> for AttemptError {
             Kind::Transient => AttemptError::Retry(f),
             Kind::Tls => AttemptError::Retry(f),
             Kind::Refused => AttemptError::Final(StorageError::Config(f.detail)),
+            // Made final (with the target) by `EtcdTowerStorage::failure`.
+            Kind::NoSpace => AttemptError::Retry(f),
         }
     }
 }
@@ -197,6 +213,10 @@ impl EtcdTowerStorage {
                 members,
                 preferred: AtomicUsize::new(0),
                 tower_revs: Mutex::new(HashMap::new()),
+                stores_since_compaction: AtomicU64::new(0),
+                last_compaction: Mutex::new(Instant::now()),
+                compacting: AtomicBool::new(false),
+                compacted: AtomicI64::new(0),
             }),
         };
         storage.verify().await?;
@@ -292,9 +312,23 @@ impl EtcdTowerStorage {
 
     /// Runs `op` against the endpoints until it succeeds, fails definitely, or the deadline
     /// passes. `what` names the operation in errors.
-    async fn call_at<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StorageError>
+    async fn call_at<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StorageError>
     where
         F: FnMut(KvClient, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AttemptError>>,
+    {
+        self.call_on(what, Client::kv_client, op).await
+    }
+
+    /// [`Self::call_at`] with another of etcd's services (`pick` takes it from a client).
+    async fn call_on<C, T, F, Fut>(
+        &self,
+        what: &str,
+        pick: fn(&Client) -> C,
+        mut op: F,
+    ) -> Result<T, StorageError>
+    where
+        F: FnMut(C, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, AttemptError>>,
     {
         let inner = &self.inner;
@@ -316,11 +350,8 @@ impl EtcdTowerStorage {
                 let budget = cfg.request_timeout.min(deadline - now);
                 let member = &inner.members[i];
                 attempts += 1;
-                match tokio::time::timeout(
-                    budget,
-                    op(member.client.kv_client(), member.url.clone()),
-                )
-                .await
+                match tokio::time::timeout(budget, op(pick(&member.client), member.url.clone()))
+                    .await
                 {
                     Ok(Ok(v)) => {
                         if i != first {
@@ -400,7 +431,16 @@ impl EtcdTowerStorage {
     }
 
     fn failure(&self, e: &etcd_client::Error, url: &str) -> AttemptError {
-        diagnose(e, url, &self.inner.names).into()
+        let f = diagnose(e, url, &self.inner.names);
+        if f.kind == Kind::NoSpace {
+            // Every member shares the alarm: trying the others until the deadline would
+            // only hide the cause behind "unavailable".
+            return AttemptError::Final(StorageError::NoSpace {
+                target: format!("etcd {}", self.inner.target),
+                detail: f.detail,
+            });
+        }
+        f.into()
     }
 }
 
@@ -614,6 +654,7 @@ impl TowerStorage for EtcdTowerStorage {
             })
             .await?;
         self.remember_tower_rev(&identity, revision);
+        self.after_store(revision);
         Ok(revision)
     }
 

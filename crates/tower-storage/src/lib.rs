@@ -33,7 +33,7 @@ use huione_tower::{SavedTower, Tower};
 
 pub use any::AnyTowerStorage;
 pub use error::{LockLost, StorageError, Unavailable};
-pub use etcd::{EtcdConfig, EtcdTowerStorage};
+pub use etcd::{CompactionPolicy, EtcdConfig, EtcdStatus, EtcdTowerStorage};
 pub use file::FileTowerStorage;
 pub use memory::{MemKv, MemoryTowerStorage};
 pub use owner::{LockOwner, LockRecord};

@@ -56,6 +56,26 @@ impl Fixture for Etcd {
         let key = format!("{}/tower/{identity}", self.config.prefix);
         client.put(key, bytes.to_vec(), None).await.unwrap();
     }
+
+    async fn compact_history(&self) {
+        // Through the storage's own compaction, to the current revision (nothing kept).
+        let storage = self.open().await;
+        let compacted = storage
+            .compact(0)
+            .await
+            .expect("compact")
+            .expect("there are revisions to compact");
+        assert_eq!(storage.compacted_revision(), compacted);
+        // Reading below it must now fail: the old revisions are really gone.
+        let err = self
+            .cluster
+            .etcdctl(&["get", "--rev", &(compacted - 1).to_string(), "/huione/"])
+            .expect_err("a read below the compaction revision must fail");
+        assert!(
+            format!("{err:#}").contains("compacted"),
+            "unexpected error: {err:#}"
+        );
+    }
 }
 
 huione_tower_storage::conformance_tests!(Etcd::start());

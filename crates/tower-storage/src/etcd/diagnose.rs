@@ -19,6 +19,9 @@ pub(super) enum Kind {
     Refused,
     /// Unreachable, timed out, no leader, ...: retrying (here or elsewhere) may help.
     Transient,
+    /// etcd's NOSPACE alarm is raised: every write is refused on every member until an
+    /// operator frees space and disarms the alarm. Retrying now cannot help.
+    NoSpace,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +121,10 @@ fn diagnose_status(status: &tonic::Status, endpoint: &str, names: &TlsNames) -> 
                 detail: format!("etcd at {endpoint} rejected the request: {text}"),
             }
         }
+        Code::ResourceExhausted if message.contains("database space exceeded") => Failure {
+            kind: Kind::NoSpace,
+            detail: format!("etcd at {endpoint} refused the write: {text}"),
+        },
         Code::DeadlineExceeded | Code::Cancelled => Failure::transient(format!(
             "etcd at {endpoint} did not answer in time ({text})"
         )),
