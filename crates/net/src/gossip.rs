@@ -10,6 +10,9 @@
 //!   `entry_ttl_ms` in the past, and newer (`wallclock_ms`) than the one we hold.
 //!   The signature is checked only for records that would be accepted, so re-pushes of
 //!   known records cost no ed25519 work.
+//! - A record advertising an address we cannot reach (unspecified, or loopback while we
+//!   advertise a non-loopback address) is dropped and counted: that node is misconfigured,
+//!   and sending to it would reach ourselves.
 //! - An entry expires `entry_ttl_ms` after the earlier of its signing time and when we
 //!   received it, so a dead node's record cannot circulate for ever.
 //! - The table holds at most `max_peers` identities; a new identity is refused while it
@@ -368,6 +371,9 @@ impl Gossip {
         }
         if info.genesis_hash != self.node.genesis_hash {
             return self.drop(DropReason::WrongCluster, &info, out);
+        }
+        if !crate::addressing::reachable_from(self.node.gossip_addr.ip(), info.gossip_addr.ip()) {
+            return self.drop(DropReason::UnreachableAddress, &info, out);
         }
         let too_new = info.wallclock_ms > now_ms.saturating_add(self.cfg.max_clock_skew_ms);
         let too_old = now_ms.saturating_sub(info.wallclock_ms) > self.cfg.entry_ttl_ms;

@@ -20,6 +20,7 @@
 //! - [`Gossip`] (the protocol logic) does no I/O and reads no clock; [`Transport`] is
 //!   the thin tokio driver around it.
 
+pub mod addressing;
 mod codec;
 mod contact;
 mod gossip;
@@ -36,9 +37,9 @@ pub use gossip::{
     MAX_PULL_RESPONSE_DATAGRAMS,
 };
 pub use stats::{DropReason, NetStats, NetStatsSnapshot};
-pub use transport::{NetConfig, NetError, NetEvent, NetHandle, Transport};
+pub use transport::{learn_own_address, NetConfig, NetError, NetEvent, NetHandle, Transport};
 pub use wire::{
     decode, encode, DecodeError, EncodeError, Message, PullRequest, RepairRequest,
-    BLOCK_FIXED_BYTES, HEADER_BYTES, MAGIC, MAX_BLOCK_BYTES, MAX_DATAGRAM_BYTES, MAX_PULL_DIGEST,
-    MAX_PUSH_BATCH, VOTE_BYTES, WIRE_VERSION,
+    BLOCK_FIXED_BYTES, ECHO_PADDING, HEADER_BYTES, MAGIC, MAX_BLOCK_BYTES, MAX_DATAGRAM_BYTES,
+    MAX_PULL_DIGEST, MAX_PUSH_BATCH, VOTE_BYTES, WIRE_VERSION,
 };

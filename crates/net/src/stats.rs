@@ -30,10 +30,13 @@ pub enum DropReason {
     BadWallclock,
     /// A new identity while the gossip table is full.
     TableFull,
+    /// A contact info advertising an address we cannot reach (unspecified, or loopback
+    /// while we are not on loopback): its node is misconfigured.
+    UnreachableAddress,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Oversize,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -45,6 +48,7 @@ impl DropReason {
         DropReason::WrongCluster,
         DropReason::BadWallclock,
         DropReason::TableFull,
+        DropReason::UnreachableAddress,
     ];
 
     /// A metric label.
@@ -61,6 +65,7 @@ impl DropReason {
             DropReason::WrongCluster => "wrong_cluster",
             DropReason::BadWallclock => "bad_wallclock",
             DropReason::TableFull => "table_full",
+            DropReason::UnreachableAddress => "unreachable_address",
         }
     }
 

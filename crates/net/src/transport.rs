@@ -112,11 +112,23 @@ pub enum NetEvent {
 /// Errors of the transport's calls.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("cannot bind the gossip socket to {addr}: {source}. Is another validator using this --gossip-port?")]
+    #[error("cannot bind the gossip socket to {addr}: {source}. {}", bind_hint(*addr, source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "no entrypoint ({}) answered the address echo within {waited_ms} ms, so this node \
+         cannot learn the address to advertise. Check that the entrypoint runs and that its \
+         UDP gossip port is reachable from here, or set --gossip-host to this machine's address",
+        entrypoints.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    NoEcho {
+        entrypoints: Vec<SocketAddr>,
+        waited_ms: u64,
+    },
+    #[error(transparent)]
+    Address(#[from] crate::addressing::AddressError),
     #[error("cannot read the gossip socket's local address: {0}")]
     LocalAddr(std::io::Error),
     #[error(transparent)]
@@ -159,8 +171,19 @@ impl Transport {
                 source,
             })?;
         let local = socket.local_addr().map_err(NetError::LocalAddr)?;
+        // Port 0 in the advertised address means "the port we were given".
+        let gossip_addr = match cfg.advertised_gossip_addr {
+            Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), local.port()),
+            Some(a) => a,
+            None => local,
+        };
+        if gossip_addr.ip().is_unspecified() {
+            return Err(
+                crate::addressing::AddressError::UnspecifiedGossipHost(gossip_addr.ip()).into(),
+            );
+        }
         let node = NodeInfo {
-            gossip_addr: cfg.advertised_gossip_addr.unwrap_or(local),
+            gossip_addr,
             rpc_addr: cfg.rpc_addr,
             tpu_vote_addr: cfg.tpu_vote_addr,
             version: cfg.version.clone(),
@@ -332,6 +355,78 @@ impl NetHandle {
     }
 }
 
+/// What to tell an operator whose bind failed: a port in use is another process; an
+/// address not available is not one of this machine's addresses.
+fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "Another process (another validator?) already uses port {} on {}: choose \
+             another --gossip-port or stop it",
+            addr.port(),
+            addr.ip()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine: set --bind-address to one of its \
+             addresses, or 0.0.0.0 for all",
+            addr.ip()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "Binding port {} needs more privileges: use a port above 1023",
+            addr.port()
+        ),
+        _ => "Check --bind-address and --gossip-port".to_string(),
+    }
+}
+
+/// Asks the entrypoints which source address they see for this machine (an address echo,
+/// like Solana's ip-echo), from a fresh socket bound to `bind_ip`. Tries every entrypoint
+/// every 250 ms until one answers or `timeout` passes; the answer is checked with
+/// [`crate::addressing::check_echo`].
+pub async fn learn_own_address(
+    bind_ip: std::net::IpAddr,
+    entrypoints: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(std::net::IpAddr, SocketAddr), NetError> {
+    let local = SocketAddr::new(bind_ip, 0);
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(|source| NetError::Bind {
+            addr: local,
+            source,
+        })?;
+    // Only matches replies to requests; not a secret.
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32);
+    let request = wire::encode(&Message::EchoRequest { nonce })?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; 2048];
+    while tokio::time::Instant::now() < deadline {
+        for e in entrypoints {
+            let _ = socket.send_to(&request, e).await;
+        }
+        let round = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
+        while let Ok(Ok((len, from))) =
+            tokio::time::timeout_at(round, socket.recv_from(&mut buf)).await
+        {
+            if !entrypoints.contains(&from) {
+                continue;
+            }
+            if let Ok(Message::EchoReply { nonce: n, addr }) = wire::decode(&buf[..len]) {
+                if n == nonce {
+                    let ip = crate::addressing::check_echo(from, addr.ip())?;
+                    return Ok((ip, from));
+                }
+            }
+        }
+    }
+    Err(NetError::NoEcho {
+        entrypoints: entrypoints.to_vec(),
+        waited_ms: timeout.as_millis() as u64,
+    })
+}
+
 /// The gossip state holds no invariant a panic elsewhere could break mid-update that
 /// matters more than staying up, so a poisoned lock is used as is.
 fn lock(m: &Mutex<Gossip>) -> MutexGuard<'_, Gossip> {
@@ -397,6 +492,20 @@ fn dispatch(shared: &Shared, from: SocketAddr, msg: Message, limiter: &mut LogLi
         Message::RepairRequest(request) => NetEvent::RepairRequest { from, request },
         Message::RepairResponse(block) => NetEvent::RepairResponse { from, block },
         Message::Announcement(announcement) => NetEvent::Announcement { from, announcement },
+        Message::EchoRequest { nonce } => {
+            // Unauthenticated but harmless: the reply is smaller than the request.
+            let reply = wire::encode(&Message::EchoReply { nonce, addr: from });
+            match reply
+                .ok()
+                .and_then(|b| shared.socket.try_send_to(&b, from).ok())
+            {
+                Some(_) => bump(&shared.stats.datagrams_sent),
+                None => bump(&shared.stats.send_errors),
+            }
+            return true;
+        }
+        // Only `learn_own_address`'s own socket expects replies.
+        Message::EchoReply { .. } => return true,
     };
     deliver(shared, event)
 }

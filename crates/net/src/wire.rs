@@ -13,6 +13,8 @@
 //! kind 6  RepairResponse    = Block
 //! kind 7  Announcement      = identity [32] | instance id str (≤ 128) | fence revision i64
 //!                             | since_ms u64 | signature [64]
+//! kind 8  EchoRequest       = nonce u64 | zero padding [32]  (never shorter than its reply)
+//! kind 9  EchoReply         = nonce u64 | addr             (the request's observed source)
 //!
 //! SignedVote  = vote account [32] | voter [32] | node [32] | slot u64 | hash [32]
 //!               | timestamp_ms u64 | signature [64]
@@ -35,6 +37,8 @@
 //! count is checked against its cap and against the bytes left before a vector is built.
 //! Contact infos carry signatures checked by [`ContactInfo::verify`]; blocks, votes and
 //! announcements are verified by the core (it knows the leader schedule and voters).
+
+use std::net::SocketAddr;
 
 use huione_core::{Block, Hash, InstanceAnnouncement, SignedVote, Slot, MAX_VOTES_PER_BLOCK};
 use huione_keys::{Pubkey, Signature};
@@ -100,7 +104,20 @@ pub enum Message {
     RepairRequest(RepairRequest),
     RepairResponse(Block),
     Announcement(InstanceAnnouncement),
+    /// "Which address do you see me at?" (learning the advertised address from an
+    /// entrypoint). Padded so the reply is never larger than the request.
+    EchoRequest {
+        nonce: u64,
+    },
+    /// The answer: the source address the request arrived from.
+    EchoReply {
+        nonce: u64,
+        addr: SocketAddr,
+    },
 }
+
+/// Zero bytes after an echo request's nonce.
+pub const ECHO_PADDING: usize = 32;
 
 impl Message {
     /// A short name for logs and metrics.
@@ -113,6 +130,8 @@ impl Message {
             Message::RepairRequest(_) => "repair-request",
             Message::RepairResponse(_) => "repair-response",
             Message::Announcement(_) => "announcement",
+            Message::EchoRequest { .. } => "echo-request",
+            Message::EchoReply { .. } => "echo-reply",
         }
     }
 }
@@ -196,6 +215,8 @@ mod kind {
     pub const REPAIR_REQUEST: u8 = 5;
     pub const REPAIR_RESPONSE: u8 = 6;
     pub const ANNOUNCEMENT: u8 = 7;
+    pub const ECHO_REQUEST: u8 = 8;
+    pub const ECHO_REPLY: u8 = 9;
 }
 
 /// Encodes one datagram.
@@ -259,6 +280,16 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
             w.i64(a.fence_revision);
             w.u64(a.since_ms);
             w.bytes(&a.signature.0);
+        }
+        Message::EchoRequest { nonce } => {
+            w.u8(kind::ECHO_REQUEST);
+            w.u64(*nonce);
+            w.bytes(&[0; ECHO_PADDING]);
+        }
+        Message::EchoReply { nonce, addr } => {
+            w.u8(kind::ECHO_REPLY);
+            w.u64(*nonce);
+            w.addr(addr);
         }
     }
     if w.buf.len() > MAX_DATAGRAM_BYTES {
@@ -329,6 +360,20 @@ pub fn decode(datagram: &[u8]) -> Result<Message, DecodeError> {
                 signature: Signature(r.array()?),
             })
         }
+        kind::ECHO_REQUEST => {
+            let nonce = r.u64()?;
+            if r.array::<ECHO_PADDING>()? != [0; ECHO_PADDING] {
+                return Err(DecodeError::InvalidTag {
+                    what: "echo request padding",
+                    tag: 1,
+                });
+            }
+            Message::EchoRequest { nonce }
+        }
+        kind::ECHO_REPLY => Message::EchoReply {
+            nonce: r.u64()?,
+            addr: r.addr("echoed address")?,
+        },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     match r.remaining() {

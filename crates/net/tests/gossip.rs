@@ -332,3 +332,26 @@ fn forged_pull_requests_are_not_answered() {
     );
     assert_eq!(out.sends.len(), 1);
 }
+
+#[test]
+fn records_advertising_unreachable_addresses_are_dropped() {
+    let stats = Arc::new(NetStats::default());
+    let mut info = node_info(0, "me", T0);
+    info.gossip_addr = "10.0.0.2:8001".parse().unwrap();
+    let mut g = Gossip::new(cfg(3), keypair(200), info, vec![], stats.clone(), T0).unwrap();
+    // A peer bound to 0.0.0.0 that advertises it, and one advertising loopback: sending
+    // there would reach ourselves.
+    let unspecified = contact_info(1, "0.0.0.0:8001".parse().unwrap(), "a", T0);
+    let loopback = contact_info(2, "127.0.0.1:8001".parse().unwrap(), "b", T0);
+    let good = contact_info(3, "10.0.0.3:8001".parse().unwrap(), "c", T0);
+    g.on_push(vec![unspecified, loopback, good.clone()], T0 + 10);
+    assert_eq!(g.peers(), vec![good]);
+    assert_eq!(stats.dropped(DropReason::UnreachableAddress), 2);
+    // On loopback (a one-machine cluster) loopback peers are fine; unspecified never is.
+    let (mut g, stats) = lone_node(8);
+    let loopback = contact_info(2, "127.0.0.1:8001".parse().unwrap(), "b", T0);
+    let unspecified = contact_info(1, "0.0.0.0:8001".parse().unwrap(), "a", T0);
+    g.on_push(vec![loopback.clone(), unspecified], T0 + 10);
+    assert_eq!(g.peers(), vec![loopback]);
+    assert_eq!(stats.dropped(DropReason::UnreachableAddress), 1);
+}

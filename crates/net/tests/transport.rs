@@ -283,3 +283,54 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_learns_its_address_from_an_entrypoint_echo() {
+    let (entry, _rx) = start(&keypair(1), "entry", None).await;
+    let (ip, from) = learn_own_address(
+        "127.0.0.1".parse().unwrap(),
+        &[entry.local_addr()],
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (ip.to_string(), from),
+        ("127.0.0.1".into(), entry.local_addr())
+    );
+    // Nobody answers on a port with no node: a clear error after the timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = learn_own_address(
+        "127.0.0.1".parse().unwrap(),
+        &[silent.local_addr().unwrap()],
+        Duration::from_millis(600),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--gossip-host"), "{err}");
+    assert!(
+        err.contains(&silent.local_addr().unwrap().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bind_errors_say_what_is_wrong() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let kp = keypair(9);
+    let mut cfg = fast_config(&kp, "x", 1, None);
+    cfg.bind_addr = taken.local_addr().unwrap();
+    let err = Transport::bind(cfg.clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--gossip-port"), "{err}");
+    // An address that is not on this machine is not "another validator on the port".
+    // (TEST-NET-1, never assigned; bind fails locally and nothing is sent.)
+    cfg.bind_addr = "192.0.2.1:0".parse().unwrap();
+    let err = Transport::bind(cfg).await.err().unwrap().to_string();
+    assert!(err.contains("not an address of this machine"), "{err}");
+    assert!(!err.contains("--gossip-port"), "{err}");
+}

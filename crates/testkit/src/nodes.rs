@@ -244,6 +244,9 @@ impl Cluster {
             rpc_port.to_string(),
             "--tower".into(),
             ledger.display().to_string(),
+            // Loopback only (the validator's default is every interface).
+            "--bind-address".into(),
+            "127.0.0.1".into(),
         ];
         if let Some(e) = entry {
             args.push("--entrypoint".into());

@@ -50,9 +50,20 @@ pub struct RunArgs {
     /// TCP port for JSON-RPC (and /metrics).
     #[arg(long, default_value_t = 8899)]
     pub rpc_port: u16,
-    /// Address to bind gossip and RPC to.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Local address of the UDP gossip socket (gossip, blocks, votes, repair). 0.0.0.0 =
+    /// every interface; the address peers use is then --gossip-host, or learned from the
+    /// entrypoint.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     pub bind_address: IpAddr,
+    /// Local address of JSON-RPC and /metrics [default: --bind-address]. 127.0.0.1 keeps
+    /// them private to this machine while gossip is public.
+    #[arg(long, value_name = "IP")]
+    pub rpc_bind_address: Option<IpAddr>,
+    /// The address other nodes reach this one at, advertised in gossip [default: the
+    /// --bind-address if it is a concrete address, else the address the entrypoint sees
+    /// this node at; 127.0.0.1 without entrypoints].
+    #[arg(long, value_name = "HOST")]
+    pub gossip_host: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Exit if the tower could not be stored for this long (0 = never; votes are withheld

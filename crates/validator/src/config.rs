@@ -1,11 +1,12 @@
 //! Resolving the flags into a node configuration: keys, genesis, addresses.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use huione_core::Genesis;
 use huione_keys::{Keypair, Pubkey};
+use huione_net::addressing::{self, HostPlan};
 
 use crate::args::RunArgs;
 
@@ -16,8 +17,12 @@ pub struct NodeConfig {
     pub vote_account: Pubkey,
     pub authorized_voters: Vec<Keypair>,
     pub genesis: Genesis,
-    pub gossip_addr: SocketAddr,
-    pub rpc_addr: SocketAddr,
+    /// Where the gossip socket is bound.
+    pub gossip_bind: SocketAddr,
+    /// Where JSON-RPC and /metrics are bound.
+    pub rpc_bind: SocketAddr,
+    /// How the address advertised in gossip is found.
+    pub gossip_host: HostPlan,
     pub entrypoints: Vec<SocketAddr>,
     /// True when the identity is the node of the vote account (it votes from the start).
     pub is_vote_account_node: bool,
@@ -61,10 +66,20 @@ pub fn resolve(ledger: PathBuf, args: RunArgs) -> anyhow::Result<NodeConfig> {
         .iter()
         .map(|e| resolve_addr(e).with_context(|| format!("--entrypoint {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let gossip_host = args
+        .gossip_host
+        .as_deref()
+        .map(|h| resolve_host(h).with_context(|| format!("--gossip-host {h}")))
+        .transpose()?;
+    let host_plan = addressing::plan_gossip_host(args.bind_address, gossip_host, &entrypoints)?;
     Ok(NodeConfig {
         ledger,
-        gossip_addr: SocketAddr::new(args.bind_address, args.gossip_port),
-        rpc_addr: SocketAddr::new(args.bind_address, args.rpc_port),
+        gossip_bind: SocketAddr::new(args.bind_address, args.gossip_port),
+        rpc_bind: SocketAddr::new(
+            args.rpc_bind_address.unwrap_or(args.bind_address),
+            args.rpc_port,
+        ),
+        gossip_host: host_plan,
         identity,
         vote_account,
         authorized_voters,
@@ -73,6 +88,14 @@ pub fn resolve(ledger: PathBuf, args: RunArgs) -> anyhow::Result<NodeConfig> {
         is_vote_account_node,
         args,
     })
+}
+
+/// An IP address, or a host name resolved to its first address.
+fn resolve_host(s: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Ok(ip);
+    }
+    Ok(resolve_addr(&format!("{s}:0"))?.ip())
 }
 
 fn resolve_addr(s: &str) -> anyhow::Result<SocketAddr> {

@@ -44,6 +44,8 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 const PERSIST_EVERY: Duration = Duration::from_millis(1000);
 /// A restarted primary waits at most this long to catch up before reclaiming anyway.
 const RECLAIM_CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+/// How long a node without --gossip-host waits for an entrypoint to echo its address.
+const ENTRYPOINT_ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     let cfg = config::resolve(ledger, args)?;
@@ -85,8 +87,10 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     tracing::info!(blocks = resumed, snapshot = ?snapshot_slot, root = core.status().root,
         ms = load_start.elapsed().as_millis() as u64, "ledger loaded");
 
+    let host = advertised_host(&cfg).await?;
+    let advertised_rpc = huione_net::addressing::advertised_rpc(cfg.rpc_bind, host);
     let mut net_cfg = NetConfig::new(
-        cfg.gossip_addr,
+        cfg.gossip_bind,
         cfg.identity.clone(),
         InstanceId {
             id: instance_id.clone(),
@@ -95,7 +99,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         genesis.hash,
         cfg.entrypoints.clone(),
     );
-    net_cfg.rpc_addr = Some(cfg.rpc_addr);
+    net_cfg.advertised_gossip_addr = Some(SocketAddr::new(host, cfg.gossip_bind.port()));
+    net_cfg.rpc_addr = advertised_rpc;
     let (transport, net_rx) = Transport::bind(net_cfg).await?;
 
     let metrics = Arc::new(Metrics::new());
@@ -105,19 +110,16 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         cfg.identity.pubkey(),
         snapshot::VERSION,
     )));
-    let rpc = RpcServer::bind(
-        cfg.rpc_addr,
+    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_bind)
+        .await
+        .map_err(|e| rpc_bind_error(cfg.rpc_bind, e))?;
+    let rpc = RpcServer::serve(
+        rpc_listener,
         RpcServerConfig::default(),
         snap_rx,
         metrics.clone(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot serve JSON-RPC on {} (is --rpc-port in use?)",
-            cfg.rpc_addr
-        )
-    })?;
+    )?;
+    let rpc_addr = rpc.local_addr();
     let (admin_tx, admin_rx) = mpsc::channel(16);
     let admin = AdminServer::start(
         &cfg.ledger,
@@ -126,7 +128,9 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         AdminServerConfig::default(),
     )
     .await?;
-    tracing::info!(gossip = %transport.local_addr(), rpc = %cfg.rpc_addr,
+    let gossip_addr = transport.contact_info().gossip_addr;
+    tracing::info!(gossip_bind = %transport.local_addr(), gossip_advertised = %gossip_addr,
+        rpc_bind = %rpc_addr, rpc_advertised = ?advertised_rpc,
         admin = %admin.path().display(), "listening");
 
     let (store_tx, store_rx) = mpsc::channel(4);
@@ -150,8 +154,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         vote_account: cfg.vote_account,
         genesis: genesis.clone(),
         core,
-        gossip_addr: transport.local_addr(),
-        rpc_addr: cfg.rpc_addr,
+        gossip_addr,
+        rpc_addr: huione_net::addressing::local_reach(rpc_addr),
         block_seen: BTreeMap::new(),
         vote_latencies: VecDeque::new(),
         store_failing_since: None,
@@ -187,7 +191,9 @@ struct Node {
     /// A restarted primary waiting to catch up before reclaiming its identity.
     pending_reclaim: Option<(Keypair, Instant)>,
     vote_account: Pubkey,
+    /// Our advertised gossip address.
     gossip_addr: SocketAddr,
+    /// Where a process on this machine reaches our RPC (admin `contact-info`).
     rpc_addr: SocketAddr,
     /// When each recent slot's block was first seen (for vote latency).
     block_seen: BTreeMap<huione_core::Slot, Instant>,
@@ -800,6 +806,49 @@ impl Node {
         }
         let _ = self.snap_tx.send(Arc::new(snap));
     }
+}
+
+/// The host to advertise in gossip: from the flags, or learned from an entrypoint's echo.
+async fn advertised_host(cfg: &NodeConfig) -> anyhow::Result<std::net::IpAddr> {
+    use huione_net::addressing::HostPlan;
+    match cfg.gossip_host {
+        HostPlan::Fixed(ip) => Ok(ip),
+        HostPlan::LoopbackOnly(ip) => {
+            tracing::warn!(advertised = %ip,
+                "no --entrypoint and no --gossip-host: advertising {ip}, which only this machine \
+                 can reach. For a cluster across machines set --gossip-host to this machine's \
+                 address (or --bind-address to it)");
+            Ok(ip)
+        }
+        HostPlan::FromEntrypoints => {
+            let (ip, from) = huione_net::learn_own_address(
+                cfg.gossip_bind.ip(),
+                &cfg.entrypoints,
+                ENTRYPOINT_ECHO_TIMEOUT,
+            )
+            .await?;
+            tracing::info!(advertised = %ip, entrypoint = %from,
+                "learned the address to advertise from the entrypoint (set --gossip-host to fix it)");
+            Ok(ip)
+        }
+    }
+}
+
+/// A JSON-RPC bind failure, with the likely cause.
+fn rpc_bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process already uses port {} there: choose another --rpc-port or stop it",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine: set --rpc-bind-address (default: \
+             --bind-address) to one of its addresses, 127.0.0.1 or 0.0.0.0",
+            addr.ip()
+        ),
+        _ => "check --rpc-bind-address and --rpc-port".to_string(),
+    };
+    anyhow::anyhow!("cannot serve JSON-RPC on {addr}: {e}; {hint}")
 }
 
 async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {

@@ -84,8 +84,12 @@ fn rebind(node: &mut Node, bind: IpAddr, entry_ip: IpAddr) {
         let port = node.args[i + 1].rsplit_once(':').unwrap().1.to_string();
         node.args[i + 1] = format!("{entry_ip}:{port}");
     }
-    node.args
-        .extend(["--bind-address".to_string(), bind.to_string()]);
+    match node.args.iter().position(|a| a == "--bind-address") {
+        Some(i) => node.args[i + 1] = bind.to_string(),
+        None => node
+            .args
+            .extend(["--bind-address".to_string(), bind.to_string()]),
+    }
 }
 
 /// Starts `node` inside the namespace, logging like `Node::start`.

@@ -87,6 +87,15 @@ pub fn every_message() -> Vec<Message> {
         }),
         Message::RepairRequest(RepairRequest::HighestAfter { slot: u64::MAX }),
         Message::RepairResponse(block(12, 2)),
+        Message::EchoRequest { nonce: 7 },
+        Message::EchoReply {
+            nonce: u64::MAX,
+            addr: "10.1.2.3:8001".parse().unwrap(),
+        },
+        Message::EchoReply {
+            nonce: 0,
+            addr: "[::1]:9".parse().unwrap(),
+        },
         Message::Announcement(InstanceAnnouncement::sign(
             &keypair(5),
             "inst-ü".into(),
