@@ -331,6 +331,21 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(),
         ),
+        (&Method::GET, "/ledger-snapshot") => {
+            let snap = shared.snapshots.borrow().ledger_snapshot.clone();
+            match snap {
+                Some(bytes) => respond(
+                    StatusCode::OK,
+                    "application/octet-stream",
+                    bytes.as_slice().to_vec(),
+                ),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "no ledger snapshot yet: the node has not rooted a slot\n",
+                ),
+            }
+        }
         (&Method::GET, "/health") => {
             let snap = shared.snapshots.borrow().clone();
             let body = match snap.health {

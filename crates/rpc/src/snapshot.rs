@@ -335,6 +335,10 @@ pub struct NodeSnapshot {
     /// The oldest slot the node's ledger has a block for (`getFirstAvailableBlock`,
     /// `minimumLedgerSlot`).
     pub first_available_block: Slot,
+    /// The node's ledger snapshot of its current root (the validator's checksummed file
+    /// format), served at `GET /ledger-snapshot` so a new node can start from it.
+    #[serde(skip)]
+    pub ledger_snapshot: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl NodeSnapshot {
@@ -355,6 +359,7 @@ impl NodeSnapshot {
             leader_schedules: Vec::new(),
             blocks: Vec::new(),
             first_available_block: 0,
+            ledger_snapshot: None,
         }
     }
 

@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// a restart replays only the blocks after the newest snapshot.
     #[arg(long, value_name = "SLOTS", default_value_t = huione_validator::ledger::DEFAULT_SNAPSHOT_INTERVAL_SLOTS)]
     pub snapshot_interval_slots: u64,
+    /// When the ledger is empty (a new machine), start from the rooted state of this peer
+    /// (its JSON-RPC address) instead of replaying from genesis; then catch up by repair.
+    /// Name a node you trust (e.g. your own primary): its state is taken as is.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub snapshot_from: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

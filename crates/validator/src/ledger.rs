@@ -167,6 +167,16 @@ impl LedgerFiles {
         &self.snapshots
     }
 
+    /// Takes a snapshot fetched from a peer: verifies it (checksum, length, genesis),
+    /// stores it as this ledger's newest snapshot, and returns it.
+    pub fn adopt_snapshot(&mut self, bytes: &[u8]) -> anyhow::Result<RootSnapshot> {
+        let snap = snapshots::decode(bytes, self.genesis_hash)?;
+        let path = self.snapshots.path_of(snap.slot());
+        blockstore::write_atomically(&path, bytes)?;
+        self.last_snapshot = Some(snap.slot());
+        Ok(snap)
+    }
+
     /// Appends blocks not yet stored (durable after [`LedgerFiles::sync_blocks`]).
     pub fn persist<'a>(&mut self, blocks: impl IntoIterator<Item = &'a Block>) {
         for b in blocks {
@@ -282,6 +292,45 @@ fn import_block_files(dir: &Path, store: &mut BlockStore) -> anyhow::Result<()> 
     tracing::info!(imported, files = files.len(), dir = %dir.display(),
         "moved blocks from the one-file-per-block layout into segment files");
     Ok(())
+}
+
+/// Fetches a peer's snapshot of its root (`GET /ledger-snapshot` on its JSON-RPC port).
+pub fn fetch_snapshot(addr: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    const MAX: u64 = 64 << 20;
+    let timeout = std::time::Duration::from_secs(10);
+    let sock = addr
+        .to_socket_addrs()
+        .with_context(|| format!("--snapshot-from {addr}: not a HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--snapshot-from {addr}: no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout)
+        .with_context(|| format!("cannot connect to --snapshot-from {addr} (its JSON-RPC port)"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /ledger-snapshot HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.take(MAX)
+        .read_to_end(&mut resp)
+        .with_context(|| format!("cannot read the snapshot from {addr}"))?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("{addr} did not answer with HTTP"))?;
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let status = head.lines().next().unwrap_or_default();
+    let body = resp[split + 4..].to_vec();
+    if !status.contains(" 200 ") {
+        anyhow::bail!(
+            "{addr} has no snapshot to give ({status}: {})",
+            String::from_utf8_lossy(&body).trim()
+        );
+    }
+    Ok(body)
 }
 
 /// Reads a ledger's genesis (`<ledger>/genesis.json`).

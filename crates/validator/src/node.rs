@@ -60,7 +60,24 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         snapshot_interval_slots: cfg.args.snapshot_interval_slots,
         ..LedgerConfig::default()
     };
-    let (files, restored) = LedgerFiles::open(&cfg.ledger, ledger_cfg, genesis.hash)?;
+    let (mut files, mut restored) = LedgerFiles::open(&cfg.ledger, ledger_cfg, genesis.hash)?;
+    if let Some(peer) = &cfg.args.snapshot_from {
+        if restored.snapshot.is_none() && restored.blocks.is_empty() {
+            let peer_owned = peer.clone();
+            let bytes = tokio::task::spawn_blocking(move || {
+                huione_validator::ledger::fetch_snapshot(&peer_owned)
+            })
+            .await??;
+            let snap = files.adopt_snapshot(&bytes).with_context(|| {
+                format!("the snapshot from --snapshot-from {peer} cannot be used")
+            })?;
+            tracing::info!(peer = %peer, slot = snap.slot(), bytes = bytes.len(),
+                "starting from the peer's snapshot instead of replaying from genesis");
+            restored.snapshot = Some(snap);
+        } else {
+            tracing::info!(peer = %peer, "the ledger is not empty: --snapshot-from is not used");
+        }
+    }
     let snapshot_slot = restored.snapshot.as_ref().map(|s| s.slot());
     let resumed = restored.blocks.len();
     let started_ms = now_ms();
@@ -159,6 +176,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         block_seen: BTreeMap::new(),
         vote_latencies: VecDeque::new(),
         store_failing_since: None,
+        root_snapshot: None,
     };
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
@@ -201,6 +219,8 @@ struct Node {
     vote_latencies: VecDeque<u64>,
     /// Since when tower stores have been failing (votes withheld), for getHealth.
     store_failing_since: Option<Instant>,
+    /// The encoded snapshot of the current root, served to joining nodes, and its slot.
+    root_snapshot: Option<(huione_core::Slot, Arc<Vec<u8>>)>,
 }
 
 /// Slots remembered for vote latency, and latencies kept for the percentiles.
@@ -330,6 +350,17 @@ impl Node {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(root, error = %format!("{e:#}"), "cannot write a ledger snapshot")
+            }
+        }
+        // The current root's snapshot, for `GET /ledger-snapshot` (a joining node).
+        if root > 0 && self.root_snapshot.as_ref().is_none_or(|(s, _)| *s != root) {
+            match huione_validator::ledger::snapshots::encode(
+                self.genesis.hash,
+                bank,
+                self.core.rooted_chain(),
+            ) {
+                Ok(bytes) => self.root_snapshot = Some((root, Arc::new(bytes))),
+                Err(e) => tracing::warn!(root, error = %e, "cannot encode the root snapshot"),
             }
         }
     }
@@ -804,6 +835,7 @@ impl Node {
         }) {
             snap.health = huione_rpc::Health::Unknown;
         }
+        snap.ledger_snapshot = self.root_snapshot.as_ref().map(|(_, b)| b.clone());
         let _ = self.snap_tx.send(Arc::new(snap));
     }
 }

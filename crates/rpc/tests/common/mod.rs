@@ -119,6 +119,7 @@ pub fn snapshot() -> NodeSnapshot {
         leader_schedules: vec![leaders(3), leaders(4)],
         blocks,
         first_available_block: 100,
+        ledger_snapshot: None,
     }
 }
 
