@@ -49,9 +49,9 @@ struct Args {
     /// etcd's --quota-backend-bytes.
     #[arg(long, default_value_t = 64 << 20)]
     quota_bytes: u64,
-    /// etcd's --auto-compaction-retention (periodic mode).
-    #[arg(long, default_value = "5s")]
-    compaction_retention: String,
+    /// Only the tower stores (part 1), no ledgers or restarts.
+    #[arg(long)]
+    only_stores: bool,
     /// Restarts per ledger.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -87,34 +87,36 @@ fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     println!("aging bench in {}", work.path().display());
 
-    // etcd's own settings (the ETCD_* environment is etcd's equivalent of its flags).
-    std::env::set_var("ETCD_QUOTA_BACKEND_BYTES", args.quota_bytes.to_string());
-    std::env::set_var("ETCD_AUTO_COMPACTION_MODE", "periodic");
-    std::env::set_var("ETCD_AUTO_COMPACTION_RETENTION", &args.compaction_retention);
-    let etcd = EtcdCluster::start_in(work.path(), 1)?;
+    // A small quota; etcd's own auto-compaction (periodic, huione_testkit's retention)
+    // is the backstop behind huione's compaction of the tower's history.
+    let etcd = EtcdCluster::start_with_quota(1, args.quota_bytes)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
 
     println!(
-        "\n== 1. {} tower stores into etcd (quota {} MiB, auto-compaction periodic {})",
+        "\n== 1. {} tower stores into etcd (quota {} MiB, huione's compaction, etcd's periodic auto-compaction {})",
         args.stores,
         args.quota_bytes >> 20,
-        args.compaction_retention
+        huione_testkit::AUTO_COMPACTION_RETENTION
     );
     let start_size = db_size(&etcd)?;
     println!("etcd db size at start: {}", mib(start_size));
     // The stores run (I/O-bound, in etcd) while the ledgers are generated (CPU-bound).
     let stores = std::thread::scope(|scope| -> anyhow::Result<_> {
         let stores = scope.spawn(|| rt.block_on(tower_stores(&etcd, &args)));
+        if args.only_stores {
+            let stores = stores.join().expect("the store thread panicked")?;
+            return Ok((None, stores));
+        }
         println!("\n== 2. chain history with the node's own ledger formats (default retention)");
         let young = make_ledger(work.path(), "young", 11, args.young_slots, args.slot_ms)?;
         let aged = make_ledger(work.path(), "aged", 12, args.slots, args.slot_ms)?;
         let stores = stores.join().expect("the store thread panicked")?;
-        Ok((young, aged, stores))
+        Ok((Some((young, aged)), stores))
     })?;
-    let (young, aged, store_summary) = stores;
+    let (ledgers, store_summary) = stores;
     let end_size = db_size(&etcd)?;
     println!("\n== 1. (result) {} tower stores", args.stores);
     header();
@@ -131,6 +133,9 @@ fn main() -> anyhow::Result<()> {
         alarms(&etcd)
     );
 
+    let Some((young, aged)) = ledgers else {
+        return Ok(());
+    };
     println!(
         "\n== 3. restart to first vote, {} rounds each (tower in the etcd above)",
         args.rounds
