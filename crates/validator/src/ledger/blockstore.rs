@@ -39,17 +39,34 @@ const MAX_RECORD: usize = 1 << 20;
 #[derive(Clone, Debug)]
 struct Segment {
     path: PathBuf,
-    /// Slot → offset of the record, for every block readable from this segment.
+    /// Slot → offset of the record, for every block readable from this segment, while it
+    /// is open (a sealed segment's offsets are in its index file).
     entries: BTreeMap<Slot, u64>,
+    /// A sealed segment's slots, ascending: 8 bytes a block in memory.
+    slots: Vec<Slot>,
     bytes: u64,
 }
 
 impl Segment {
     fn min(&self) -> Option<Slot> {
-        self.entries.keys().next().copied()
+        let e = self.entries.keys().next().copied();
+        e.or(self.slots.first().copied())
     }
     fn max(&self) -> Option<Slot> {
-        self.entries.keys().next_back().copied()
+        let e = self.entries.keys().next_back().copied();
+        e.or(self.slots.last().copied())
+    }
+    fn contains(&self, slot: Slot) -> bool {
+        self.entries.contains_key(&slot) || self.slots.binary_search(&slot).is_ok()
+    }
+    fn len(&self) -> usize {
+        self.entries.len() + self.slots.len()
+    }
+    /// Keeps only the slots in memory (the offsets are in the index file).
+    fn sealed(mut self) -> Segment {
+        self.slots = self.entries.keys().copied().collect();
+        self.entries = BTreeMap::new();
+        self
     }
 }
 
@@ -127,7 +144,7 @@ impl BlockStore {
                         seg
                     }
                 };
-                sealed.insert(first, seg);
+                sealed.insert(first, seg.sealed());
                 continue;
             }
             // The open segment: scan it, cut a torn tail, keep appending to it.
@@ -137,7 +154,7 @@ impl BlockStore {
             if bad_record {
                 // Keep the damaged bytes for inspection: seal what is good, append elsewhere.
                 write_index(&idx_path, &seg)?;
-                sealed.insert(first, seg);
+                sealed.insert(first, seg.sealed());
                 continue;
             }
             let file = OpenOptions::new()
@@ -170,7 +187,7 @@ impl BlockStore {
     }
 
     pub fn contains(&self, slot: Slot) -> bool {
-        self.segments().any(|s| s.entries.contains_key(&slot))
+        self.segments().any(|s| s.contains(slot))
     }
 
     fn segments(&self) -> impl Iterator<Item = &Segment> + '_ {
@@ -238,6 +255,7 @@ impl BlockStore {
             Segment {
                 path,
                 entries: BTreeMap::new(),
+                slots: Vec::new(),
                 bytes: 0,
             },
             file,
@@ -254,7 +272,7 @@ impl BlockStore {
             .with_context(|| format!("cannot sync {}", seg.path.display()))?;
         self.dirty = false;
         write_index(&self.dir.join(format!("{first:012}.idx")), &seg)?;
-        self.sealed.insert(first, seg);
+        self.sealed.insert(first, seg.sealed());
         Ok(())
     }
 
@@ -295,7 +313,17 @@ impl BlockStore {
             }
             let bytes = std::fs::read(&seg.path)
                 .with_context(|| format!("cannot read {}", seg.path.display()))?;
-            for (&slot, &offset) in seg.entries.range(from..) {
+            // A sealed segment's offsets come from its index (or a scan, if it is gone).
+            let entries = if seg.entries.is_empty() && !seg.slots.is_empty() {
+                let idx = seg.path.with_extension("idx");
+                match read_index(&idx, &seg.path) {
+                    Some(s) => s.entries,
+                    None => scan(&seg.path)?.0.entries,
+                }
+            } else {
+                seg.entries.clone()
+            };
+            for (&slot, &offset) in entries.range(from..) {
                 match decode_at(&bytes, offset) {
                     Some((s, block)) if s == slot => {
                         out.entry(slot).or_insert(block);
@@ -317,7 +345,7 @@ impl BlockStore {
 
     /// How many blocks are stored.
     pub fn len(&self) -> usize {
-        self.segments().map(|s| s.entries.len()).sum()
+        self.segments().map(|s| s.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -431,6 +459,7 @@ fn scan(path: &Path) -> anyhow::Result<(Segment, u64, Vec<Damage>)> {
         Segment {
             path: path.to_path_buf(),
             entries,
+            slots: Vec::new(),
             bytes: offset,
         },
         offset,
@@ -487,6 +516,7 @@ fn read_index(idx: &Path, seg: &Path) -> Option<Segment> {
     Some(Segment {
         path: seg.to_path_buf(),
         entries,
+        slots: Vec::new(),
         bytes: seg_len,
     })
 }
