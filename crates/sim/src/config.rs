@@ -87,6 +87,8 @@ pub struct SimConfig {
     /// Check PRODUCT.md invariant 1 in the driver (off only to show that the auditor
     /// alone also catches a vote sent before its store).
     pub check_store_before_send: bool,
+    /// Each validator's stake (None: 100 or 200 each, drawn from the seed).
+    pub stakes: Option<Vec<u64>>,
     #[doc(hidden)]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -105,6 +107,7 @@ impl SimConfig {
             faults: FaultRates::chaos(),
             net: NetConfig::default(),
             check_store_before_send: true,
+            stakes: None,
             planted_bug: None,
         }
     }
@@ -125,6 +128,7 @@ impl SimConfig {
                 ..NetConfig::default()
             },
             check_store_before_send: true,
+            stakes: None,
             planted_bug: None,
         }
     }

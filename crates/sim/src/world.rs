@@ -229,6 +229,9 @@ pub struct SentVote {
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
+        if let Some(stakes) = &cfg.stakes {
+            assert_eq!(stakes.len(), cfg.validators, "one stake per validator");
+        }
         let mut rng = Rng::new(cfg.seed);
         let ids: Vec<Keypair> = (0..cfg.validators).map(|i| key(1, i)).collect();
         let validators = ids
@@ -238,7 +241,10 @@ impl Sim {
                 identity: id.pubkey(),
                 vote_account: vote_account(i),
                 authorized_voter: id.pubkey(),
-                stake: 100 * rng.range(1, 3),
+                stake: match &cfg.stakes {
+                    Some(stakes) => stakes[i],
+                    None => 100 * rng.range(1, 3),
+                },
             })
             .collect();
         let genesis = Arc::new(

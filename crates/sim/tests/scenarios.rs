@@ -210,3 +210,37 @@ fn a_tampered_tower_is_refused_and_nothing_changes() {
     assert!(err.contains("signature"), "{err}");
     assert!(!sim.machines[STANDBY].core().unwrap().status().voting);
 }
+
+/// Agave's vote threshold and supermajority root need strictly more than 2/3 of stake
+/// (`fork_stake / total_stake > 2/3`). With three equal stakes and one validator down,
+/// the other two hold exactly 2/3: they stop at the depth-8 threshold and roots stop
+/// advancing. When the third comes back, roots advance again.
+#[test]
+fn two_of_three_equal_stakes_stop_at_the_threshold() {
+    let mut cfg = SimConfig::scenario(3, 0);
+    cfg.stakes = Some(vec![100, 100, 100]);
+    let mut sim = Sim::new(cfg);
+    sim.run_slots(60).expect("a healthy cluster runs clean");
+    let before = sim.max_root();
+    assert!(before > 0, "roots advance with all three voting");
+    sim.crash(2, None);
+    sim.run_slots(200).unwrap();
+    let stalled = sim.max_root();
+    println!("root {before} at the crash, {stalled} 200 slots later");
+    assert!(
+        stalled < before + 32,
+        "two of three equal stakes rooted from {before} to {stalled}"
+    );
+    let threshold_failed: u64 = (0..2)
+        .filter_map(|m| sim.machines[m].core())
+        .map(|c| c.stats().threshold_failed)
+        .sum();
+    assert!(threshold_failed > 0, "the survivors hit the threshold");
+    sim.restart(2);
+    sim.run_slots(300).unwrap();
+    assert!(
+        sim.max_root() > stalled + 32,
+        "roots advance again once all three vote ({} after {stalled})",
+        sim.max_root()
+    );
+}

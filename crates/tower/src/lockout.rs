@@ -269,9 +269,10 @@ impl Tower {
     }
 
     /// Solana's vote threshold check: voting for `slot` is allowed if the stack would be
-    /// shallower than the threshold depth, or the vote at that depth already has
-    /// `threshold` (e.g. 2/3) of `total_stake` voted on it (`voted_stake(s)`), or that
-    /// vote was already locked with the same count before this vote.
+    /// shallower than the threshold depth, or the vote at that depth already has strictly
+    /// more than `threshold` (e.g. 2/3) of `total_stake` voted on it (`voted_stake(s)`),
+    /// as Agave's `fork_stake / total_stake > threshold_size`, or that vote was already
+    /// locked with the same count before this vote.
     pub fn check_vote_threshold(
         &self,
         slot: Slot,
@@ -288,7 +289,7 @@ impl Tower {
             return true;
         }
         let voted = voted_stake(lockout.slot) as u128;
-        voted * threshold_den as u128 >= total_stake as u128 * threshold_num as u128
+        voted * threshold_den as u128 > total_stake as u128 * threshold_num as u128
     }
 }
 

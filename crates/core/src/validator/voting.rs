@@ -7,7 +7,7 @@ use crate::block::SignedVote;
 use crate::fence::{OutgoingVote, StoreFailure, StoreReport, StoreTicket};
 use crate::forks::Weights;
 
-/// Vote threshold: the vote at depth 8 needs 2/3 of stake.
+/// Vote threshold: the vote at depth 8 needs strictly more than 2/3 of stake.
 const THRESHOLD: (u64, u64) = (2, 3);
 /// Switching forks needs 38% of stake voting on other forks.
 const SWITCH_PERCENT: u64 = 38;
@@ -46,8 +46,9 @@ impl Core {
         }
     }
 
+    /// Strictly more than 2/3 of stake, as Agave (`stake / total > VOTE_THRESHOLD_SIZE`).
     fn has_supermajority(&self, stake: u64) -> bool {
-        stake as u128 * THRESHOLD.1 as u128 >= self.total_stake as u128 * THRESHOLD.0 as u128
+        stake as u128 * THRESHOLD.1 as u128 > self.total_stake as u128 * THRESHOLD.0 as u128
     }
 
     /// Roots the highest slot that 2/3 of stake have rooted on the best fork. This is how

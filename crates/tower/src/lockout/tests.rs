@@ -145,6 +145,16 @@ fn threshold_check_uses_the_vote_at_depth_eight() {
 }
 
 #[test]
+fn threshold_needs_strictly_more_than_two_thirds() {
+    // Agave: `fork_stake / total_stake > threshold_size`. Exactly 2/3 (two of three equal
+    // stakes) does not pass; one unit more does.
+    let t = tower_with(&(0..8).collect::<Vec<_>>());
+    assert!(!t.check_vote_threshold(8, |s| if s == 0 { 2 } else { 0 }, 3, 2, 3));
+    assert!(!t.check_vote_threshold(8, |s| if s == 0 { 200 } else { 0 }, 300, 2, 3));
+    assert!(t.check_vote_threshold(8, |s| if s == 0 { 201 } else { 0 }, 300, 2, 3));
+}
+
+#[test]
 fn from_parts_rejects_malformed_stacks() {
     let pk = Pubkey::from_seed_byte(1);
     let ok = tower_with(&[0, 1, 2]);
