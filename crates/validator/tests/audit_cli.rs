@@ -1,6 +1,7 @@
-//! `huione-audit` over ledgers: clean logs pass, a double vote is reported.
+//! `huione-audit` over ledgers: clean logs pass, a double vote is reported, votes that
+//! could not be lockout-checked fail the audit unless accepted.
 
-use huione_core::audit::{AuditRecord, VoteRecord};
+use huione_core::audit::{AuditRecord, BlockRecord, VoteRecord};
 use huione_core::{Genesis, GenesisValidator, Hash};
 use huione_keys::Pubkey;
 
@@ -32,10 +33,33 @@ fn vote(slot: u64, hash: u8, instance: &str) -> AuditRecord {
     })
 }
 
-#[test]
-fn audit_reports_a_double_vote_across_two_machines() {
-    let dir = tempfile::tempdir().unwrap();
-    let genesis = Genesis::new(
+fn block(slot: u64, hash: u8, parent_slot: u64, parent_hash: Hash) -> AuditRecord {
+    AuditRecord::Block(BlockRecord {
+        leader: Pubkey::from_seed_byte(1),
+        slot,
+        hash: Hash([hash; 32]),
+        parent_slot,
+        parent_hash,
+        instance: "a".into(),
+        time_ms: slot * 100,
+    })
+}
+
+fn audit(ledgers: &[&std::path::PathBuf], extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_huione-audit"))
+        .args(ledgers)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn genesis() -> Genesis {
+    Genesis::new(
         vec![GenesisValidator {
             identity: Pubkey::from_seed_byte(1),
             vote_account: Pubkey::from_seed_byte(2),
@@ -46,29 +70,85 @@ fn audit_reports_a_double_vote_across_two_machines() {
         64,
         0,
     )
-    .unwrap();
-    let a = ledger_with(dir.path(), "primary", &genesis, &[vote(5, 1, "a")]);
+    .unwrap()
+}
+
+#[test]
+fn audit_reports_a_double_vote_across_two_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = genesis();
+    let blocks = [block(5, 1, 0, genesis.hash), block(6, 2, 5, Hash([1; 32]))];
+    let a = ledger_with(
+        dir.path(),
+        "primary",
+        &genesis,
+        &[blocks[0].clone(), blocks[1].clone(), vote(5, 1, "a")],
+    );
     let b = ledger_with(dir.path(), "secondary", &genesis, &[vote(6, 2, "b")]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_huione-audit"))
-        .args([&a, &b])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (code, text, err) = audit(&[&a, &b], &[]);
+    assert_eq!(code, Some(0), "{text}{err}");
     assert!(
-        text.contains("2 votes") && text.contains("0 violations"),
+        text.contains("2 votes") && text.contains("0 violations") && text.contains("0 unresolved"),
         "{text}"
     );
 
     let c = ledger_with(dir.path(), "standby", &genesis, &[vote(5, 3, "c")]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_huione-audit"))
-        .args([&a, &b, &c])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text, _) = audit(&[&a, &b, &c], &[]);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("VIOLATION") && text.contains("double vote"),
         "{text}"
+    );
+}
+
+/// A vote whose block is in no ledger given cannot be lockout-checked: the audit does not
+/// pass on it ("0 violations" would claim more than was checked) unless told to.
+#[test]
+fn audit_fails_when_votes_could_not_be_lockout_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = genesis();
+    // Two votes, no block records: the second vote's ancestry is unknown.
+    let a = ledger_with(
+        dir.path(),
+        "primary",
+        &genesis,
+        &[vote(5, 1, "a"), vote(6, 2, "a")],
+    );
+    let (code, text, err) = audit(&[&a], &[]);
+    assert_eq!(code, Some(3), "{text}{err}");
+    assert!(text.contains("1 unresolved votes"), "{text}");
+    assert!(
+        err.contains("INCOMPLETE") && err.contains("could not be lockout-checked"),
+        "{err}"
+    );
+    let (code, text, err) = audit(&[&a], &["--allow-unresolved"]);
+    assert_eq!(code, Some(0), "{text}{err}");
+    assert!(err.contains("warning"), "{err}");
+    let (_, json, _) = audit(&[&a], &["--json", "--allow-unresolved"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["unresolved_votes"], 1, "{json}");
+}
+
+/// A ledger given without an audit log, or with a torn last line, is an error naming the
+/// file, never "0 votes".
+#[test]
+fn audit_refuses_a_missing_or_torn_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = genesis();
+    let a = ledger_with(dir.path(), "primary", &genesis, &[vote(5, 1, "a")]);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, _, err) = audit(&[&a, &empty], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("empty/audit.jsonl"), "{err}");
+    let log = a.join("audit.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(&serde_json::to_string(&vote(6, 2, "a")).unwrap()[..40]);
+    std::fs::write(&log, text).unwrap();
+    let (code, _, err) = audit(&[&a], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("primary/audit.jsonl") && err.contains("line 2"),
+        "{err}"
     );
 }

@@ -13,12 +13,18 @@ use huione_core::audit::{AuditRecord, Auditor};
 use huione_testkit::EtcdCluster;
 use serde_json::json;
 
+/// Every record in the ledgers' audit logs; a missing or torn log fails the test.
 fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
     let mut all = Vec::new();
     for l in ledgers {
-        if let Ok(f) = std::fs::File::open(l.join("audit.jsonl")) {
-            all.extend(Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap());
-        }
+        let path = l.join("audit.jsonl");
+        let f = std::fs::File::open(&path)
+            .unwrap_or_else(|e| panic!("cannot open the audit log {}: {e}", path.display()));
+        all.extend(
+            Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap_or_else(|e| {
+                panic!("the audit log {} is torn or corrupt: {e}", path.display())
+            }),
+        );
     }
     all
 }

@@ -241,6 +241,8 @@ impl Setup {
 
     fn wait_ready(&self, need_armed: bool) {
         let ready = wait_for(Duration::from_secs(60), || {
+            // The primary may still be starting: its audit log appears when it does.
+            audit_records_so_far(&self.c.nodes[2].ledger)?;
             let votes = self.primary_votes(0).len();
             let accounts = rpc_at(
                 self.host_ip,

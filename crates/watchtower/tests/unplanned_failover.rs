@@ -123,7 +123,7 @@ impl Pair {
     fn wait_ready(&self, need_armed: bool) {
         let primary_ledger = self.c.nodes[2].ledger.clone();
         let ready = wait_for(Duration::from_secs(40), || {
-            let votes = votes_by(&audit_records(&primary_ledger), &self.primary_id, 0);
+            let votes = votes_by(&audit_records_so_far(&primary_ledger)?, &self.primary_id, 0);
             let standby_ok = self.standby.rpc("getHealth", json!([]))?["result"] == "ok";
             let armed = !need_armed || self.wt().armed();
             (votes.len() >= 5 && standby_ok && armed).then_some(())

@@ -1,9 +1,14 @@
 //! `huione-audit LEDGER...`: proves from what the nodes recorded that no vote account
 //! voted twice for a slot or broke its lockouts, and that no leader produced two blocks
 //! for one slot. Reads `<ledger>/audit.jsonl` of every ledger given (all the machines
-//! that ever ran an identity) and the genesis from the first ledger. Exit code 1 if any
-//! violation is found. Rotated segments (`audit-<seq>.jsonl`) are read in order before
-//! `audit.jsonl`; a torn last line is an error naming the file and line (exit code 2).
+//! that ever ran an identity) and the genesis from the first ledger. Rotated segments
+//! (`audit-<seq>.jsonl`) are read in order before `audit.jsonl`.
+//!
+//! Exit codes: 0 clean; 1 a violation was found; 3 no violation, but some votes could
+//! not be lockout-checked because the blocks they voted on (or their ancestors) are in
+//! no ledger given (pass every validator's ledger, or `--allow-unresolved` to accept a
+//! partial check); 2 a log could not be read (a torn last line is named with its file
+//! and line).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,12 +31,24 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Pass even if some votes could not be lockout-checked (their ancestry is in no
+    /// ledger given). They are still counted and reported.
+    #[arg(long)]
+    allow_unresolved: bool,
+}
+
+/// What the audit found, for the exit code.
+enum Outcome {
+    Clean,
+    Violations,
+    Unresolved,
 }
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Violations) => ExitCode::from(1),
+        Ok(Outcome::Unresolved) => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -39,7 +56,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<bool> {
+fn run(args: Args) -> anyhow::Result<Outcome> {
     let genesis_path = args.ledgers[0].join("genesis.json");
     let genesis: Genesis = serde_json::from_slice(
         &std::fs::read(&genesis_path)
@@ -57,14 +74,22 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let blocks = records.len() - votes;
     let auditor = Auditor::audit_all(genesis.hash, &records);
     let violations = auditor.violations();
+    let unresolved = auditor.unresolved_votes;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"ledgers": args.ledgers, "votes": votes, "blocks": blocks, "violations": violations})
+            serde_json::json!({
+                "ledgers": args.ledgers,
+                "votes": votes,
+                "blocks": blocks,
+                "unresolved_votes": unresolved,
+                "violations": violations,
+            })
         );
     } else {
         println!(
-            "{} ledgers, {votes} votes, {blocks} blocks, {} violations",
+            "{} ledgers, {votes} votes, {blocks} blocks, {} violations, {unresolved} \
+             unresolved votes",
             args.ledgers.len(),
             violations.len()
         );
@@ -72,5 +97,21 @@ fn run(args: Args) -> anyhow::Result<bool> {
             println!("VIOLATION: {v}");
         }
     }
-    Ok(violations.is_empty())
+    if !violations.is_empty() {
+        return Ok(Outcome::Violations);
+    }
+    if unresolved > 0 {
+        let what = format!(
+            "{unresolved} of {votes} votes could not be lockout-checked: the blocks they \
+             voted on (or their ancestors) are in no ledger given. Pass the ledger of every \
+             validator (blocks are recorded by the node that produced them), or \
+             --allow-unresolved to accept a partial check"
+        );
+        if !args.allow_unresolved {
+            eprintln!("INCOMPLETE: {what}");
+            return Ok(Outcome::Unresolved);
+        }
+        eprintln!("warning: {what}");
+    }
+    Ok(Outcome::Clean)
 }

@@ -203,14 +203,20 @@ impl Outsider {
     }
 }
 
+/// Every record in the ledgers' audit logs. A missing or torn log fails the test (every
+/// ledger given ran a validator, which opens its log at start): it is never read as
+/// "no records".
 pub fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
-    let mut all = Vec::new();
-    for l in ledgers {
-        if let Ok(f) = std::fs::File::open(l.join("audit.jsonl")) {
-            all.extend(Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap());
-        }
-    }
-    all
+    ledgers.iter().flat_map(|l| read_audit_log(l)).collect()
+}
+
+/// The records of `<ledger>/audit.jsonl`; panics naming the file if it is missing or torn.
+pub fn read_audit_log(ledger: &Path) -> Vec<AuditRecord> {
+    let path = ledger.join("audit.jsonl");
+    let f = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the audit log {}: {e}", path.display()));
+    Auditor::read_json_lines(std::io::BufReader::new(f))
+        .unwrap_or_else(|e| panic!("the audit log {} is torn or corrupt: {e}", path.display()))
 }
 
 /// The votes recorded in one ledger.
@@ -243,6 +249,13 @@ pub fn assert_audit_clean(c: &Cluster, more: &[&Node]) -> Vec<AuditRecord> {
         auditor.violations().is_empty(),
         "safety violations: {:#?}",
         auditor.violations()
+    );
+    // Every ledger is here, so every voted block's ancestry is too: a vote that could not
+    // be lockout-checked means the audit proved less than it claims.
+    assert_eq!(
+        auditor.unresolved_votes, 0,
+        "{} votes could not be lockout-checked (ancestry missing from the logs)",
+        auditor.unresolved_votes
     );
     let votes = records
         .iter()

@@ -138,12 +138,26 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     Some(r.split("\r\n\r\n").nth(1)?.to_string())
 }
 
-/// The votes and blocks one validator recorded (`<ledger>/audit.jsonl`).
+/// The votes and blocks one validator recorded (`<ledger>/audit.jsonl`). A missing or
+/// torn log fails the test: it is never read as "no records".
 pub fn audit_records(ledger: &Path) -> Vec<AuditRecord> {
-    match std::fs::File::open(ledger.join("audit.jsonl")) {
-        Ok(f) => Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
+    let path = ledger.join("audit.jsonl");
+    audit_records_so_far(ledger)
+        .unwrap_or_else(|| panic!("no audit log {}: did the validator start?", path.display()))
+}
+
+/// While a validator may still be starting: None until it has opened its audit log;
+/// a torn log still fails the test.
+pub fn audit_records_so_far(ledger: &Path) -> Option<Vec<AuditRecord>> {
+    let path = ledger.join("audit.jsonl");
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot open the audit log {}: {e}", path.display()),
+    };
+    let records = Auditor::read_json_lines(std::io::BufReader::new(f))
+        .unwrap_or_else(|e| panic!("the audit log {} is torn or corrupt: {e}", path.display()));
+    Some(records)
 }
 
 /// Votes sent by `node` at or after `since_ms`, oldest first.
