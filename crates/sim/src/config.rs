@@ -135,8 +135,13 @@ impl SimConfig {
 
     /// The command line that replays this run.
     pub fn replay_command(&self) -> String {
+        let features = if self.planted_bug.is_some() {
+            " --features planted-bugs"
+        } else {
+            ""
+        };
         let mut cmd = format!(
-            "cargo run -p huione-sim --release -- --seed {} --slots {} --validators {} --standbys {} --liveness-slots {}",
+            "cargo run -p huione-sim --release{features} -- --seed {} --slots {} --validators {} --standbys {} --liveness-slots {}",
             self.seed, self.slots, self.validators, self.standbys, self.liveness_slots
         );
         if self.faults == FaultRates::none() {

@@ -3,7 +3,7 @@
 //! ```text
 //! huione-sim --seed 1234 --slots 2000            # one round, replays a failure
 //! huione-sim --seeds 100 --slots 300             # rounds with seeds 0..100
-//! huione-sim --seed 7 --planted-bug send-before-store
+//! huione-sim --seed 7 --planted-bug send-before-store   # built with --features planted-bugs
 //! ```
 
 use std::process::ExitCode;
@@ -38,6 +38,12 @@ fn parse() -> Result<Args, String> {
             "--no-faults" => cfg.faults = FaultRates::none(),
             "--planted-bug" => {
                 let v = value()?;
+                if !huione_core::PLANTED_BUGS_BUILT {
+                    return Err(format!(
+                        "--planted-bug {v}: {}",
+                        huione_core::PlantedBugsNotBuilt
+                    ));
+                }
                 cfg.planted_bug = Some(parse_bug(&v).ok_or(format!("unknown bug {v:?}"))?);
             }
             "-h" | "--help" => return Err(usage().into()),

@@ -229,6 +229,9 @@ pub struct SentVote {
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
+        if cfg.planted_bug.is_some() && !huione_core::PLANTED_BUGS_BUILT {
+            panic!("{}", huione_core::PlantedBugsNotBuilt);
+        }
         if let Some(stakes) = &cfg.stakes {
             assert_eq!(stakes.len(), cfg.validators, "one stake per validator");
         }
@@ -326,7 +329,9 @@ impl Sim {
             vec![mach.validator_identity.clone()],
             mach.instance_id(),
         );
-        cfg.planted_bug = bug;
+        if let Some(bug) = bug {
+            cfg.plant_bug(bug).expect("checked in Sim::new");
+        }
         let core = Core::new(
             genesis,
             cfg,

@@ -69,3 +69,33 @@ fn the_same_seeds_pass_without_the_bug() {
         huione_sim::run_seed(seed, 150).unwrap_or_else(|f| panic!("{f}"));
     }
 }
+
+/// The planted bugs are compiled only where asked: huione-sim's tests turn on
+/// huione-core's `planted-bugs` feature (a dev-dependency feature); nothing the validator
+/// binary is built from does.
+#[test]
+fn planted_bugs_are_not_in_the_validator_build() {
+    let tree = |package: &str, edges: &str| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args(["tree", "--offline", "-p", package, "-e", edges])
+            .args(["-i", "huione-core"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo tree");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let validator = tree("huione-validator", "normal,build,features");
+    assert!(validator.contains("huione-validator v"), "{validator}");
+    assert!(!validator.contains("planted-bugs"), "{validator}");
+    let sim = tree("huione-sim", "normal,build,dev,features");
+    assert!(
+        sim.contains("huione-core feature \"planted-bugs\""),
+        "{sim}"
+    );
+}

@@ -41,8 +41,10 @@ pub const MAX_FUTURE_SLOTS: u64 = 2;
 /// Longest instance id accepted in an announcement.
 pub const MAX_INSTANCE_ID_LEN: usize = 128;
 
-/// Planted bugs, for showing that the simulator and auditor catch real mistakes.
-/// Never set outside tests.
+/// Planted bugs, for showing that the simulator and auditor catch real mistakes. Only
+/// a core built with the `planted-bugs` feature (the simulator's tests, or `huione-sim
+/// --features planted-bugs`) can plant one: the code that misbehaves is not compiled
+/// into anything else, the release validator included.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
@@ -74,6 +76,7 @@ pub struct CoreConfig {
     pub produce_delay_ms: u64,
     /// Minimum gap between two repair requests for the same slot.
     pub repair_retry_ms: u64,
+    #[cfg(feature = "planted-bugs")]
     #[doc(hidden)]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -98,10 +101,48 @@ impl CoreConfig {
             announce_interval_ms: slot_ms * 4,
             produce_delay_ms: slot_ms / 4,
             repair_retry_ms: (slot_ms / 2).max(1),
+            #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
     }
+
+    /// Plants `bug`; refused by a core built without the `planted-bugs` feature.
+    #[doc(hidden)]
+    pub fn plant_bug(&mut self, bug: PlantedBug) -> Result<(), PlantedBugsNotBuilt> {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug = Some(bug);
+            Ok(())
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            Err(PlantedBugsNotBuilt)
+        }
+    }
+
+    /// Whether `bug` is planted (always false without the `planted-bugs` feature, so the
+    /// misbehaving branch is compiled out).
+    pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug == Some(bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
 }
+
+/// Whether this build of huione-core can plant bugs (the `planted-bugs` feature).
+pub const PLANTED_BUGS_BUILT: bool = cfg!(feature = "planted-bugs");
+
+/// A planted bug was asked of a core built without the `planted-bugs` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this build has no planted bugs: rebuild with the planted-bugs feature (e.g. cargo run -p huione-sim --features planted-bugs)")]
+pub struct PlantedBugsNotBuilt;
 
 /// What the driver must do. Execute in order.
 #[derive(Debug)]

@@ -187,7 +187,7 @@ impl Core {
         v.first_new_vote.get_or_insert(slot);
         self.stats.votes_decided += 1;
         self.forks.observe_vote(vote_account, slot, hash);
-        if self.cfg.planted_bug == Some(PlantedBug::SendBeforeStore) {
+        if self.cfg.planted(PlantedBug::SendBeforeStore) {
             self.stats.votes_sent += 1;
             self.outbox.push(Command::SendVote(OutgoingVote::new(vote)));
             self.issue_store(now_ms, None);
