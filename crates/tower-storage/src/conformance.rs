@@ -36,7 +36,8 @@ macro_rules! conformance_tests {
             round_trip, missing_tower, tampered_tower_is_rejected,
             wrong_identity_is_rejected, store_fails_after_another_instance_acquires,
             racing_acquirers_only_the_later_writes, reacquire_fences_the_old_lease,
-            history_records_every_acquire, compaction_keeps_fencing_and_history);
+            history_records_every_acquire, compaction_keeps_fencing_and_history,
+            history_keeps_every_acquire_of_one_instance);
     };
     (@case $fixture:expr; $($name:ident),*) => {
         $(
@@ -322,6 +323,23 @@ pub async fn compaction_keeps_fencing_and_history<F: Fixture>(f: &F) {
     let revisions: Vec<_> = history.iter().map(|r| r.revision).collect();
     assert_eq!(revisions, vec![ours.revision(), theirs.revision()]);
     assert_eq!(history[1].owner, *theirs.owner());
+}
+
+/// One process (one instance id, as a validator has) acquiring an identity again keeps a
+/// record per acquire, each naming that instance.
+pub async fn history_keeps_every_acquire_of_one_instance<F: Fixture>(f: &F) {
+    let s = f.open().await;
+    let kp = keypair(21);
+    let instance = crate::new_instance_id();
+    let mut revisions = Vec::new();
+    for reason in ["startup", "set-identity", "set-identity"] {
+        let owner = LockOwner::new(kp.pubkey(), &instance, reason);
+        revisions.push(s.acquire(&kp.pubkey(), owner).await.unwrap().revision());
+    }
+    let history = s.history(&kp.pubkey()).await.unwrap();
+    let got: Vec<_> = history.iter().map(|r| r.revision).collect();
+    assert_eq!(got, revisions, "{history:?}");
+    assert!(history.iter().all(|r| r.owner.instance_id == instance));
 }
 
 /// Polls two futures concurrently (a tiny `join`, to avoid a dependency).

@@ -529,7 +529,7 @@ impl TowerStorage for EtcdTowerStorage {
         let prefix = &self.inner.config.prefix;
         let bytes = owner.to_bytes();
         let lock_key = keys::lock(prefix, identity);
-        let audit_key = keys::audit(prefix, identity, &owner.instance_id);
+        let audit_key = keys::audit(prefix, identity, &owner);
         let tower_key = keys::tower(prefix, identity);
         // The lock key's mod_revision as last seen (0 = absent). Each write is guarded by
         // it, so an attempt whose answer was lost cannot apply later, on top of a newer

@@ -36,7 +36,7 @@ pub use error::{LockLost, StorageError, Unavailable};
 pub use etcd::{CompactionPolicy, EtcdConfig, EtcdStatus, EtcdTowerStorage};
 pub use file::FileTowerStorage;
 pub use memory::{MemKv, MemoryTowerStorage};
-pub use owner::{LockOwner, LockRecord};
+pub use owner::{new_instance_id, LockOwner, LockRecord};
 
 /// etcd-style revision: a cluster-wide counter that increases with every write.
 pub type Revision = i64;
@@ -156,7 +156,12 @@ pub(crate) mod keys {
     pub fn audit_dir(prefix: &str, id: &Pubkey) -> String {
         format!("{prefix}/audit/{id}/")
     }
-    pub fn audit(prefix: &str, id: &Pubkey, instance_id: &str) -> String {
-        format!("{}{instance_id}", audit_dir(prefix, id))
+    /// `<instance id>-<n>`: one process (one instance id) may acquire an identity more
+    /// than once, and each acquire keeps its own record.
+    pub fn audit(prefix: &str, id: &Pubkey, owner: &crate::LockOwner) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static ACQUIRES: AtomicU64 = AtomicU64::new(0);
+        let n = ACQUIRES.fetch_add(1, Ordering::Relaxed);
+        format!("{}{}-{n}", audit_dir(prefix, id), owner.instance_id)
     }
 }

@@ -186,10 +186,7 @@ impl MemoryTowerStorage {
         let bytes = owner.to_bytes();
         let puts = vec![
             (keys::lock(&self.prefix, identity), bytes.clone()),
-            (
-                keys::audit(&self.prefix, identity, &owner.instance_id),
-                bytes,
-            ),
+            (keys::audit(&self.prefix, identity, &owner), bytes),
         ];
         let (_, rev) = s.kv.txn(&[], puts);
         Ok(Lease::new(*identity, owner, rev))

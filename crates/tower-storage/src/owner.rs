@@ -10,7 +10,8 @@ use crate::Revision;
 pub struct LockOwner {
     /// The identity whose tower is locked.
     pub identity: Pubkey,
-    /// Random per-process id; two processes never share one.
+    /// The holding process's instance id: the one it announces in gossip and writes into
+    /// its `audit.jsonl`. Random per process; two processes never share one.
     pub instance_id: String,
     pub host: String,
     pub pid: u32,
@@ -21,24 +22,27 @@ pub struct LockOwner {
 }
 
 impl LockOwner {
-    /// A record for this process with a fresh random instance id.
-    pub fn for_this_process(identity: Pubkey, reason: &str) -> Self {
-        let mut id = [0u8; 16];
-        // A failing OS RNG is vanishingly rare; fall back to time+pid, still unique enough
-        // because uniqueness is also enforced by the revision compare.
-        if getrandom::getrandom(&mut id).is_err() {
-            let t = now_ms().to_le_bytes();
-            id[..8].copy_from_slice(&t);
-            id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-        }
+    /// A record for this process under `instance_id` (a validator passes the one id it
+    /// uses everywhere, from [`new_instance_id`] at start).
+    pub fn new(identity: Pubkey, instance_id: &str, reason: &str) -> Self {
+        assert!(
+            !instance_id.is_empty(),
+            "an owner record needs an instance id"
+        );
         LockOwner {
             identity,
-            instance_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            instance_id: instance_id.to_string(),
             host: hostname(),
             pid: std::process::id(),
             acquired_at_ms: now_ms(),
             reason: reason.to_string(),
         }
+    }
+
+    /// A record with a fresh random instance id, for tools and tests that act as an
+    /// instance of their own (an operator's `acquire`, a conformance fixture).
+    pub fn for_this_process(identity: Pubkey, reason: &str) -> Self {
+        Self::new(identity, &new_instance_id(), reason)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -55,6 +59,19 @@ impl LockOwner {
 pub struct LockRecord {
     pub owner: LockOwner,
     pub revision: Revision,
+}
+
+/// A fresh random instance id (32 hex digits), taken once per process at start.
+pub fn new_instance_id() -> String {
+    let mut id = [0u8; 16];
+    // A failing OS RNG is vanishingly rare; fall back to time+pid, still unique enough
+    // because uniqueness is also enforced by the revision compare.
+    if getrandom::getrandom(&mut id).is_err() {
+        let t = now_ms().to_le_bytes();
+        id[..8].copy_from_slice(&t);
+        id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn now_ms() -> u64 {

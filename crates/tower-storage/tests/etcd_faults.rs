@@ -257,13 +257,15 @@ async fn stored_keys_are_visible_to_etcdctl() {
     let keys = cluster
         .etcdctl(&["get", "--prefix", "/huione", "--keys-only"])
         .expect("etcdctl get");
-    for key in [
-        format!("/huione/tower/{id}"),
-        format!("/huione/lock/{id}"),
-        format!("/huione/audit/{id}/{}", lease.owner().instance_id),
-    ] {
+    for key in [format!("/huione/tower/{id}"), format!("/huione/lock/{id}")] {
         assert!(keys.lines().any(|l| l == key), "{key} missing in:\n{keys}");
     }
+    // One audit key per acquire: `<instance id>-<n>`.
+    let audit = format!("/huione/audit/{id}/{}-", lease.owner().instance_id);
+    assert!(
+        keys.lines().any(|l| l.starts_with(&audit)),
+        "{audit}* missing in:\n{keys}"
+    );
     let lock = cluster
         .etcdctl(&["get", "--print-value-only", &format!("/huione/lock/{id}")])
         .unwrap();

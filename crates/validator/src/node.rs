@@ -81,7 +81,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     let snapshot_slot = restored.snapshot.as_ref().map(|s| s.slot());
     let resumed = restored.blocks.len();
     let started_ms = now_ms();
-    let instance_id = new_instance_id();
+    let instance_id = huione_tower_storage::new_instance_id();
 
     let mut core_cfg = CoreConfig::new(
         &genesis,
@@ -431,7 +431,7 @@ impl Node {
         }
         let lease = self
             .storage
-            .acquire(&id, LockOwner::for_this_process(id, reason))
+            .acquire(&id, LockOwner::new(id, &self.instance_id, reason))
             .await
             .map_err(|e| AdminError::LockNotAcquired {
                 identity: id,
@@ -820,7 +820,17 @@ impl Node {
         ] {
             self.metrics.packets_dropped.set(reason, n);
         }
-        let peers = self.net.peers();
+        // Every node in gossip, this one first, as Agave's getClusterNodes lists it; a
+        // record of our identity from another instance is left to the duplicate check.
+        let own = self.net.contact_info();
+        let peers: Vec<_> = std::iter::once(own.clone())
+            .chain(
+                self.net
+                    .peers()
+                    .into_iter()
+                    .filter(|p| p.identity != own.identity),
+            )
+            .collect();
         let mut snap = snapshot::build(snapshot::SnapshotInput {
             core: &self.core,
             genesis: &self.genesis,
@@ -908,11 +918,6 @@ fn lock_ledger(ledger: &Path) -> anyhow::Result<std::fs::File> {
             ledger.display()
         ),
     }
-}
-
-fn new_instance_id() -> String {
-    let owner = LockOwner::for_this_process(Pubkey::default(), "");
-    owner.instance_id
 }
 
 pub fn now_ms() -> u64 {

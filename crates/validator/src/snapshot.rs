@@ -22,6 +22,7 @@ pub struct SnapshotInput<'a> {
     pub core: &'a Core,
     pub genesis: &'a Genesis,
     pub schedule: &'a mut ScheduleCache,
+    /// Every node in gossip, this one included (`getClusterNodes`).
     pub peers: &'a [huione_net::ContactInfo],
     pub now_ms: u64,
     pub blocks_sent_votes: u64,

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
 use serde_json::json;
 
 #[test]
@@ -147,4 +148,56 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// One validator alone: `getClusterNodes` lists the answering node itself (as Agave's
+/// does), and the tower lock's owner record carries the process's one instance id, the
+/// same one its `audit.jsonl` records (and gossip announces), across every acquire.
+#[test]
+fn a_lone_node_lists_itself_and_has_one_instance_id() {
+    let mut c = Cluster::new(BIN, 1, 100);
+    c.start_all();
+    let id = c.keys[0].0.pubkey();
+    let ledger = c.nodes[0].ledger.clone();
+    let voted = wait_for(Duration::from_secs(40), || {
+        // Absent only until the process has started; torn fails the test.
+        let f = std::fs::File::open(ledger.join("audit.jsonl")).ok()?;
+        let votes: Vec<VoteRecord> = Auditor::read_json_lines(std::io::BufReader::new(f))
+            .expect("the audit log is not torn")
+            .into_iter()
+            .filter_map(|r| match r {
+                AuditRecord::Vote(v) => Some(v),
+                AuditRecord::Block(_) => None,
+            })
+            .collect();
+        (votes.len() >= 3).then_some(votes)
+    });
+    let votes = voted.unwrap_or_else(|| panic!("the node never voted:\n{}", c.logs()));
+    let nodes = c.nodes[0].rpc("getClusterNodes", json!([])).unwrap();
+    let list = nodes["result"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{nodes}");
+    assert_eq!(list[0]["pubkey"], id.to_string(), "{nodes}");
+    assert_eq!(
+        list[0]["gossip"],
+        format!("127.0.0.1:{}", c.nodes[0].gossip_port),
+        "{nodes}"
+    );
+
+    let instances: std::collections::BTreeSet<&str> =
+        votes.iter().map(|v| v.instance.as_str()).collect();
+    assert_eq!(
+        instances.len(),
+        1,
+        "one process, one instance: {instances:?}"
+    );
+    let storage = huione_tower_storage::FileTowerStorage::new(&ledger).unwrap();
+    let history = storage.history_now(&id).unwrap();
+    assert!(!history.is_empty(), "the node took its tower lock");
+    for rec in &history {
+        assert_eq!(
+            Some(&rec.owner.instance_id.as_str()),
+            instances.iter().next(),
+            "the lock record names another instance than the audit log: {history:?}"
+        );
+    }
 }
