@@ -17,13 +17,9 @@ use serde_json::json;
 fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
     let mut all = Vec::new();
     for l in ledgers {
-        let path = l.join("audit.jsonl");
-        let f = std::fs::File::open(&path)
-            .unwrap_or_else(|e| panic!("cannot open the audit log {}: {e}", path.display()));
         all.extend(
-            Auditor::read_json_lines(std::io::BufReader::new(f)).unwrap_or_else(|e| {
-                panic!("the audit log {} is torn or corrupt: {e}", path.display())
-            }),
+            huione_validator::ledger::audit_log::read_records(l)
+                .unwrap_or_else(|e| panic!("audit log of {}: {e}", l.display())),
         );
     }
     all

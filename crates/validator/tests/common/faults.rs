@@ -210,13 +210,11 @@ pub fn audit_records(ledgers: &[&Path]) -> Vec<AuditRecord> {
     ledgers.iter().flat_map(|l| read_audit_log(l)).collect()
 }
 
-/// The records of `<ledger>/audit.jsonl`; panics naming the file if it is missing or torn.
+/// The records of a ledger's audit log (rotated segments, then `audit.jsonl`); panics
+/// naming the file if it is missing or torn.
 pub fn read_audit_log(ledger: &Path) -> Vec<AuditRecord> {
-    let path = ledger.join("audit.jsonl");
-    let f = std::fs::File::open(&path)
-        .unwrap_or_else(|e| panic!("cannot open the audit log {}: {e}", path.display()));
-    Auditor::read_json_lines(std::io::BufReader::new(f))
-        .unwrap_or_else(|e| panic!("the audit log {} is torn or corrupt: {e}", path.display()))
+    huione_validator::ledger::audit_log::read_records(ledger)
+        .unwrap_or_else(|e| panic!("audit log of {}: {e}", ledger.display()))
 }
 
 /// The votes recorded in one ledger.
