@@ -13,4 +13,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Two test binaries at a time: the machine has 2 cores, and the etcd fault tests are
 # timing-sensitive.
+# (It includes a 1.5-minute nemesis campaign on real processes, crates/nemesis/tests/smoke.rs.)
 cargo test --workspace --locked --no-fail-fast -- --test-threads 2

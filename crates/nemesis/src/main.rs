@@ -1,0 +1,904 @@
+//! `huione-nemesis`: a seeded, randomized fault campaign against real processes.
+//!
+//! It starts etcd over mutual TLS (1 or 3 members), three staked validators whose third
+//! vote account is run by a *primary* (tower in etcd) with a hot *secondary* and a second
+//! *standby* (own identities, `--authorized-voter` = the primary's key), and
+//! `huione-watchtower` next to the secondary with short cooldowns. Then, for `--minutes`,
+//! it waits until the pair is settled (the primary runs the identity and its votes land,
+//! both standbys run their own identities, the watchtower is armed) and injects one fault
+//! drawn from the seed: SIGKILL or SIGSTOP/SIGCONT of the primary or the secondary, a
+//! planned `set-identity` on the secondary, both standbys calling `set-identity` at once,
+//! an etcd member killed or frozen (3 members) or the whole etcd frozen (1 member). It
+//! plays systemd: a validator that exits or was killed is started again with its own
+//! command line, so every failover ends with the restart cycle (the primary comes back,
+//! catches up and reclaims; the standby that held the identity exits and restarts as
+//! itself).
+//!
+//! `huione-audit` runs over every ledger every `--audit-every-secs` and at the end. The
+//! report: failovers by kind (tower-lock acquires of the identity by reason, watchtower
+//! decisions), faults by kind, violations (must be 0), fault -> first vote sent and
+//! landed (p50/p99/max), vote slots missed, leader slots skipped, the longest time the
+//! vote account went without a landed vote. Exit code 0 only if the audit is clean and the
+//! pair always settled again. A failing run keeps its directory (every log, the seed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use huione_core::audit::AuditRecord;
+use huione_core::ScheduleCache;
+use huione_testkit::nodes::{free_port, now_ms, Cluster, Node};
+use huione_testkit::EtcdCluster;
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "huione-nemesis",
+    version,
+    about = "Randomized fault campaign on a real local cluster"
+)]
+struct Args {
+    /// How long to inject faults (fractions allowed).
+    #[arg(long, default_value_t = 5.0)]
+    minutes: f64,
+    /// Seed of the fault schedule (default: from the clock; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// etcd members: 1 or 3.
+    #[arg(long, default_value_t = 1)]
+    etcd_members: usize,
+    /// Slot length of the cluster.
+    #[arg(long, default_value_t = 200)]
+    slot_ms: u64,
+    /// Run directory (default: a new directory under the system temp dir). Kept when
+    /// the run fails or with --keep.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the run directory even when the run passes.
+    #[arg(long)]
+    keep: bool,
+    /// Run huione-audit over every ledger this often.
+    #[arg(long, default_value_t = 60)]
+    audit_every_secs: u64,
+    /// Directory of huione-validator, huione-watchtower and huione-audit (default: next
+    /// to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillPrimary,
+    StopPrimary,
+    KillSecondary,
+    StopSecondary,
+    Planned,
+    PlannedRace,
+    EtcdMemberKill,
+    EtcdMemberFreeze,
+    EtcdFreeze,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillPrimary => "sigkill-primary",
+            Fault::StopPrimary => "sigstop-primary",
+            Fault::KillSecondary => "sigkill-secondary",
+            Fault::StopSecondary => "sigstop-secondary",
+            Fault::Planned => "planned-set-identity",
+            Fault::PlannedRace => "two-standbys-set-identity",
+            Fault::EtcdMemberKill => "etcd-member-kill",
+            Fault::EtcdMemberFreeze => "etcd-member-freeze",
+            Fault::EtcdFreeze => "etcd-freeze",
+        }
+    }
+
+    /// The faults a cluster with `members` etcd members can take.
+    fn menu(members: usize) -> Vec<Fault> {
+        let mut m = vec![
+            Fault::KillPrimary,
+            Fault::StopPrimary,
+            Fault::KillSecondary,
+            Fault::StopSecondary,
+            Fault::Planned,
+            Fault::PlannedRace,
+        ];
+        if members >= 3 {
+            m.extend([Fault::EtcdMemberKill, Fault::EtcdMemberFreeze]);
+        } else {
+            m.push(Fault::EtcdFreeze);
+        }
+        m
+    }
+}
+
+/// splitmix64: the whole schedule follows from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// The pair's processes, by role. Index into [`Campaign::pair`].
+const PRIMARY: usize = 0;
+const SECONDARY: usize = 1;
+const STANDBY2: usize = 2;
+/// The validator whose vote account the pair runs.
+const PAIR: usize = 2;
+
+/// A validator process the campaign supervises: restarted after it exits or is killed.
+struct Supervised {
+    node: Node,
+    /// When to start it again (None: running, or paused on purpose).
+    restart_at: Option<Instant>,
+    /// SIGSTOPped until then (then SIGCONT).
+    frozen_until: Option<Instant>,
+    restarts: u64,
+}
+
+struct FaultRecord {
+    kind: Fault,
+    at_ms: u64,
+    /// First vote for the identity sent at or after the fault (ms after it).
+    first_sent_ms: Option<u64>,
+    /// First landed vote (as the witness sees it) at least as new as that vote.
+    first_landed_ms: Option<u64>,
+}
+
+struct Campaign {
+    args: Args,
+    seed: u64,
+    rng: Rng,
+    run_dir: PathBuf,
+    bin_dir: PathBuf,
+    etcd: EtcdCluster,
+    c: Cluster,
+    pair: Vec<Supervised>,
+    watchtower: Option<Child>,
+    wt_metrics_port: u16,
+    wt_audit: PathBuf,
+    identity: String,
+    vote_account: String,
+    /// (time, lastVote) each time the witness saw the vote account's last vote move.
+    landed: Vec<(u64, u64)>,
+    faults: Vec<FaultRecord>,
+    audits: u64,
+    problems: Vec<String>,
+    started_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<bool> {
+    if args.etcd_members != 1 && args.etcd_members != 3 {
+        bail!("--etcd-members {}: use 1 or 3", args.etcd_members);
+    }
+    if args.minutes.is_nan() || args.minutes <= 0.0 {
+        bail!("--minutes {}: must be more than 0", args.minutes);
+    }
+    let seed = args
+        .seed
+        .unwrap_or_else(|| now_ms() ^ u64::from(std::process::id()));
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf(),
+    };
+    for tool in [
+        "huione-validator",
+        "huione-watchtower",
+        "huione-audit",
+        "huione-tower",
+    ] {
+        if !bin_dir.join(tool).is_file() {
+            bail!(
+                "{} not found: build it with `cargo build -p huione-validator -p huione-watchtower -p huione-cli` \
+                 (or point --bin-dir at the directory holding it)",
+                bin_dir.join(tool).display()
+            );
+        }
+    }
+    let run_dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("huione-nemesis-{seed}-{}", now_ms())),
+    };
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create the run directory {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("seed"), format!("{seed}\n"))?;
+    println!(
+        "huione-nemesis: seed {seed} ({} min, {} etcd member(s), {} ms slots), run directory {}",
+        args.minutes,
+        args.etcd_members,
+        args.slot_ms,
+        run_dir.display()
+    );
+    println!(
+        "repeat with: huione-nemesis --seed {seed} --minutes {} --etcd-members {} --slot-ms {}",
+        args.minutes, args.etcd_members, args.slot_ms
+    );
+    // Validators' temp dirs (keys, genesis, ledgers, logs) go under the run directory, so
+    // a failing run keeps them. Set before any thread exists.
+    std::env::set_var("TMPDIR", &run_dir);
+
+    let mut campaign = Campaign::start(args, seed, run_dir.clone(), bin_dir)?;
+    let outcome = campaign.run_faults();
+    let audit = campaign.audit("final");
+    let report = campaign.report();
+    println!("{report}");
+    std::fs::write(run_dir.join("report.txt"), &report)?;
+    let ok = outcome.is_ok() && audit.is_ok() && campaign.problems.is_empty();
+    if let Err(e) = &outcome {
+        println!("FAILED: {e:#}");
+    }
+    if let Err(e) = &audit {
+        println!("FAILED: {e:#}");
+    }
+    for p in &campaign.problems {
+        println!("PROBLEM: {p}");
+    }
+    let keep = !ok || campaign.args.keep;
+    campaign.shutdown(keep);
+    if keep {
+        println!(
+            "{}: every log and the seed are in {}",
+            if ok { "kept" } else { "FAILED run" },
+            run_dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    Ok(ok)
+}
+
+impl Campaign {
+    fn start(args: Args, seed: u64, run_dir: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
+        let etcd = EtcdCluster::start_in(&run_dir.join("etcd-cluster"), args.etcd_members)
+            .context("start etcd")?;
+        let mut c = Cluster::new(bin_dir.join("huione-validator"), 3, args.slot_ms);
+        let flags = etcd.validator_flags();
+        let entry = c.nodes[0].gossip_port;
+        c.nodes[PAIR] = c.node_spec("primary", PAIR, Some(entry), &flags);
+        let secondary = c.standby_spec("secondary", PAIR, &flags, true);
+        let standby2 = c.standby_spec("standby2", PAIR, &flags, true);
+        let identity = c.keys[PAIR].0.pubkey().to_string();
+        let vote_account = c.keys[PAIR].1.pubkey().to_string();
+        println!("cluster in {}", c.path().display());
+        c.start_all();
+        let primary = Node {
+            name: c.nodes[PAIR].name.clone(),
+            identity_file: c.nodes[PAIR].identity_file.clone(),
+            ledger: c.nodes[PAIR].ledger.clone(),
+            gossip_port: c.nodes[PAIR].gossip_port,
+            rpc_port: c.nodes[PAIR].rpc_port,
+            args: c.nodes[PAIR].args.clone(),
+            child: c.nodes[PAIR].child.take(),
+            bin: c.nodes[PAIR].bin.clone(),
+        };
+        let mut pair: Vec<Supervised> = [primary, secondary, standby2]
+            .into_iter()
+            .map(|node| Supervised {
+                node,
+                restart_at: None,
+                frozen_until: None,
+                restarts: 0,
+            })
+            .collect();
+        pair[SECONDARY].node.start();
+        pair[STANDBY2].node.start();
+        let wt_audit = run_dir.join("watchtower-audit.jsonl");
+        let mut campaign = Campaign {
+            rng: Rng(seed),
+            seed,
+            run_dir,
+            bin_dir,
+            etcd,
+            c,
+            pair,
+            watchtower: None,
+            wt_metrics_port: free_port(),
+            wt_audit,
+            identity,
+            vote_account,
+            landed: Vec::new(),
+            faults: Vec::new(),
+            audits: 0,
+            problems: Vec::new(),
+            started_ms: now_ms(),
+            args,
+        };
+        // The watchtower starts once the primary votes and the secondary is caught up.
+        campaign
+            .wait_until(Duration::from_secs(120), "the primary votes", |c| {
+                c.primary_runs_identity() && c.landed_recently(3_000)
+            })
+            .context("the cluster did not start")?;
+        campaign.start_watchtower()?;
+        Ok(campaign)
+    }
+
+    fn start_watchtower(&mut self) -> anyhow::Result<()> {
+        let p = &self.pair[PRIMARY].node;
+        let s = &self.pair[SECONDARY].node;
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(self.run_dir.join("watchtower.log"))?;
+        let child = Command::new(self.bin_dir.join("huione-watchtower"))
+            .arg("--standby-ledger")
+            .arg(&s.ledger)
+            .args(["--standby-rpc", &url(s.rpc_port)])
+            .args(["--primary-rpc", &url(p.rpc_port)])
+            .arg("--primary-identity")
+            .arg(&p.identity_file)
+            .args(["--cluster-rpc", &url(self.c.nodes[0].rpc_port)])
+            .args(["--metrics-port", &self.wt_metrics_port.to_string()])
+            .arg("--audit-log")
+            .arg(&self.wt_audit)
+            // Keep the pair failing over: short cooldown, quick re-arm.
+            .args(["--cooldown-ms", "2000", "--rearm-checks", "5"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start huione-watchtower")?;
+        self.watchtower = Some(child);
+        Ok(())
+    }
+
+    /// Injects faults until the time is up; each one after the pair settled again.
+    fn run_faults(&mut self) -> anyhow::Result<()> {
+        let end = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
+        let menu = Fault::menu(self.args.etcd_members);
+        let mut next_audit = Instant::now() + Duration::from_secs(self.args.audit_every_secs);
+        while Instant::now() < end {
+            self.wait_until(Duration::from_secs(120), "the pair settles", Self::settled)?;
+            // A random moment: anywhere in the next few slots (also inside the identity's
+            // leader windows).
+            let pause = self.rng.range(500, 4_000);
+            self.idle(Duration::from_millis(pause));
+            let kind = self.rng.pick(&menu);
+            self.inject(kind)?;
+            if Instant::now() >= next_audit {
+                self.audit("periodic")?;
+                next_audit = Instant::now() + Duration::from_secs(self.args.audit_every_secs);
+            }
+        }
+        // Let the last fault play out.
+        self.wait_until(Duration::from_secs(120), "the pair settles", Self::settled)?;
+        self.idle(Duration::from_secs(3));
+        self.measure_faults();
+        Ok(())
+    }
+
+    fn inject(&mut self, kind: Fault) -> anyhow::Result<()> {
+        let at_ms = now_ms();
+        println!(
+            "[{:>6.1} s] {}",
+            (at_ms - self.started_ms) as f64 / 1000.0,
+            kind.name()
+        );
+        let down_ms = self.rng.range(1_000, 4_000);
+        match kind {
+            Fault::KillPrimary | Fault::KillSecondary => {
+                let who = if kind == Fault::KillPrimary {
+                    PRIMARY
+                } else {
+                    SECONDARY
+                };
+                let p = &mut self.pair[who];
+                p.node.kill9();
+                p.restart_at = Some(Instant::now() + Duration::from_millis(down_ms));
+            }
+            Fault::StopPrimary | Fault::StopSecondary => {
+                let who = if kind == Fault::StopPrimary {
+                    PRIMARY
+                } else {
+                    SECONDARY
+                };
+                let p = &mut self.pair[who];
+                p.node.signal(libc::SIGSTOP);
+                p.frozen_until = Some(Instant::now() + Duration::from_millis(down_ms));
+            }
+            Fault::Planned => {
+                let out = self.set_identity(SECONDARY)?.wait_with_output()?;
+                if !out.status.success() {
+                    self.problems.push(format!(
+                        "planned set-identity at {at_ms} failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            Fault::PlannedRace => {
+                let a = self.set_identity(SECONDARY)?;
+                let b = self.set_identity(STANDBY2)?;
+                let (a, b) = (a.wait_with_output()?, b.wait_with_output()?);
+                if !a.status.success() && !b.status.success() {
+                    self.problems.push(format!(
+                        "both racing set-identity calls at {at_ms} failed: {} / {}",
+                        String::from_utf8_lossy(&a.stderr).trim(),
+                        String::from_utf8_lossy(&b.stderr).trim()
+                    ));
+                }
+            }
+            Fault::EtcdMemberKill => {
+                let i = self.rng.range(0, self.args.etcd_members as u64) as usize;
+                self.etcd.kill(i);
+                self.idle(Duration::from_millis(down_ms));
+                self.etcd.restart(i).context("restart the etcd member")?;
+            }
+            Fault::EtcdMemberFreeze | Fault::EtcdFreeze => {
+                let members: Vec<usize> = if kind == Fault::EtcdFreeze {
+                    (0..self.args.etcd_members).collect()
+                } else {
+                    vec![self.rng.range(0, self.args.etcd_members as u64) as usize]
+                };
+                for &i in &members {
+                    self.etcd.freeze(i);
+                }
+                self.idle(Duration::from_millis(down_ms));
+                for &i in &members {
+                    self.etcd.thaw(i);
+                }
+            }
+        }
+        self.faults.push(FaultRecord {
+            kind,
+            at_ms,
+            first_sent_ms: None,
+            first_landed_ms: None,
+        });
+        Ok(())
+    }
+
+    /// `huione-validator --ledger <who> set-identity <the primary's keypair>`, started.
+    fn set_identity(&self, who: usize) -> anyhow::Result<Child> {
+        Command::new(self.bin_dir.join("huione-validator"))
+            .arg("--ledger")
+            .arg(&self.pair[who].node.ledger)
+            .arg("set-identity")
+            .arg(&self.pair[PRIMARY].node.identity_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run huione-validator set-identity")
+    }
+
+    /// Supervises and observes for `d`.
+    fn idle(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            self.tick();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        ok: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            self.tick();
+            if ok(self) {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!(
+                    "timed out after {} s waiting until {what}\n{}",
+                    timeout.as_secs(),
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One supervision step: thaw, restart, observe the landed vote.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        for p in &mut self.pair {
+            if p.frozen_until.is_some_and(|t| now >= t) {
+                p.frozen_until = None;
+                p.node.signal(libc::SIGCONT);
+            }
+            if p.frozen_until.is_none() && p.restart_at.is_none() {
+                // Exited on its own (lost the lock, newer instance): systemd restarts it.
+                if let Some(child) = p.node.child.as_mut() {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        p.node.child = None;
+                        p.restart_at = Some(now + Duration::from_secs(1));
+                    }
+                }
+            }
+            if p.restart_at.is_some_and(|t| now >= t) {
+                p.restart_at = None;
+                p.restarts += 1;
+                p.node.start();
+            }
+        }
+        if let Some(last) = self.witness_last_vote() {
+            if self.landed.last().is_none_or(|(_, v)| last > *v) {
+                self.landed.push((now_ms(), last));
+            }
+        }
+    }
+
+    /// The vote account's last vote as validator 0 (the witness) sees it.
+    fn witness_last_vote(&self) -> Option<u64> {
+        let va = self.c.nodes[0].rpc("getVoteAccounts", json!([]))?;
+        ["current", "delinquent"]
+            .iter()
+            .filter_map(|k| va["result"][k].as_array())
+            .flatten()
+            .find(|a| a["votePubkey"] == self.vote_account.as_str())?["lastVote"]
+            .as_u64()
+    }
+
+    fn identity_of(node: &Node) -> Option<String> {
+        node.rpc("getIdentity", json!([]))?["result"]["identity"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    fn primary_runs_identity(&self) -> bool {
+        Self::identity_of(&self.pair[PRIMARY].node).as_deref() == Some(self.identity.as_str())
+    }
+
+    fn landed_recently(&self, ms: u64) -> bool {
+        self.landed
+            .last()
+            .is_some_and(|(t, _)| now_ms().saturating_sub(*t) <= ms)
+    }
+
+    fn watchtower_armed(&self) -> bool {
+        http_get(self.wt_metrics_port, "/metrics")
+            .is_some_and(|m| m.lines().any(|l| l == "huione_watchtower_armed 1"))
+    }
+
+    /// The primary runs the identity and its votes land; both standbys run their own
+    /// identities; the watchtower is armed; nothing is frozen or waiting for a restart.
+    fn settled(&self) -> bool {
+        let own = |i: usize| {
+            let id = Self::identity_of(&self.pair[i].node);
+            id.is_some() && id.as_deref() != Some(self.identity.as_str())
+        };
+        self.pair
+            .iter()
+            .all(|p| p.restart_at.is_none() && p.frozen_until.is_none())
+            && self.primary_runs_identity()
+            && own(SECONDARY)
+            && own(STANDBY2)
+            && self.landed_recently(2_000)
+            && self.watchtower_armed()
+    }
+
+    /// Every ledger: the cluster's validators and the pair's three.
+    fn ledgers(&self) -> Vec<PathBuf> {
+        self.c
+            .nodes
+            .iter()
+            .map(|n| n.ledger.clone())
+            .chain(self.pair.iter().map(|p| p.node.ledger.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// `huione-audit` over every ledger; an error unless it passes.
+    fn audit(&mut self, when: &str) -> anyhow::Result<()> {
+        self.audits += 1;
+        let out = Command::new(self.bin_dir.join("huione-audit"))
+            .args(self.ledgers())
+            .output()
+            .context("run huione-audit")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!(
+            "audit ({when}): {}",
+            text.lines().next().unwrap_or("").trim()
+        );
+        if !out.status.success() {
+            bail!(
+                "huione-audit ({when}) exited {:?}:\n{text}{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Every ledger's records as far as they can be read now (for the figures; the
+    /// verdict is huione-audit's, which refuses a missing or torn log).
+    fn records(&self) -> Vec<AuditRecord> {
+        let mut all = Vec::new();
+        for l in self.ledgers() {
+            match huione_validator::ledger::audit_log::read_records(&l) {
+                Ok(r) => all.extend(r),
+                Err(e) => eprintln!("figures: {e}"),
+            }
+        }
+        all
+    }
+
+    /// Fault -> first vote sent (audit logs) and landed (the witness's view).
+    fn measure_faults(&mut self) {
+        let votes: Vec<(u64, u64)> = {
+            let mut v: Vec<(u64, u64)> = self
+                .records()
+                .into_iter()
+                .filter_map(|r| match r {
+                    AuditRecord::Vote(v) if v.node.to_string() == self.identity => {
+                        Some((v.time_ms, v.slot))
+                    }
+                    _ => None,
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let landed = self.landed.clone();
+        for f in &mut self.faults {
+            let Some(&(sent, slot)) = votes.iter().find(|(t, _)| *t >= f.at_ms) else {
+                continue;
+            };
+            f.first_sent_ms = Some(sent - f.at_ms);
+            f.first_landed_ms = landed
+                .iter()
+                .find(|(t, v)| *t >= f.at_ms && *v >= slot)
+                .map(|(t, _)| t - f.at_ms);
+        }
+    }
+
+    fn report(&mut self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!(
+            "== huione-nemesis report: seed {}, {} min, {} etcd member(s), {} ms slots",
+            self.seed, self.args.minutes, self.args.etcd_members, self.args.slot_ms
+        ));
+        // Faults by kind, with their timings.
+        let mut by_kind: BTreeMap<Fault, Vec<&FaultRecord>> = BTreeMap::new();
+        for f in &self.faults {
+            by_kind.entry(f.kind).or_default().push(f);
+        }
+        line(format!("faults: {} in all", self.faults.len()));
+        line(format!(
+            "  {:<28} {:>5}  {:>26}  {:>26}",
+            "kind", "n", "-> first vote sent p50/p99/max", "-> landed p50/p99/max (ms)"
+        ));
+        for (kind, fs) in &by_kind {
+            let sent: Vec<u64> = fs.iter().filter_map(|f| f.first_sent_ms).collect();
+            let landed: Vec<u64> = fs.iter().filter_map(|f| f.first_landed_ms).collect();
+            line(format!(
+                "  {:<28} {:>5}  {:>26}  {:>26}",
+                kind.name(),
+                fs.len(),
+                percentiles(&sent),
+                percentiles(&landed)
+            ));
+        }
+        let all_sent: Vec<u64> = self.faults.iter().filter_map(|f| f.first_sent_ms).collect();
+        let all_landed: Vec<u64> = self
+            .faults
+            .iter()
+            .filter_map(|f| f.first_landed_ms)
+            .collect();
+        line(format!(
+            "  {:<28} {:>5}  {:>26}  {:>26}",
+            "all",
+            self.faults.len(),
+            percentiles(&all_sent),
+            percentiles(&all_landed)
+        ));
+        // Failovers: every acquire of the identity's tower lock, by reason, from etcd.
+        match self.lock_history() {
+            Ok(h) => {
+                let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+                for r in &h {
+                    *reasons.entry(r.clone()).or_default() += 1;
+                }
+                let changes = h.len().saturating_sub(1);
+                line(format!(
+                    "failovers (identity changed hands, from the etcd lock history): {changes}; \
+                     acquires by reason: {reasons:?}"
+                ));
+            }
+            Err(e) => line(format!("failovers: cannot read the lock history: {e:#}")),
+        }
+        let wt = std::fs::read_to_string(&self.wt_audit).unwrap_or_default();
+        let mut wt_results: BTreeMap<String, u64> = BTreeMap::new();
+        for l in wt.lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(l) {
+                let r = v["result"].as_str().unwrap_or("?").to_string();
+                *wt_results.entry(r).or_default() += 1;
+            }
+        }
+        line(format!("watchtower failovers by result: {wt_results:?}"));
+        let restarts: Vec<String> = self
+            .pair
+            .iter()
+            .map(|p| format!("{} {}", p.node.name, p.restarts))
+            .collect();
+        line(format!(
+            "restarts by the supervisor: {}",
+            restarts.join(", ")
+        ));
+        // Vote slots missed and leader slots skipped, over the campaign.
+        let (missed, witness_voted, skipped, led) = self.slot_figures();
+        line(format!(
+            "vote slots missed: {missed} of {witness_voted} the witness voted on; \
+             leader slots skipped: {skipped} of {led} the identity led"
+        ));
+        let longest = self
+            .landed
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .max()
+            .unwrap_or(0);
+        line(format!(
+            "longest time without a landed vote: {longest} ms ({} landed-vote changes seen)",
+            self.landed.len()
+        ));
+        line(format!("audits run: {}", self.audits));
+        out
+    }
+
+    /// (missed, witness voted, skipped, led) between the first fault and the end.
+    fn slot_figures(&self) -> (usize, usize, usize, usize) {
+        let records = self.records();
+        let g = &self.c.genesis;
+        let from = g.slot_at(self.faults.first().map_or(self.started_ms, |f| f.at_ms));
+        // Leave the last slots out: their blocks and votes may still be in flight.
+        let to = g.slot_at(now_ms()).saturating_sub(8);
+        let witness = self.c.keys[0].0.pubkey();
+        let id = self.c.keys[PAIR].0.pubkey();
+        let mut ours = BTreeSet::new();
+        let mut theirs = BTreeSet::new();
+        let mut blocks = BTreeSet::new();
+        for r in &records {
+            match r {
+                AuditRecord::Vote(v) if v.node == id => {
+                    ours.insert(v.slot);
+                }
+                AuditRecord::Vote(v) if v.node == witness => {
+                    theirs.insert(v.slot);
+                }
+                AuditRecord::Block(b) if b.leader == id => {
+                    blocks.insert(b.slot);
+                }
+                _ => {}
+            }
+        }
+        let window = from..to;
+        let witness_voted: Vec<&u64> = theirs.iter().filter(|s| window.contains(s)).collect();
+        let missed = witness_voted.iter().filter(|s| !ours.contains(s)).count();
+        let mut schedule = ScheduleCache::default();
+        let led: Vec<u64> = window
+            .clone()
+            .filter(|s| schedule.leader_at(g, *s) == id)
+            .collect();
+        let skipped = led.iter().filter(|s| !blocks.contains(s)).count();
+        (missed, witness_voted.len(), skipped, led.len())
+    }
+
+    /// Reasons of every acquire of the identity's lock (`huione-tower history`), oldest
+    /// first.
+    fn lock_history(&self) -> anyhow::Result<Vec<String>> {
+        let mut cmd = Command::new(self.bin_dir.join("huione-tower"));
+        cmd.arg("history")
+            .args(["--identity", &self.identity])
+            .args(self.etcd.validator_flags())
+            .args(["--output", "json"]);
+        let out = cmd.output().context("run huione-tower history")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value =
+            serde_json::from_slice(&out.stdout).context("huione-tower history --json")?;
+        let list = v.as_array().context("huione-tower history: not a list")?;
+        Ok(list
+            .iter()
+            .map(|r| r["owner"]["reason"].as_str().unwrap_or("?").to_string())
+            .collect())
+    }
+
+    fn diagnostics(&self) -> String {
+        let mut s = String::new();
+        for p in &self.pair {
+            s.push_str(&format!(
+                "---- {} (identity {:?}) ----\n{}\n",
+                p.node.name,
+                Self::identity_of(&p.node),
+                huione_testkit::nodes::tail(&p.node.log(), 15)
+            ));
+        }
+        s.push_str(&format!(
+            "watchtower armed: {}; last landed vote: {:?}\n",
+            self.watchtower_armed(),
+            self.landed.last()
+        ));
+        s
+    }
+
+    /// Stops every process. With `keep`, the cluster's directory stays (under the run
+    /// directory).
+    fn shutdown(mut self, keep: bool) {
+        if let Some(mut w) = self.watchtower.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        for p in &mut self.pair {
+            p.node.signal(libc::SIGCONT);
+            p.node.kill9();
+        }
+        for n in &mut self.c.nodes {
+            n.kill9();
+        }
+        for i in 0..self.args.etcd_members {
+            self.etcd.thaw(i);
+        }
+        self.etcd.stop(Duration::from_secs(5));
+        if keep {
+            // The cluster's temp dir is under the run directory: do not delete it.
+            std::mem::forget(self.c);
+        }
+    }
+}
+
+/// "p50/p99/max" in ms, or "-" without samples.
+fn percentiles(v: &[u64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
+    format!("{}/{}/{}", at(0.5), at(0.99), s[s.len() - 1])
+}
+
+/// `GET path` on 127.0.0.1:port; the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r.split_once("\r\n\r\n")?.1.to_string())
+}

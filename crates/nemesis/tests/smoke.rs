@@ -1,0 +1,69 @@
+//! A short nemesis campaign (1.5 minutes of faults) on real processes: the pair fails
+//! over repeatedly and the auditor finds nothing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Builds the binaries the campaign runs (they sit next to huione-nemesis).
+fn build_tools() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "huione-validator",
+            "-p",
+            "huione-watchtower",
+        ])
+        .args(["-p", "huione-cli"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(env!("CARGO_BIN_EXE_huione-nemesis"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn a_short_campaign_fails_over_and_audits_clean() {
+    let bin_dir = build_tools();
+    let out = Command::new(env!("CARGO_BIN_EXE_huione-nemesis"))
+        .args([
+            "--minutes",
+            "1.5",
+            "--seed",
+            "7",
+            "--audit-every-secs",
+            "40",
+        ])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{text}\n{err}");
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(text.contains("seed 7"), "the seed is printed");
+    assert!(
+        text.contains("audit (final)") && text.contains(" 0 violations"),
+        "{text}"
+    );
+    // The identity changed hands: the etcd lock history has more than the first acquire.
+    let failovers: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("failovers (identity changed hands, from the etcd lock history): ")
+        })
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a failover count");
+    assert!(failovers >= 2, "{text}");
+}
