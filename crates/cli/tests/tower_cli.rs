@@ -145,3 +145,61 @@ fn etcd_storage_without_certs_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--etcd-cacert-file"), "{err}");
 }
+
+#[test]
+fn show_reports_etcd_size_quota_and_alarms() {
+    let cluster = huione_testkit::EtcdCluster::start(1).expect("start etcd");
+    let kp = Keypair::from_secret(&[43; 32]);
+    let tls = cluster.tls();
+    let mut config = huione_tower_storage::EtcdConfig::new(
+        cluster.client_endpoints(),
+        tls.ca_file,
+        tls.cert_file,
+        tls.key_file,
+    );
+    config.domain_name = tls.domain_name;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use huione_tower_storage::TowerStorage;
+        let s = huione_tower_storage::EtcdTowerStorage::connect(config)
+            .await
+            .unwrap();
+        let lease = s
+            .acquire(
+                &kp.pubkey(),
+                LockOwner::for_this_process(kp.pubkey(), "startup"),
+            )
+            .await
+            .unwrap();
+        let mut t = Tower::new(kp.pubkey());
+        t.record_vote(5, [1; 32], 1_000);
+        s.store(&lease, &SavedTower::new(&t, &kp).unwrap())
+            .await
+            .unwrap();
+    });
+    let id = kp.pubkey().to_string();
+    let mut args = vec!["show".to_string(), "--identity".into(), id];
+    args.extend(cluster.validator_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tower_cmd(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("etcd db:") && text.contains("in use"),
+        "{text}"
+    );
+    assert!(text.contains("etcd alarm: none"), "{text}");
+
+    let mut json_args = args.clone();
+    json_args.extend(["--output", "json"]);
+    let out = tower_cmd(&json_args);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["etcd"]["dbSizeBytes"].as_i64().unwrap() > 0, "{v}");
+    assert!(v["etcd"]["revision"].as_i64().unwrap() >= 3, "{v}");
+    assert_eq!(v["etcd"]["alarms"], serde_json::json!([]), "{v}");
+}

@@ -97,8 +97,15 @@ fn get_health(snap: &NodeSnapshot) -> Result<Value, RpcError> {
             format!("Node is behind by {num_slots_behind} slots"),
         )
         .with_data(json!({ "numSlotsBehind": num_slots_behind }))),
-        Health::Unknown => Err(RpcError::new(NODE_UNHEALTHY, "Node is unhealthy")
-            .with_data(json!({ "numSlotsBehind": null }))),
+        Health::Unknown => match &snap.health_reason {
+            Some(reason) => Err(RpcError::new(
+                NODE_UNHEALTHY,
+                format!("Node is unhealthy: {reason}"),
+            )
+            .with_data(json!({ "numSlotsBehind": null, "reason": reason }))),
+            None => Err(RpcError::new(NODE_UNHEALTHY, "Node is unhealthy")
+                .with_data(json!({ "numSlotsBehind": null }))),
+        },
     }
 }
 

@@ -194,6 +194,17 @@ pub struct Metrics {
     pub packets_dropped: CounterVec,
     /// Admin socket calls, by method.
     pub admin_requests: CounterVec,
+    /// etcd's database file size, the part in use, its quota (0 = etcd does not report
+    /// it), 1 while its NOSPACE alarm is raised, and the revision huione compacted it to.
+    pub etcd_db_size_bytes: Gauge,
+    pub etcd_db_size_in_use_bytes: Gauge,
+    pub etcd_quota_bytes: Gauge,
+    pub etcd_alarm_nospace: Gauge,
+    pub etcd_compacted_revision: Gauge,
+    /// Seconds until the TLS client certificate and the CA certificate the node loaded
+    /// expire (negative once expired).
+    pub tls_client_cert_expiry_seconds: Gauge,
+    pub tls_ca_cert_expiry_seconds: Gauge,
 }
 
 impl Default for Metrics {
@@ -224,6 +235,13 @@ impl Metrics {
             rpc_rejected: CounterVec::default(),
             packets_dropped: CounterVec::default(),
             admin_requests: CounterVec::default(),
+            etcd_db_size_bytes: Gauge::default(),
+            etcd_db_size_in_use_bytes: Gauge::default(),
+            etcd_quota_bytes: Gauge::default(),
+            etcd_alarm_nospace: Gauge::default(),
+            etcd_compacted_revision: Gauge::default(),
+            tls_client_cert_expiry_seconds: Gauge::default(),
+            tls_ca_cert_expiry_seconds: Gauge::default(),
         }
     }
 
@@ -375,6 +393,45 @@ impl Metrics {
             "method",
             &self.admin_requests,
         );
+        for (name, help, g) in [
+            (
+                "huione_etcd_db_size_bytes",
+                "Size of etcd's database file (checked against its quota).",
+                &self.etcd_db_size_bytes,
+            ),
+            (
+                "huione_etcd_db_size_in_use_bytes",
+                "Part of etcd's database in use (the rest is freed by etcdctl defrag).",
+                &self.etcd_db_size_in_use_bytes,
+            ),
+            (
+                "huione_etcd_quota_bytes",
+                "etcd's --quota-backend-bytes (0: not reported, etcd before 3.6).",
+                &self.etcd_quota_bytes,
+            ),
+            (
+                "huione_etcd_alarm_nospace",
+                "1 while etcd's NOSPACE alarm is raised (it refuses every write).",
+                &self.etcd_alarm_nospace,
+            ),
+            (
+                "huione_etcd_compacted_revision",
+                "The revision this node last compacted etcd's history to.",
+                &self.etcd_compacted_revision,
+            ),
+            (
+                "huione_tls_client_cert_expiry_seconds",
+                "Seconds until the etcd client certificate expires (negative: expired).",
+                &self.tls_client_cert_expiry_seconds,
+            ),
+            (
+                "huione_tls_ca_cert_expiry_seconds",
+                "Seconds until the etcd CA certificate expires (negative: expired).",
+                &self.tls_ca_cert_expiry_seconds,
+            ),
+        ] {
+            gauge(&mut out, name, help, g);
+        }
         out
     }
 }

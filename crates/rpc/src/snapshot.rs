@@ -326,6 +326,10 @@ pub struct NodeSnapshot {
     pub epoch_schedule: EpochSchedule,
     pub transaction_count: u64,
     pub health: Health,
+    /// Why the node is unhealthy, when it knows (`getHealth` reports it), e.g. etcd's
+    /// NOSPACE alarm with the fix.
+    #[serde(default)]
+    pub health_reason: Option<String>,
     pub vote_accounts: Vec<VoteAccountInfo>,
     pub cluster_nodes: Vec<ClusterNode>,
     /// The schedules the node knows (usually the current and the next epoch).
@@ -354,6 +358,7 @@ impl NodeSnapshot {
             epoch_schedule: EpochSchedule::without_warmup(432_000),
             transaction_count: 0,
             health: Health::Unknown,
+            health_reason: None,
             vote_accounts: Vec::new(),
             cluster_nodes: Vec::new(),
             leader_schedules: Vec::new(),

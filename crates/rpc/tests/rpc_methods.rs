@@ -43,6 +43,18 @@ async fn get_health_ok_and_unhealthy() {
     assert_eq!(e["code"], -32005);
     assert_eq!(e["message"], "Node is unhealthy");
     assert_eq!(e["data"], json!({"numSlotsBehind": null}));
+
+    let mut full = snapshot();
+    full.health = Health::Unknown;
+    full.health_reason = Some("etcd alarm NOSPACE raised".into());
+    t.snapshots.send(full.into()).unwrap();
+    let e = error(t.addr, "getHealth", Value::Null).await;
+    assert_eq!(e["code"], -32005);
+    assert_eq!(e["message"], "Node is unhealthy: etcd alarm NOSPACE raised");
+    assert_eq!(
+        e["data"],
+        json!({"numSlotsBehind": null, "reason": "etcd alarm NOSPACE raised"})
+    );
     t.server.shutdown().await;
 }
 

@@ -11,6 +11,7 @@ mod args;
 mod config;
 mod node;
 mod snapshot;
+mod storage_watch;
 
 use std::process::ExitCode;
 

@@ -37,6 +37,7 @@ use crate::args::RunArgs;
 use crate::config::{self, NodeConfig};
 use crate::exit_code;
 use crate::snapshot;
+use crate::storage_watch::StorageWatch;
 use huione_validator::ledger::{LedgerConfig, LedgerFiles};
 
 const TICK: Duration = Duration::from_millis(10);
@@ -123,6 +124,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     let metrics = Arc::new(Metrics::new());
     metrics.set_identity(cfg.identity.pubkey());
     metrics.set_lock_state(LockStateKind::NotHeld);
+    let watch = StorageWatch::spawn(&storage, metrics.clone());
     let (snap_tx, snap_rx) = watch::channel(Arc::new(NodeSnapshot::empty(
         cfg.identity.pubkey(),
         snapshot::VERSION,
@@ -177,6 +179,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         vote_latencies: VecDeque::new(),
         store_failing_since: None,
         root_snapshot: None,
+        watch,
     };
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
@@ -221,6 +224,8 @@ struct Node {
     store_failing_since: Option<Instant>,
     /// The encoded snapshot of the current root, served to joining nodes, and its slot.
     root_snapshot: Option<(huione_core::Slot, Arc<Vec<u8>>)>,
+    /// etcd's size and alarms, certificate expiry, and why stores fail (for getHealth).
+    watch: StorageWatch,
 }
 
 /// Slots remembered for vote latency, and latencies kept for the percentiles.
@@ -617,15 +622,20 @@ impl Node {
         let storage = self.storage.clone();
         let tx = self.store_tx.clone();
         let metrics = self.metrics.clone();
+        let watch = self.watch.clone();
         tokio::spawn(async move {
             let start = Instant::now();
             let result = storage.store(&lease, ticket.tower()).await;
             metrics.tower_store_latency.observe(start.elapsed());
             let report = match result {
                 // The one place a ticket is confirmed: after a successful fenced write.
-                Ok(revision) => ticket.confirmed(revision),
+                Ok(revision) => {
+                    watch.store_succeeded();
+                    ticket.confirmed(revision)
+                }
                 Err(e) if e.is_lock_lost() => ticket.failed(StoreFailure::LockLost(e.to_string())),
                 Err(e) => {
+                    watch.store_failed(e.to_string());
                     metrics.votes_withheld.inc();
                     tracing::warn!(error = %e, "tower store failed; vote withheld, will retry");
                     ticket.failed(StoreFailure::Unavailable(e.to_string()))
@@ -844,6 +854,12 @@ impl Node {
             t.elapsed() >= Duration::from_millis(self.genesis.slot_duration_ms * 2)
         }) {
             snap.health = huione_rpc::Health::Unknown;
+            snap.health_reason = self.watch.reason();
+        } else if let Some(problem) = self.watch.problem() {
+            // etcd refuses every write (NOSPACE) or our certificate expired: neither this
+            // node nor its standby can store a tower, even before a store fails.
+            snap.health = huione_rpc::Health::Unknown;
+            snap.health_reason = Some(problem);
         }
         snap.ledger_snapshot = self.root_snapshot.as_ref().map(|(_, b)| b.clone());
         let _ = self.snap_tx.send(Arc::new(snap));

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use huione_cli::{parse_identity, StorageArgs};
 use huione_tower::Tower;
-use huione_tower_storage::{LockRecord, TowerStorage};
+use huione_tower_storage::{AnyTowerStorage, EtcdStatus, LockRecord, TowerStorage};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -84,22 +84,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tower = store.load_verified(&id).await.with_context(|| {
                 format!("cannot load the tower of {id} from {}", store.describe())
             })?;
+            let etcd = match &store {
+                AnyTowerStorage::Etcd(e) => Some(e.server_status().await.with_context(|| {
+                    format!("cannot read etcd's status from {}", store.describe())
+                })?),
+                _ => None,
+            };
             match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&show_json(
+                Output::Json => {
+                    let mut v = show_json(
                         &id.to_string(),
                         &store.describe(),
                         tower.as_ref(),
-                        holder.as_ref()
-                    ))?
-                ),
-                Output::Text => print_show(
-                    &id.to_string(),
-                    &store.describe(),
-                    tower.as_ref(),
-                    holder.as_ref(),
-                ),
+                        holder.as_ref(),
+                    );
+                    v["etcd"] = serde_json::to_value(&etcd)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?)
+                }
+                Output::Text => {
+                    print_show(
+                        &id.to_string(),
+                        &store.describe(),
+                        tower.as_ref(),
+                        holder.as_ref(),
+                    );
+                    if let Some(st) = &etcd {
+                        print_etcd(st);
+                    }
+                }
             }
             if tower.is_none() {
                 anyhow::bail!("no tower is stored for {id} in {}", store.describe());
@@ -128,6 +140,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// etcd's database size, quota and alarms (the tower's history lives there too).
+fn print_etcd(st: &EtcdStatus) {
+    let mib = |b: i64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+    println!(
+        "etcd:       {} (version {}), revision {}, compacted to {}",
+        st.endpoint,
+        st.version,
+        st.revision,
+        st.compacted_revision
+            .map_or("- (not by this client)".to_string(), |r| r.to_string())
+    );
+    println!(
+        "etcd db:    {} ({} in use), quota {}",
+        mib(st.db_size_bytes),
+        mib(st.db_size_in_use_bytes),
+        st.quota_bytes.map_or(
+            "not reported (etcd before 3.6; see its --quota-backend-bytes)".to_string(),
+            mib
+        )
+    );
+    match st.alarm_summary() {
+        Some(a) => println!("etcd alarm: {a}"),
+        None => println!("etcd alarm: none"),
+    }
 }
 
 fn describe_record(r: &LockRecord) -> String {

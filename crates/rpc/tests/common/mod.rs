@@ -82,6 +82,7 @@ pub fn snapshot() -> NodeSnapshot {
         epoch_schedule: EpochSchedule::without_warmup(SLOTS_PER_EPOCH),
         transaction_count: 1234,
         health: Health::Ok,
+        health_reason: None,
         vote_accounts: vec![
             VoteAccountInfo {
                 vote_pubkey: va,
