@@ -22,6 +22,7 @@
 //! pair always settled again. A failing run keeps its directory (every log, the seed).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use huione_core::audit::AuditRecord;
 use huione_core::ScheduleCache;
+use huione_testkit::netns::NetnsLink;
 use huione_testkit::nodes::{free_port, now_ms, Cluster, Node};
 use huione_testkit::EtcdCluster;
 use serde_json::{json, Value};
@@ -63,6 +65,11 @@ struct Args {
     /// Run huione-audit over every ledger this often.
     #[arg(long, default_value_t = 60)]
     audit_every_secs: u64,
+    /// Run the primary in its own network namespace joined by a veth pair (needs root)
+    /// and add the fault "cut the primary off the network" (every packet on the link
+    /// dropped, the watchtower's path included).
+    #[arg(long)]
+    netns: bool,
     /// Directory of huione-validator, huione-watchtower and huione-audit (default: next
     /// to this binary).
     #[arg(long)]
@@ -81,6 +88,7 @@ enum Fault {
     EtcdMemberKill,
     EtcdMemberFreeze,
     EtcdFreeze,
+    CutPrimary,
 }
 
 impl Fault {
@@ -95,11 +103,12 @@ impl Fault {
             Fault::EtcdMemberKill => "etcd-member-kill",
             Fault::EtcdMemberFreeze => "etcd-member-freeze",
             Fault::EtcdFreeze => "etcd-freeze",
+            Fault::CutPrimary => "cut-primary-off-network",
         }
     }
 
     /// The faults a cluster with `members` etcd members can take.
-    fn menu(members: usize) -> Vec<Fault> {
+    fn menu(members: usize, netns: bool) -> Vec<Fault> {
         let mut m = vec![
             Fault::KillPrimary,
             Fault::StopPrimary,
@@ -112,6 +121,9 @@ impl Fault {
             m.extend([Fault::EtcdMemberKill, Fault::EtcdMemberFreeze]);
         } else {
             m.push(Fault::EtcdFreeze);
+        }
+        if netns {
+            m.push(Fault::CutPrimary);
         }
         m
     }
@@ -152,6 +164,10 @@ struct Supervised {
     /// SIGSTOPped until then (then SIGCONT).
     frozen_until: Option<Instant>,
     restarts: u64,
+    /// The address it binds (and is reached at).
+    ip: IpAddr,
+    /// Started inside the network namespace.
+    in_netns: bool,
 }
 
 struct FaultRecord {
@@ -173,6 +189,10 @@ struct Campaign {
     c: Cluster,
     pair: Vec<Supervised>,
     watchtower: Option<Child>,
+    /// The primary's namespace and link (`--netns`).
+    net: Option<NetnsLink>,
+    /// Where the other nodes bind: 127.0.0.1, or the host end of the veth.
+    host_ip: IpAddr,
     wt_metrics_port: u16,
     wt_audit: PathBuf,
     identity: String,
@@ -282,18 +302,50 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
 impl Campaign {
     fn start(args: Args, seed: u64, run_dir: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
-        let etcd = EtcdCluster::start_in(&run_dir.join("etcd-cluster"), args.etcd_members)
-            .context("start etcd")?;
+        let net = if args.netns {
+            Some(NetnsLink::create().context(
+                "--netns needs a network namespace (run as root: `ip netns add` needs \
+                 CAP_SYS_ADMIN)",
+            )?)
+        } else {
+            None
+        };
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let host_ip = net.as_ref().map_or(loopback, |n| IpAddr::V4(n.host_ip()));
+        let primary_ip = net.as_ref().map_or(loopback, |n| IpAddr::V4(n.ns_ip()));
+        let etcd = if net.is_some() {
+            // Members also listen on the host end of the veth, for the primary.
+            std::env::set_var("HUIONE_TESTKIT_KEEP", "1");
+            EtcdCluster::start_with_client_ips(args.etcd_members, &[host_ip])
+        } else {
+            EtcdCluster::start_in(&run_dir.join("etcd-cluster"), args.etcd_members)
+        }
+        .context("start etcd")?;
         let mut c = Cluster::new(bin_dir.join("huione-validator"), 3, args.slot_ms);
         let flags = etcd.validator_flags();
         let entry = c.nodes[0].gossip_port;
-        c.nodes[PAIR] = c.node_spec("primary", PAIR, Some(entry), &flags);
-        let secondary = c.standby_spec("secondary", PAIR, &flags, true);
-        let standby2 = c.standby_spec("standby2", PAIR, &flags, true);
+        let primary_flags = if net.is_some() {
+            etcd.validator_flags_on(host_ip)
+        } else {
+            flags.clone()
+        };
+        c.nodes[PAIR] = c.node_spec("primary", PAIR, Some(entry), &primary_flags);
+        let mut secondary = c.standby_spec("secondary", PAIR, &flags, true);
+        let mut standby2 = c.standby_spec("standby2", PAIR, &flags, true);
+        if net.is_some() {
+            for node in &mut c.nodes[..PAIR] {
+                rebind(node, host_ip, host_ip);
+            }
+            rebind(&mut c.nodes[PAIR], primary_ip, host_ip);
+            rebind(&mut secondary, host_ip, host_ip);
+            rebind(&mut standby2, host_ip, host_ip);
+        }
         let identity = c.keys[PAIR].0.pubkey().to_string();
         let vote_account = c.keys[PAIR].1.pubkey().to_string();
         println!("cluster in {}", c.path().display());
-        c.start_all();
+        for n in &mut c.nodes[..PAIR] {
+            n.start();
+        }
         let primary = Node {
             name: c.nodes[PAIR].name.clone(),
             identity_file: c.nodes[PAIR].identity_file.clone(),
@@ -306,15 +358,19 @@ impl Campaign {
         };
         let mut pair: Vec<Supervised> = [primary, secondary, standby2]
             .into_iter()
-            .map(|node| Supervised {
+            .enumerate()
+            .map(|(i, node)| Supervised {
                 node,
                 restart_at: None,
                 frozen_until: None,
                 restarts: 0,
+                ip: if i == PRIMARY { primary_ip } else { host_ip },
+                in_netns: i == PRIMARY && net.is_some(),
             })
             .collect();
-        pair[SECONDARY].node.start();
-        pair[STANDBY2].node.start();
+        for p in &mut pair {
+            p.start(net.as_ref());
+        }
         let wt_audit = run_dir.join("watchtower-audit.jsonl");
         let mut campaign = Campaign {
             rng: Rng(seed),
@@ -325,6 +381,8 @@ impl Campaign {
             c,
             pair,
             watchtower: None,
+            net,
+            host_ip,
             wt_metrics_port: free_port(),
             wt_audit,
             identity,
@@ -349,13 +407,14 @@ impl Campaign {
     fn start_watchtower(&mut self) -> anyhow::Result<()> {
         let p = &self.pair[PRIMARY].node;
         let s = &self.pair[SECONDARY].node;
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let url_p = format!("http://{}:{}", self.pair[PRIMARY].ip, p.rpc_port);
+        let url = |port: u16| format!("http://{}:{port}", self.host_ip);
         let log = std::fs::File::create(self.run_dir.join("watchtower.log"))?;
         let child = Command::new(self.bin_dir.join("huione-watchtower"))
             .arg("--standby-ledger")
             .arg(&s.ledger)
             .args(["--standby-rpc", &url(s.rpc_port)])
-            .args(["--primary-rpc", &url(p.rpc_port)])
+            .args(["--primary-rpc", &url_p])
             .arg("--primary-identity")
             .arg(&p.identity_file)
             .args(["--cluster-rpc", &url(self.c.nodes[0].rpc_port)])
@@ -376,7 +435,7 @@ impl Campaign {
     /// Injects faults until the time is up; each one after the pair settled again.
     fn run_faults(&mut self) -> anyhow::Result<()> {
         let end = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
-        let menu = Fault::menu(self.args.etcd_members);
+        let menu = Fault::menu(self.args.etcd_members, self.net.is_some());
         let mut next_audit = Instant::now() + Duration::from_secs(self.args.audit_every_secs);
         while Instant::now() < end {
             self.wait_until(Duration::from_secs(120), "the pair settles", Self::settled)?;
@@ -453,6 +512,13 @@ impl Campaign {
                 self.etcd.kill(i);
                 self.idle(Duration::from_millis(down_ms));
                 self.etcd.restart(i).context("restart the etcd member")?;
+            }
+            Fault::CutPrimary => {
+                let net = self.net.as_mut().expect("only in the menu with --netns");
+                net.cut().context("cut the primary's link")?;
+                self.idle(Duration::from_millis(down_ms));
+                let net = self.net.as_mut().expect("still there");
+                net.heal().context("heal the primary's link")?;
             }
             Fault::EtcdMemberFreeze | Fault::EtcdFreeze => {
                 let members: Vec<usize> = if kind == Fault::EtcdFreeze {
@@ -543,7 +609,7 @@ impl Campaign {
             if p.restart_at.is_some_and(|t| now >= t) {
                 p.restart_at = None;
                 p.restarts += 1;
-                p.node.start();
+                p.start(self.net.as_ref());
             }
         }
         if let Some(last) = self.witness_last_vote() {
@@ -555,7 +621,12 @@ impl Campaign {
 
     /// The vote account's last vote as validator 0 (the witness) sees it.
     fn witness_last_vote(&self) -> Option<u64> {
-        let va = self.c.nodes[0].rpc("getVoteAccounts", json!([]))?;
+        let va = rpc_at(
+            self.host_ip,
+            self.c.nodes[0].rpc_port,
+            "getVoteAccounts",
+            json!([]),
+        )?;
         ["current", "delinquent"]
             .iter()
             .filter_map(|k| va["result"][k].as_array())
@@ -564,14 +635,14 @@ impl Campaign {
             .as_u64()
     }
 
-    fn identity_of(node: &Node) -> Option<String> {
-        node.rpc("getIdentity", json!([]))?["result"]["identity"]
+    fn identity_of(p: &Supervised) -> Option<String> {
+        rpc_at(p.ip, p.node.rpc_port, "getIdentity", json!([]))?["result"]["identity"]
             .as_str()
             .map(str::to_string)
     }
 
     fn primary_runs_identity(&self) -> bool {
-        Self::identity_of(&self.pair[PRIMARY].node).as_deref() == Some(self.identity.as_str())
+        Self::identity_of(&self.pair[PRIMARY]).as_deref() == Some(self.identity.as_str())
     }
 
     fn landed_recently(&self, ms: u64) -> bool {
@@ -589,7 +660,7 @@ impl Campaign {
     /// identities; the watchtower is armed; nothing is frozen or waiting for a restart.
     fn settled(&self) -> bool {
         let own = |i: usize| {
-            let id = Self::identity_of(&self.pair[i].node);
+            let id = Self::identity_of(&self.pair[i]);
             id.is_some() && id.as_deref() != Some(self.identity.as_str())
         };
         self.pair
@@ -840,7 +911,7 @@ impl Campaign {
             s.push_str(&format!(
                 "---- {} (identity {:?}) ----\n{}\n",
                 p.node.name,
-                Self::identity_of(&p.node),
+                Self::identity_of(p),
                 huione_testkit::nodes::tail(&p.node.log(), 15)
             ));
         }
@@ -870,11 +941,75 @@ impl Campaign {
             self.etcd.thaw(i);
         }
         self.etcd.stop(Duration::from_secs(5));
+        if let Some(mut net) = self.net.take() {
+            let _ = net.heal();
+            drop(net);
+        }
         if keep {
             // The cluster's temp dir is under the run directory: do not delete it.
             std::mem::forget(self.c);
         }
     }
+}
+
+impl Supervised {
+    /// Starts the process (inside the namespace for the primary with `--netns`), stderr
+    /// appended to `<ledger>.log` as `Node::start` does.
+    fn start(&mut self, net: Option<&NetnsLink>) {
+        match net.filter(|_| self.in_netns) {
+            None => self.node.start(),
+            Some(net) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.node.ledger.with_extension("log"))
+                    .expect("open the node's log");
+                let child = net
+                    .command(&self.node.bin)
+                    .args(&self.node.args)
+                    .env("RUST_LOG", "info")
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start the validator in the namespace");
+                self.node.child = Some(child);
+            }
+        }
+    }
+}
+
+/// Makes `node` bind `bind` and reach its entrypoint on `entry_ip` (same port).
+fn rebind(node: &mut Node, bind: IpAddr, entry_ip: IpAddr) {
+    if let Some(i) = node.args.iter().position(|a| a == "--entrypoint") {
+        let port = node.args[i + 1]
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .expect("HOST:PORT");
+        node.args[i + 1] = format!("{entry_ip}:{port}");
+    }
+    match node.args.iter().position(|a| a == "--bind-address") {
+        Some(i) => node.args[i + 1] = bind.to_string(),
+        None => node
+            .args
+            .extend(["--bind-address".to_string(), bind.to_string()]),
+    }
+}
+
+/// One JSON-RPC call over HTTP/1.1 to `ip:port` (1 s to connect, 3 s to read).
+fn rpc_at(ip: IpAddr, port: u16, method: &str, params: Value) -> Option<Value> {
+    use std::io::{Read, Write};
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut s =
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {ip}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    serde_json::from_str(resp.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// "p50/p99/max" in ms, or "-" without samples.

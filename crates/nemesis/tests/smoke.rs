@@ -1,5 +1,6 @@
-//! A short nemesis campaign (1.5 minutes of faults) on real processes: the pair fails
-//! over repeatedly and the auditor finds nothing.
+//! A short nemesis campaign (1.5 minutes of faults) on real processes, the primary in its
+//! own network namespace (needs root, as CI runs; fails, never skips, without it): the
+//! pair fails over repeatedly and the auditor finds nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
