@@ -10,6 +10,10 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 use x509_parser::prelude::X509Certificate;
 
+/// Certificates expiring within this many days are flagged by `show` (and warned about by
+/// the validator): time to run `huione-certs renew`.
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+
 /// What `show` prints about one certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
@@ -44,6 +48,11 @@ impl CertInfo {
         now > self.not_after
     }
 
+    /// Valid at `now` but expiring within [`RENEW_BEFORE_DAYS`] days.
+    pub fn expires_soon(&self, now: OffsetDateTime) -> bool {
+        !self.is_expired(now) && self.days_left(now) < RENEW_BEFORE_DAYS
+    }
+
     /// `now` is before not_before.
     pub fn not_yet_valid(&self, now: OffsetDateTime) -> bool {
         now < self.not_before
@@ -56,9 +65,14 @@ impl CertInfo {
         } else if self.not_yet_valid(now) {
             format!("NOT YET VALID (valid from {})", utc(self.not_before))
         } else {
-            match self.days_left(now) {
+            let text = match self.days_left(now) {
                 1 => "expires in 1 day".to_string(),
                 n => format!("expires in {n} days"),
+            };
+            if self.expires_soon(now) {
+                format!("{text}: RENEW SOON with `huione-certs renew`")
+            } else {
+                text
             }
         }
     }

@@ -33,7 +33,7 @@ pub use generate::{
     ForeignClient, GeneratedCerts, LeafSpec, Validity, CA_COMMON_NAME, DEFAULT_CA_DAYS,
     DEFAULT_DAYS, ETCD_COMMON_NAME, ORGANIZATION, VALIDATOR_COMMON_NAME,
 };
-pub use inspect::{inspect, inspect_dir, utc, CertInfo};
+pub use inspect::{inspect, inspect_dir, utc, CertInfo, RENEW_BEFORE_DAYS};
 pub use time;
 
 #[cfg(test)]

@@ -89,7 +89,11 @@ fn leaf_expiry_follows_days_and_ca_outlives_it() {
     );
     assert_eq!(
         etcd.expiry_status(now),
-        format!("expires in {} days", etcd.days_left(now))
+        // Under 30 days left: flagged for renewal.
+        format!(
+            "expires in {} days: RENEW SOON with `huione-certs renew`",
+            etcd.days_left(now)
+        )
     );
     let ca = info_of(dir.path(), CA_CERT_FILE);
     assert!(ca.days_left(now) >= i64::from(DEFAULT_CA_DAYS) - 1);

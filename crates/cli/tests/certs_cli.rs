@@ -236,6 +236,79 @@ fn show_marks_expired_certificates() {
     assert!(text(&out).0.contains("EXPIRED"), "{:?}", text(&out));
 }
 
+#[test]
+fn show_flags_certificates_expiring_within_30_days() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    assert!(new_certs(dir, &["--days", "20"]).status.success());
+    let out = run(&[
+        "show",
+        "--file",
+        dir.join("validator.pem").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("RENEW SOON with `huione-certs renew`"),
+        "{:?}",
+        text(&out)
+    );
+    let out = run(&["show", "--file", dir.join("etcd-ca.pem").to_str().unwrap()]);
+    assert!(!text(&out).0.contains("RENEW SOON"), "{:?}", text(&out));
+}
+
+#[test]
+fn renew_issues_new_leaves_from_the_same_ca_with_the_same_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = dir.to_str().unwrap();
+    assert!(new_certs(dir, &["--days", "20", "--members", "3"])
+        .status
+        .success());
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (ca, ca_key, validator, member2) = (
+        read("etcd-ca.pem"),
+        read("etcd-ca-key.pem"),
+        read("validator.pem"),
+        read("etcd-member-2.pem"),
+    );
+    let old_sans = huione_certs::inspect(&dir.join("etcd.pem")).unwrap()[0]
+        .sans
+        .clone();
+
+    let out = run(&["renew", "--dir", d, "--days", "400"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("validator.pem"), "{:?}", text(&out));
+    assert_eq!(read("etcd-ca.pem"), ca, "the CA is kept");
+    assert_eq!(read("etcd-ca-key.pem"), ca_key);
+    assert_ne!(read("validator.pem"), validator);
+    assert_ne!(read("etcd-member-2.pem"), member2);
+    let now = huione_certs::time::OffsetDateTime::now_utc();
+    for f in [
+        "etcd.pem",
+        "validator.pem",
+        "etcd-member-0.pem",
+        "etcd-member-2.pem",
+    ] {
+        let info = &huione_certs::inspect(&dir.join(f)).unwrap()[0];
+        assert!(info.days_left(now) >= 399, "{f}: {}", info.days_left(now));
+        assert_eq!(info.issuer_cn, huione_certs::CA_COMMON_NAME, "{f}");
+    }
+    let new_sans = &huione_certs::inspect(&dir.join("etcd.pem")).unwrap()[0].sans;
+    assert_eq!(*new_sans, old_sans, "the same hosts");
+    // No temp files left behind.
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp-"), "{name}");
+    }
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(&["renew", "--dir", empty.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("etcd-ca.pem"), "{:?}", text(&out));
+}
+
 /// An etcd started by hand the way the operator guide does it; killed on drop.
 struct Etcd {
     child: Child,

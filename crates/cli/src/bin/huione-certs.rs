@@ -26,6 +26,24 @@ enum Command {
     New(NewArgs),
     /// Print subject, SANs, usages and expiry of certificates.
     Show(ShowArgs),
+    /// New etcd, member and validator certificates from the existing CA in --dir, with the
+    /// same hosts and file names, each file replaced atomically. Clients that trust the CA
+    /// keep working; processes load the new files when they (re)start.
+    Renew(RenewArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RenewArgs {
+    /// Directory holding etcd-ca.pem / etcd-ca-key.pem and the certificates to renew.
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    /// Lifetime of the new certificates, in days.
+    #[arg(long, default_value_t = huione_certs::DEFAULT_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    days: u32,
+    /// Hosts for the server certificates (default: the SANs of the current etcd.pem).
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,6 +89,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::New(args) => new(&args),
         Command::Show(args) => show(&args),
+        Command::Renew(args) => renew(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +164,58 @@ fn print_next_steps(paths: &CertPaths) {
         paths.validator.cert.display(),
         paths.validator.key.display()
     );
+}
+
+fn renew(args: &RenewArgs) -> anyhow::Result<()> {
+    let ca = huione_certs::read_ca(&args.dir).context("huione-certs renew needs the CA")?;
+    let hosts = if args.hosts.is_empty() {
+        let etcd = args.dir.join(huione_certs::ETCD_CERT_FILE);
+        let info = huione_certs::inspect(&etcd)
+            .with_context(|| format!("cannot read the hosts of {}; pass --hosts", etcd.display()))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} holds no certificate; pass --hosts", etcd.display()))?;
+        info.sans
+            .iter()
+            .map(|s| {
+                s.trim_start_matches("DNS:")
+                    .trim_start_matches("IP:")
+                    .to_string()
+            })
+            .collect()
+    } else {
+        args.hosts.clone()
+    };
+    let members = (0..)
+        .take_while(|i| args.dir.join(huione_certs::member_cert_file(*i)).exists())
+        .count();
+    let opts = CertOptions::new(hosts)
+        .with_members(members)
+        .with_days(args.days);
+    let certs = huione_certs::generate_with_ca(ca, &opts)?;
+    // Same CA (unchanged files are left alone); every leaf is replaced by write + fsync +
+    // rename, so a reader sees the old file or the new one, never a partial one.
+    let paths = huione_certs::write(&args.dir, &certs, true)?;
+    println!(
+        "Renewed in {} (valid {} days, same CA):",
+        args.dir.display(),
+        args.days
+    );
+    for pair in paths.pairs().into_iter().skip(1) {
+        let info = huione_certs::inspect(&pair.cert)?;
+        let until = info
+            .first()
+            .map_or("-".to_string(), |i| huione_certs::utc(i.not_after));
+        println!("  {} (until {until})", pair.cert.display());
+    }
+    println!();
+    println!(
+        "Running processes keep their connections (etcd checks certificates when a \
+         connection is made) and load the new files when they start: restart etcd members \
+         one at a time, the standby validator, then fail over to it before restarting the \
+         primary (README: Operating for months)."
+    );
+    Ok(())
 }
 
 fn show(args: &ShowArgs) -> anyhow::Result<()> {
