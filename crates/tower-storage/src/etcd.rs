@@ -28,7 +28,7 @@ pub use maintenance::{CompactionPolicy, EtcdStatus};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -111,7 +111,8 @@ pub struct EtcdTowerStorage {
 
 struct Inner {
     config: EtcdConfig,
-    members: Vec<Member>,
+    /// One client per endpoint; replaced as a whole when the certificates are reloaded.
+    members: RwLock<Arc<Vec<Member>>>,
     /// Index of the member that answered last: the next call starts there.
     preferred: AtomicUsize,
     names: TlsNames,
@@ -172,7 +173,62 @@ impl EtcdTowerStorage {
             .iter()
             .map(|e| endpoint_url(e))
             .collect::<Result<Vec<_>, _>>()?;
-        let tls = tls::tls_options(&config)?;
+        let members = Self::clients(&config, &urls).await?;
+        let storage = EtcdTowerStorage {
+            inner: Arc::new(Inner {
+                names: TlsNames {
+                    ca_file: config.ca_file.clone(),
+                    cert_file: config.cert_file.clone(),
+                    domain_name: config.domain_name.clone(),
+                },
+                target: urls.join(","),
+                config,
+                members: RwLock::new(Arc::new(members)),
+                preferred: AtomicUsize::new(0),
+                tower_revs: Mutex::new(HashMap::new()),
+                stores_since_compaction: AtomicU64::new(0),
+                last_compaction: Mutex::new(Instant::now()),
+                compacting: AtomicBool::new(false),
+                compacted: AtomicI64::new(0),
+            }),
+        };
+        storage.verify(&storage.members()).await?;
+        Ok(storage)
+    }
+
+    /// Reads the certificate files again and makes new connections with them, for
+    /// renewed certificates (`huione-certs renew`) without a restart. The new connections
+    /// are checked with a real call first; if that fails, the old ones stay in use and the
+    /// error says why. Calls in flight finish on the old connections.
+    pub async fn reload_tls(&self) -> Result<(), StorageError> {
+        let urls: Vec<String> = self.members().iter().map(|m| m.url.clone()).collect();
+        let members = Arc::new(Self::clients(&self.inner.config, &urls).await?);
+        self.verify(&members).await?;
+        *self
+            .inner
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = members;
+        tracing::info!(
+            cert = %self.inner.config.cert_file.display(),
+            "reloaded the etcd client certificate: new connections use it"
+        );
+        Ok(())
+    }
+
+    /// The current clients (replaced as a whole by [`Self::reload_tls`]).
+    fn members(&self) -> Arc<Vec<Member>> {
+        self.inner
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// One lazily connecting client per endpoint, with the certificate files as they are
+    /// now on disk.
+    async fn clients(config: &EtcdConfig, urls: &[String]) -> Result<Vec<Member>, StorageError> {
+        let tls = tls::tls_options(config)?;
         let options = ConnectOptions::new()
             .with_tls(tls)
             .with_connect_timeout(config.connect_timeout)
@@ -182,7 +238,7 @@ impl EtcdTowerStorage {
             // holding the request until it times out.
             .with_require_leader(true);
         let mut members = Vec::with_capacity(urls.len());
-        for url in &urls {
+        for url in urls {
             // Lazy: this makes no connection yet, so errors here are configuration errors.
             let client = Client::connect([url.as_str()], Some(options.clone()))
                 .await
@@ -201,26 +257,7 @@ impl EtcdTowerStorage {
                 client,
             });
         }
-        let storage = EtcdTowerStorage {
-            inner: Arc::new(Inner {
-                names: TlsNames {
-                    ca_file: config.ca_file.clone(),
-                    cert_file: config.cert_file.clone(),
-                    domain_name: config.domain_name.clone(),
-                },
-                target: urls.join(","),
-                config,
-                members,
-                preferred: AtomicUsize::new(0),
-                tower_revs: Mutex::new(HashMap::new()),
-                stores_since_compaction: AtomicU64::new(0),
-                last_compaction: Mutex::new(Instant::now()),
-                compacting: AtomicBool::new(false),
-                compacted: AtomicI64::new(0),
-            }),
-        };
-        storage.verify().await?;
-        Ok(storage)
+        Ok(members)
     }
 
     /// The configuration this storage was made with.
@@ -230,13 +267,13 @@ impl EtcdTowerStorage {
 
     /// Asks every endpoint at once; done as soon as one answers. If none does, a TLS
     /// failure (which retrying cannot fix) wins over "unreachable".
-    async fn verify(&self) -> Result<(), StorageError> {
+    async fn verify(&self, members: &[Member]) -> Result<(), StorageError> {
         let inner = &self.inner;
         let started = Instant::now();
         let prefix = format!("{}/", inner.config.prefix);
         let per_endpoint = inner.config.deadline;
         let mut set = tokio::task::JoinSet::new();
-        for (i, m) in inner.members.iter().enumerate() {
+        for (i, m) in members.iter().enumerate() {
             let mut kv = m.client.kv_client();
             let prefix = prefix.clone();
             set.spawn(async move {
@@ -248,13 +285,13 @@ impl EtcdTowerStorage {
         let mut failures: Vec<(usize, Failure)> = Vec::new();
         while let Some(joined) = set.join_next().await {
             let Ok((i, result)) = joined else { continue };
-            let url = &inner.members[i].url;
+            let url = &members[i].url;
             match result {
                 Ok(Ok(_)) => {
                     inner.preferred.store(i, Ordering::Relaxed);
                     for (j, f) in &failures {
                         tracing::warn!(
-                            endpoint = %inner.members[*j].url,
+                            endpoint = %members[*j].url,
                             "etcd endpoint did not answer at start-up: {}", f.detail
                         );
                     }
@@ -335,7 +372,8 @@ impl EtcdTowerStorage {
         let cfg = &inner.config;
         let started = Instant::now();
         let deadline = started + cfg.deadline;
-        let n = inner.members.len();
+        let members = self.members();
+        let n = members.len();
         let first = inner.preferred.load(Ordering::Relaxed) % n;
         let mut last: Vec<Option<String>> = vec![None; n];
         let mut backoff = FIRST_BACKOFF;
@@ -348,7 +386,7 @@ impl EtcdTowerStorage {
                     return Err(self.unavailable(what, started, attempts, &last));
                 }
                 let budget = cfg.request_timeout.min(deadline - now);
-                let member = &inner.members[i];
+                let member = &members[i];
                 attempts += 1;
                 match tokio::time::timeout(budget, op(pick(&member.client), member.url.clone()))
                     .await

@@ -2,6 +2,11 @@
 //! database size, quota and alarms, and the expiry of the TLS certificates the node
 //! loaded. Publishes them as metrics, logs a warning from [`WARN_BEFORE_EXPIRY`] before a
 //! certificate expires, and keeps the reason `getHealth` gives when stores fail.
+//!
+//! Renewed certificates (`huione-certs renew`) are picked up without a restart: on SIGHUP,
+//! and at the next poll after the certificate or key files change, the storage makes new
+//! connections with the files as they are now (checked with a real call first; if that
+//! fails the old connections stay in use and the error is logged).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -69,8 +74,44 @@ impl StorageWatch {
 
     async fn poll(self, etcd: EtcdTowerStorage, metrics: Arc<Metrics>) {
         let cfg = etcd.config().clone();
+        let files = [
+            cfg.cert_file.clone(),
+            cfg.key_file.clone(),
+            cfg.ca_file.clone(),
+        ];
+        let mut loaded = modified(&files);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!("cannot listen for SIGHUP: {e}"))
+            .ok();
         let mut warned: Option<Instant> = None;
+        let mut first = true;
         loop {
+            if !first {
+                let sighup = tokio::select! {
+                    _ = tokio::time::sleep(POLL_EVERY) => false,
+                    _ = recv(&mut hangup) => true,
+                };
+                let now = modified(&files);
+                if sighup || now != loaded {
+                    let why = if sighup {
+                        "SIGHUP"
+                    } else {
+                        "the files changed"
+                    };
+                    match etcd.reload_tls().await {
+                        Ok(()) => {
+                            tracing::info!("certificates reloaded ({why})");
+                            loaded = now;
+                            warned = None;
+                        }
+                        Err(e) => tracing::error!(
+                            "cannot reload the etcd certificates ({why}); the old \
+                             connections stay in use: {e}"
+                        ),
+                    }
+                }
+            }
+            first = false;
             let mut problems = Vec::new();
             match etcd.server_status().await {
                 Ok(st) => {
@@ -143,9 +184,25 @@ impl StorageWatch {
                     None => tracing::info!("tower storage problem cleared"),
                 }
             }
-            tokio::time::sleep(POLL_EVERY).await;
         }
     }
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Modification times of `files` (None for a file that cannot be read).
+fn modified(files: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// Seconds left until the first certificate in `path` expires, and the expiry date.

@@ -28,7 +28,7 @@ enum Command {
     Show(ShowArgs),
     /// New etcd, member and validator certificates from the existing CA in --dir, with the
     /// same hosts and file names, each file replaced atomically. Clients that trust the CA
-    /// keep working; processes load the new files when they (re)start.
+    /// keep working; validators load the new files on SIGHUP or when the files change.
     Renew(RenewArgs),
 }
 
@@ -210,10 +210,9 @@ fn renew(args: &RenewArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "Running processes keep their connections (etcd checks certificates when a \
-         connection is made) and load the new files when they start: restart etcd members \
-         one at a time, the standby validator, then fail over to it before restarting the \
-         primary (README: Operating for months)."
+        "Running validators load them on SIGHUP, or by themselves within 10 s of the files \
+         changing; restart etcd members one at a time to load theirs (README: Operating \
+         for months)."
     );
     Ok(())
 }
