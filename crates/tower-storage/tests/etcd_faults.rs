@@ -358,14 +358,21 @@ async fn misconfiguration_errors_name_the_fix() {
     );
     assert!(took <= bound);
 
-    // An expired client certificate.
-    let (err, _) = connect_err(config_for(
-        cluster.client_endpoints(),
-        cluster.expired_client_tls().unwrap(),
-    ))
-    .await;
+    // An expired client certificate: the file, its expiry date and the fix.
+    let expired = cluster.expired_client_tls().unwrap();
+    let not_after = huione_certs::inspect(&expired.cert_file).unwrap()[0].not_after;
+    let (err, _) = connect_err(config_for(cluster.client_endpoints(), expired)).await;
     eprintln!("expired client cert: {err}");
-    assert_config(&err, &["expired-client.pem", "--etcd-cert-file", "expired"]);
+    assert_config(
+        &err,
+        &[
+            "expired-client.pem",
+            "--etcd-cert-file",
+            "expired on",
+            &huione_certs::utc(not_after),
+            "huione-certs renew",
+        ],
+    );
 
     // Missing files, each naming its flag.
     let missing = dir.path().join("nope.pem");

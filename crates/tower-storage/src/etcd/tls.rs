@@ -96,9 +96,9 @@ fn check_client_cert_validity(path: &Path) -> Result<(), StorageError> {
     if leaf.is_expired(now) {
         return Err(StorageError::Config(format!(
             "the client certificate {} ({CERT_FLAG}) expired on {} ({} days ago); etcd will \
-             refuse it. Issue a new one with the CA etcd trusts (`huione-certs new --reuse-ca`)",
+             refuse it. Issue a new one with the CA etcd trusts (`huione-certs renew`)",
             path.display(),
-            leaf.not_after,
+            huione_certs::utc(leaf.not_after),
             (now - leaf.not_after).whole_days()
         )));
     }
