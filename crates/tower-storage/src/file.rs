@@ -2,7 +2,7 @@
 //!
 //! Files per identity (`<id>` is the base58 pubkey):
 //!
-//! * `tower-1-<id>.bin`: the saved tower (format version 1).
+//! * `tower-1-<id>.bin`: the saved tower (any format version this build reads).
 //! * `tower-lock-<id>.json`: the lock record (owner + revision, the fencing token).
 //! * `tower-audit-<id>.jsonl`: one line per acquire.
 //! * `.tower-<id>.flock`: an advisory `flock` that serialises acquire and store between
@@ -17,7 +17,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use huione_keys::Pubkey;
-use huione_tower::{SavedTower, SAVED_TOWER_VERSION};
+use huione_tower::SavedTower;
+
+/// Part of the tower file's name; see [`FileTowerStorage::tower_path`].
+const TOWER_FILE_GENERATION: u32 = 1;
 
 use crate::{
     check_tower_identity, Lease, LockLost, LockOwner, LockRecord, Revision, StorageError,
@@ -45,10 +48,12 @@ impl FileTowerStorage {
         &self.dir
     }
 
-    /// `<dir>/tower-<format>-<pubkey>.bin`
+    /// `<dir>/tower-1-<pubkey>.bin`. The `1` is the file name's generation, not the
+    /// saved-tower format: the format is inside the file and readers accept every version
+    /// they know. Tying the name to the format would make an upgraded node miss the tower
+    /// an older one stored and start from an empty tower (a double vote).
     pub fn tower_path(&self, id: &Pubkey) -> PathBuf {
-        self.dir
-            .join(format!("tower-{SAVED_TOWER_VERSION}-{id}.bin"))
+        self.dir.join(format!("tower-{TOWER_FILE_GENERATION}-{id}.bin"))
     }
     fn lock_path(&self, id: &Pubkey) -> PathBuf {
         self.dir.join(format!("tower-lock-{id}.json"))

@@ -8,4 +8,4 @@ mod lockout;
 mod saved;
 
 pub use lockout::{Lockout, Slot, Tower, VoteOutcome, MAX_LOCKOUT_HISTORY, VOTE_THRESHOLD_DEPTH};
-pub use saved::{SavedTower, TowerError, SAVED_TOWER_VERSION};
+pub use saved::{SavedTower, TowerError, OLDEST_READ_VERSION, SAVED_TOWER_VERSION};

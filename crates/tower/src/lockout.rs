@@ -137,6 +137,10 @@ pub struct Tower {
     last_vote_hash: [u8; 32],
     /// Unix time in milliseconds when the last vote was recorded.
     last_vote_timestamp_ms: Option<u64>,
+    /// The highest slot the holder of this tower may lead by a store of this tower (its
+    /// *leader claim*). Stored with the votes so that whoever takes the identity next
+    /// starts leading above it: the taker's floor comes from storage, not from clocks.
+    leader_claim: Option<Slot>,
 }
 
 impl Tower {
@@ -147,6 +151,7 @@ impl Tower {
             root: None,
             last_vote_hash: [0; 32],
             last_vote_timestamp_ms: None,
+            leader_claim: None,
         }
     }
 
@@ -187,7 +192,14 @@ impl Tower {
             root,
             last_vote_hash,
             last_vote_timestamp_ms,
+            leader_claim: None,
         })
+    }
+
+    /// The same tower carrying leader claim `claim` (used by decoding).
+    pub fn with_leader_claim(mut self, claim: Option<Slot>) -> Self {
+        self.leader_claim = claim;
+        self
     }
 
     pub fn votes(&self) -> impl ExactSizeIterator<Item = &Lockout> + '_ {
@@ -204,6 +216,16 @@ impl Tower {
     }
     pub fn last_vote_timestamp_ms(&self) -> Option<u64> {
         self.last_vote_timestamp_ms
+    }
+    /// The highest slot a store of this tower lets its holder lead (None: no claim was
+    /// ever recorded, e.g. a tower saved in format version 1).
+    pub fn leader_claim(&self) -> Option<Slot> {
+        self.leader_claim
+    }
+    /// Raises the leader claim to at least `slot`. Claims never go down, so the newest
+    /// stored tower always carries the highest claim any earlier store carried.
+    pub fn raise_leader_claim(&mut self, slot: Slot) {
+        self.leader_claim = Some(self.leader_claim.map_or(slot, |c| c.max(slot)));
     }
 
     /// Records a vote for `slot` (block hash `hash`) at unix time `now_ms`.

@@ -6,7 +6,12 @@
 //! magic "HUITOWER" (8) | version u16 | node pubkey (32) | signature (64) | len u32 | data
 //! data = node pubkey (32) | root flag u8 [+ u64] | vote count u8 | (slot u64, count u32)*
 //!        | last vote hash (32) | timestamp flag u8 [+ u64]
+//!        | leader claim flag u8 [+ u64]                       (version 2 only)
 //! ```
+//!
+//! Version 2 adds the leader claim (see [`Tower::leader_claim`]). Version 1 towers are
+//! still read (their claim is `None`, and a taker then falls back to a clock-based floor);
+//! this build writes version 2.
 //!
 //! The signature is the identity's ed25519 signature over `version || data`. Loading
 //! checks every part and returns a typed error; a bad tower is never silently replaced.
@@ -20,8 +25,10 @@ use huione_keys::{Keypair, Pubkey, Signature};
 
 use crate::lockout::{Lockout, Tower, MAX_LOCKOUT_HISTORY};
 
-/// The saved-tower format this build writes and reads.
-pub const SAVED_TOWER_VERSION: u16 = 1;
+/// The saved-tower format this build writes.
+pub const SAVED_TOWER_VERSION: u16 = 2;
+/// The oldest saved-tower format this build still reads.
+pub const OLDEST_READ_VERSION: u16 = 1;
 const MAGIC: &[u8; 8] = b"HUITOWER";
 const HEADER_LEN: usize = 8 + 2 + 32 + 64 + 4;
 /// A tower is at most ~600 bytes; anything far larger is not a tower.
@@ -33,8 +40,9 @@ pub enum TowerError {
     #[error("the stored tower is malformed ({0}); it was damaged or is not a huione tower")]
     Malformed(String),
     #[error(
-        "the stored tower has format version {found}, this build reads version \
-         {SAVED_TOWER_VERSION}; run a huione-validator release that knows version {found}"
+        "the stored tower has format version {found}, this build reads versions \
+         {OLDEST_READ_VERSION} to {SAVED_TOWER_VERSION}; run a huione-validator release that \
+         knows version {found}"
     )]
     UnknownVersion { found: u16 },
     #[error(
@@ -76,7 +84,7 @@ impl SavedTower {
                 found: tower.node_pubkey,
             });
         }
-        let data = encode_tower(tower);
+        let data = encode_tower(tower, SAVED_TOWER_VERSION);
         let signature = sign(keypair, &signed_message(SAVED_TOWER_VERSION, &data));
         Ok(SavedTower {
             version: SAVED_TOWER_VERSION,
@@ -111,7 +119,7 @@ impl SavedTower {
             return Err(TowerError::Malformed("bad magic".into()));
         }
         let version = r.u16()?;
-        if version != SAVED_TOWER_VERSION {
+        if !(OLDEST_READ_VERSION..=SAVED_TOWER_VERSION).contains(&version) {
             return Err(TowerError::UnknownVersion { found: version });
         }
         let node_pubkey = Pubkey(r.array()?);
@@ -156,7 +164,7 @@ impl SavedTower {
                 found: self.node_pubkey,
             });
         }
-        let tower = decode_tower(&self.data)?;
+        let tower = decode_tower(&self.data, self.version)?;
         if tower.node_pubkey != self.node_pubkey {
             return Err(TowerError::WrongIdentity {
                 expected: *expected,
@@ -179,7 +187,7 @@ fn signed_message(version: u16, data: &[u8]) -> Vec<u8> {
     m
 }
 
-fn encode_tower(t: &Tower) -> Vec<u8> {
+fn encode_tower(t: &Tower, version: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + 12 * t.votes().len());
     out.extend_from_slice(t.node_pubkey.as_bytes());
     put_opt_u64(&mut out, t.root());
@@ -190,6 +198,9 @@ fn encode_tower(t: &Tower) -> Vec<u8> {
     }
     out.extend_from_slice(&t.last_vote_hash());
     put_opt_u64(&mut out, t.last_vote_timestamp_ms());
+    if version >= 2 {
+        put_opt_u64(&mut out, t.leader_claim());
+    }
     out
 }
 
@@ -203,7 +214,7 @@ fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     }
 }
 
-fn decode_tower(data: &[u8]) -> Result<Tower, TowerError> {
+fn decode_tower(data: &[u8], version: u16) -> Result<Tower, TowerError> {
     let mut r = Reader::new(data);
     let node_pubkey = Pubkey(r.array()?);
     let root = r.opt_u64()?;
@@ -222,8 +233,11 @@ fn decode_tower(data: &[u8]) -> Result<Tower, TowerError> {
     }
     let hash = r.array()?;
     let ts = r.opt_u64()?;
+    let claim = if version >= 2 { r.opt_u64()? } else { None };
     r.finish()?;
-    Tower::from_parts(node_pubkey, votes, root, hash, ts).map_err(TowerError::Malformed)
+    Tower::from_parts(node_pubkey, votes, root, hash, ts)
+        .map(|t| t.with_leader_claim(claim))
+        .map_err(TowerError::Malformed)
 }
 
 struct Reader<'a> {
@@ -287,7 +301,35 @@ mod tests {
         for s in [3, 4, 7, 9, 40] {
             t.record_vote(s, [s as u8; 32], 1_700_000_000_000 + s);
         }
+        t.raise_leader_claim(42);
         t
+    }
+
+    #[test]
+    fn leader_claim_round_trips_and_only_rises() {
+        let kp = Keypair::from_secret(&[7; 32]);
+        let mut t = sample(&kp);
+        t.raise_leader_claim(10);
+        assert_eq!(t.leader_claim(), Some(42), "a claim never goes down");
+        let bytes = SavedTower::new(&t, &kp).unwrap().to_bytes();
+        let back = SavedTower::decode_verified(&bytes, &kp.pubkey()).unwrap();
+        assert_eq!(back.leader_claim(), Some(42));
+    }
+
+    #[test]
+    fn version_1_towers_are_still_read_without_a_claim() {
+        let kp = Keypair::from_secret(&[7; 32]);
+        let t = sample(&kp);
+        let data = encode_tower(&t, 1);
+        let v1 = SavedTower {
+            version: 1,
+            node_pubkey: kp.pubkey(),
+            signature: kp.sign(&signed_message(1, &data)),
+            data,
+        };
+        let back = SavedTower::decode_verified(&v1.to_bytes(), &kp.pubkey()).unwrap();
+        assert_eq!(back.leader_claim(), None);
+        assert_eq!(back, t.clone().with_leader_claim(None));
     }
 
     #[test]

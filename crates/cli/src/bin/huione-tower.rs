@@ -193,6 +193,7 @@ fn show_json(
             "root": t.root(),
             "lastVote": t.last_voted_slot(),
             "lastVoteTimestampMs": t.last_vote_timestamp_ms(),
+            "leaderClaim": t.leader_claim(),
             "votes": t.votes().map(|l| json!({
                 "slot": l.slot,
                 "confirmationCount": l.confirmation_count,
@@ -221,6 +222,10 @@ fn print_show(id: &str, storage: &str, tower: Option<&Tower>, holder: Option<&Lo
         "last vote:  {} (at {} ms)",
         opt(t.last_voted_slot()),
         opt(t.last_vote_timestamp_ms())
+    );
+    println!(
+        "leader claim: {} (the next holder leads only above it)",
+        opt(t.leader_claim())
     );
     println!("votes:      {}", t.votes().len());
     println!(
