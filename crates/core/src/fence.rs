@@ -10,13 +10,13 @@
 //! * Only the core, on a confirmed report for its current fence and the store in
 //!   flight, turns the withheld vote into an [`OutgoingVote`], the only payload of
 //!   `Command::SendVote`. `OutgoingVote` has no public constructor.
-//! * A confirmed report also extends the *leader claim*: a store confirmed for a request
-//!   issued during slot `s` lets the node produce blocks up to slot `s + F`
-//!   (`leader_fence_slots`). A node that takes an identity (startup, restart or
-//!   set-identity) produces only slots above `slot(now) + F + skew`. Because a taker
-//!   acquires the lock before it takes the identity, every store the previous holder
-//!   can still have confirmed was issued before that, so the two ranges never overlap
-//!   (see the crate docs for the argument).
+//! * A confirmed report also extends the *leader claim*: a store issued during slot `s`
+//!   writes the claim `s + F` (`leader_fence_slots`) into the stored tower, and once
+//!   confirmed lets the node produce blocks up to that slot. A node that takes an
+//!   identity (startup, restart or set-identity) produces only slots above the claim of
+//!   the tower it loads after acquiring the lock. Every store the previous holder can
+//!   still have confirmed was written before that acquire, and claims only rise, so the
+//!   two ranges never overlap, whatever the machines' clocks say (see the crate docs).
 
 use huione_keys::Pubkey;
 use huione_tower::{SavedTower, Slot};
@@ -40,15 +40,23 @@ pub struct StoreTicket {
     fence: Fence,
     tower: SavedTower,
     issued_slot: Slot,
+    claim: Option<Slot>,
 }
 
 impl StoreTicket {
-    pub(crate) fn new(seq: u64, fence: Fence, tower: SavedTower, issued_slot: Slot) -> Self {
+    pub(crate) fn new(
+        seq: u64,
+        fence: Fence,
+        tower: SavedTower,
+        issued_slot: Slot,
+        claim: Option<Slot>,
+    ) -> Self {
         StoreTicket {
             seq,
             fence,
             tower,
             issued_slot,
+            claim,
         }
     }
     /// The lock the store must be fenced by (compare its revision inside the write).
@@ -63,6 +71,11 @@ impl StoreTicket {
     pub fn issued_slot(&self) -> Slot {
         self.issued_slot
     }
+    /// The leader claim written in [`Self::tower`]: once confirmed, the node may lead
+    /// up to this slot.
+    pub fn claim(&self) -> Option<Slot> {
+        self.claim
+    }
     /// Report that storage durably wrote the tower at `revision`. Call this only with the
     /// result of a successful fenced write of [`Self::tower`].
     pub fn confirmed(self, revision: i64) -> StoreReport {
@@ -76,7 +89,7 @@ impl StoreTicket {
         StoreReport {
             seq: self.seq,
             fence: self.fence,
-            issued_slot: self.issued_slot,
+            claim: self.claim,
             outcome,
         }
     }
@@ -96,7 +109,7 @@ pub enum StoreFailure {
 pub struct StoreReport {
     pub(crate) seq: u64,
     pub(crate) fence: Fence,
-    pub(crate) issued_slot: Slot,
+    pub(crate) claim: Option<Slot>,
     pub(crate) outcome: Result<i64, StoreFailure>,
 }
 

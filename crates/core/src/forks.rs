@@ -223,6 +223,11 @@ impl ForkTree {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+    /// The highest slot in the tree (the root when it is alone).
+    pub fn highest_slot(&self) -> Slot {
+        let last = self.nodes.iter().rposition(|n| n.is_some()).unwrap_or(0);
+        self.root + last as Slot
+    }
     /// Slots in the tree, ascending.
     pub fn slots(&self) -> Vec<Slot> {
         self.slots_iter().collect()

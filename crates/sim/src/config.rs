@@ -16,7 +16,13 @@ pub struct FaultRates {
     pub storage_outage: f64,
     /// One machine cannot reach tower storage (but still reaches the cluster).
     pub storage_cut: f64,
+    /// One machine's wall clock steps to a new offset from true time (up to
+    /// `MAX_CLOCK_STEP_SLOTS` either way, or back to correct), as a broken NTP would.
+    pub clock_step: f64,
 }
+
+/// The largest clock offset a clock-step fault sets, in slots.
+pub const MAX_CLOCK_STEP_SLOTS: u64 = 4;
 
 impl FaultRates {
     pub fn none() -> Self {
@@ -28,6 +34,7 @@ impl FaultRates {
             partition: 0.0,
             storage_outage: 0.0,
             storage_cut: 0.0,
+            clock_step: 0.0,
         }
     }
     /// The mix used by randomized rounds and the benchmark.
@@ -40,6 +47,7 @@ impl FaultRates {
             partition: 0.02,
             storage_outage: 0.01,
             storage_cut: 0.01,
+            clock_step: 0.01,
         }
     }
 }
@@ -89,6 +97,9 @@ pub struct SimConfig {
     pub check_store_before_send: bool,
     /// Each validator's stake (None: 100 or 200 each, drawn from the seed).
     pub stakes: Option<Vec<u64>>,
+    /// Overrides the cores' `max_clock_offset_ms` (None: the core's default). Scenarios
+    /// set it very high to show that safety does not depend on the clock guard.
+    pub max_clock_offset_ms: Option<u64>,
     #[doc(hidden)]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -108,6 +119,7 @@ impl SimConfig {
             net: NetConfig::default(),
             check_store_before_send: true,
             stakes: None,
+            max_clock_offset_ms: None,
             planted_bug: None,
         }
     }
@@ -129,6 +141,7 @@ impl SimConfig {
             },
             check_store_before_send: true,
             stakes: None,
+            max_clock_offset_ms: None,
             planted_bug: None,
         }
     }
@@ -158,6 +171,7 @@ pub fn bug_name(bug: PlantedBug) -> &'static str {
     match bug {
         PlantedBug::SendBeforeStore => "send-before-store",
         PlantedBug::IgnoreStoredTower => "ignore-stored-tower",
+        PlantedBug::FloorFromClock => "floor-from-clock",
     }
 }
 
@@ -165,6 +179,7 @@ pub fn parse_bug(name: &str) -> Option<PlantedBug> {
     match name {
         "send-before-store" => Some(PlantedBug::SendBeforeStore),
         "ignore-stored-tower" => Some(PlantedBug::IgnoreStoredTower),
+        "floor-from-clock" => Some(PlantedBug::FloorFromClock),
         _ => None,
     }
 }

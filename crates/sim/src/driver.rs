@@ -66,9 +66,16 @@ impl Sim {
         }
         let report = match result {
             Ok(rev) => {
+                // The driver reads back what it stored (the bytes are its own core's; the
+                // signature is checked when a tower is loaded, not here).
+                let stored_vote = ticket
+                    .tower()
+                    .verify_with(&ticket.fence().identity, |_, _, _| true)
+                    .ok()
+                    .and_then(|t| t.last_voted_slot());
                 let mach = &mut self.machines[m];
                 if mach.incarnation == incarnation {
-                    mach.last_store_ok_ms = Some(self.now_ms);
+                    mach.last_stored_vote = mach.last_stored_vote.max(stored_vote);
                 }
                 ticket.confirmed(rev)
             }
@@ -89,12 +96,10 @@ impl Sim {
     }
 
     /// Invariant 1 (checked here, independently of the core): a vote leaves only after
-    /// a store by this process succeeded after the vote was decided.
+    /// a store by this process succeeded whose tower contains the vote.
     fn send_vote(&mut self, m: MachineId, vote: huione_core::SignedVote) {
         let mach = &self.machines[m];
-        let stored_after = mach
-            .last_store_ok_ms
-            .is_some_and(|t| t >= vote.timestamp_ms);
+        let stored_after = mach.last_stored_vote.is_some_and(|s| s >= vote.slot);
         if !stored_after && self.cfg.check_store_before_send {
             let detail = format!(
                 "{} sent its vote for slot {} (decided at {} ms) without a store after it",
@@ -123,6 +128,7 @@ impl Sim {
         let record = BlockRecord::from_block(&b, &self.machines[m].instance_id(), self.now_ms);
         self.audit(AuditRecord::Block(record));
         self.machines[m].stats.blocks_produced += 1;
+        self.block_log.push((self.now_ms, m, b.slot));
         self.broadcast(m, |_| Msg::Block(b.clone()));
     }
 
@@ -186,7 +192,7 @@ impl Sim {
     }
 
     fn dispatch(&mut self, to: MachineId, msg: Msg) {
-        let now = self.now_ms;
+        let now = self.local_now(to);
         let incarnation = self.machines[to].incarnation;
         let Some(core) = self.machines[to].core.as_mut() else {
             return;
@@ -260,7 +266,7 @@ impl Sim {
             revision: lease.revision(),
         };
         self.machines[m].leases.insert(lease.revision(), lease);
-        let now = self.now_ms;
+        let now = self.local_now(m);
         let core = self.machines[m].core.as_mut().ok_or("no process")?;
         let cmds = core
             .set_identity(

@@ -61,6 +61,11 @@ impl Sim {
         self.machines[m].storage_cut = cut;
     }
 
+    /// Steps machine `m`'s wall clock to `offset_ms` from true time (NTP broken or fixed).
+    pub fn set_clock_offset(&mut self, m: MachineId, offset_ms: i64) {
+        self.machines[m].clock_offset_ms = offset_ms;
+    }
+
     pub fn storage_outage(&mut self, down: bool) {
         self.storage.set_available(!down);
     }
@@ -85,6 +90,7 @@ impl Sim {
         self.storage_outage(false);
         for m in 0..self.machines.len() {
             self.cut_storage(m, false);
+            self.set_clock_offset(m, 0);
             self.resume(m);
             if let MachineState::Down { restart_at_ms } = self.machines[m].state {
                 let soon = self.now_ms + self.cfg.slot_ms;
@@ -197,6 +203,18 @@ impl Sim {
         }
         self.random_takeovers(&f);
         self.random_isolation(&f);
+        if self.rng.chance(f.clock_step) {
+            let m = self.rng.below(n) as MachineId;
+            let max = (crate::config::MAX_CLOCK_STEP_SLOTS * self.cfg.slot_ms) as i64;
+            // Half the steps put the clock right again; the rest anywhere within ±max.
+            let offset = if self.rng.chance(0.5) {
+                0
+            } else {
+                self.rng.range(0, 2 * max as u64 + 1) as i64 - max
+            };
+            self.count_fault();
+            self.set_clock_offset(m, offset);
+        }
     }
 
     fn random_takeovers(&mut self, f: &crate::config::FaultRates) {

@@ -18,7 +18,7 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: huione-sim [--seed N | --seeds COUNT] [--slots N] [--liveness-slots N] \
-     [--validators N] [--standbys N] [--no-faults] [--planted-bug send-before-store|ignore-stored-tower]"
+     [--validators N] [--standbys N] [--no-faults] [--planted-bug send-before-store|ignore-stored-tower|floor-from-clock]"
 }
 
 fn parse() -> Result<Args, String> {

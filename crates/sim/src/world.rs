@@ -172,8 +172,12 @@ pub struct Machine {
     pub(crate) reclaim_when_caught_up: bool,
     pub(crate) group: u8,
     pub(crate) storage_cut: bool,
-    /// Time of the last successful store by the current incarnation.
-    pub(crate) last_store_ok_ms: Option<u64>,
+    /// The last vote in the tower of the last successful store by the current
+    /// incarnation (the driver's own check of invariant 1, independent of clocks).
+    pub(crate) last_stored_vote: Option<Slot>,
+    /// How far this machine's wall clock is from true time (ms; positive: ahead). Its
+    /// core sees `now + offset`; the network and storage run on true time.
+    pub clock_offset_ms: i64,
     pub stats: MachineStats,
 }
 
@@ -214,6 +218,8 @@ pub struct Sim {
     pub report: SimReport,
     /// Every vote sent, for scenario assertions.
     pub vote_log: Vec<SentVote>,
+    /// Every block produced: (true time, machine, slot), for scenario assertions.
+    pub block_log: Vec<(u64, MachineId, Slot)>,
 }
 
 /// One vote as it left a machine.
@@ -287,12 +293,19 @@ impl Sim {
             faults: Default::default(),
             report: SimReport::default(),
             vote_log: Vec::new(),
+            block_log: Vec::new(),
             cfg,
         };
         for m in 0..sim.machines.len() {
             sim.boot(m);
         }
         sim
+    }
+
+    /// Machine `m`'s wall clock: true time plus its offset.
+    pub fn local_now(&self, m: MachineId) -> u64 {
+        self.now_ms
+            .saturating_add_signed(self.machines[m].clock_offset_ms)
     }
 
     pub fn slot(&self) -> Slot {
@@ -314,15 +327,16 @@ impl Sim {
     /// Starts a process on machine `m` from its disk: observer with its own identity;
     /// a primary takes its identity once caught up.
     pub(crate) fn boot(&mut self, m: MachineId) {
-        let now = self.now_ms;
+        let now = self.local_now(m);
         let verifier = self.verifier.clone();
         let genesis = self.genesis.clone();
         let bug = self.cfg.planted_bug;
+        let max_clock_offset_ms = self.cfg.max_clock_offset_ms;
         let mach = &mut self.machines[m];
         mach.incarnation += 1;
         mach.leases.clear();
         mach.frozen_inbox.clear();
-        mach.last_store_ok_ms = None;
+        mach.last_stored_vote = None;
         let mut cfg = CoreConfig::new(
             &genesis,
             mach.vote_account,
@@ -331,6 +345,9 @@ impl Sim {
         );
         if let Some(bug) = bug {
             cfg.plant_bug(bug).expect("checked in Sim::new");
+        }
+        if let Some(max) = max_clock_offset_ms {
+            cfg.max_clock_offset_ms = max;
         }
         let core = Core::new(
             genesis,
@@ -413,7 +430,7 @@ impl Sim {
             return;
         }
         self.maybe_reclaim(m);
-        let now = self.now_ms;
+        let now = self.local_now(m);
         let Some(core) = self.machines[m].core.as_mut() else {
             return;
         };
@@ -424,8 +441,9 @@ impl Sim {
     /// A restarted primary takes its identity back once it has caught up.
     fn maybe_reclaim(&mut self, m: MachineId) {
         let mach = &self.machines[m];
-        let ready = mach.reclaim_when_caught_up
-            && mach.core.as_ref().is_some_and(|c| c.caught_up(self.now_ms));
+        let now = self.local_now(m);
+        let ready =
+            mach.reclaim_when_caught_up && mach.core.as_ref().is_some_and(|c| c.caught_up(now));
         if ready && self.take_identity(m, "reclaim").is_ok() {
             self.machines[m].reclaim_when_caught_up = false;
         }
@@ -513,7 +531,8 @@ fn new_machine(
         reclaim_when_caught_up: false,
         group: 0,
         storage_cut: false,
-        last_store_ok_ms: None,
+        last_stored_vote: None,
+        clock_offset_ms: 0,
         stats: MachineStats::default(),
     }
 }

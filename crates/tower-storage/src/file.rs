@@ -53,7 +53,8 @@ impl FileTowerStorage {
     /// they know. Tying the name to the format would make an upgraded node miss the tower
     /// an older one stored and start from an empty tower (a double vote).
     pub fn tower_path(&self, id: &Pubkey) -> PathBuf {
-        self.dir.join(format!("tower-{TOWER_FILE_GENERATION}-{id}.bin"))
+        self.dir
+            .join(format!("tower-{TOWER_FILE_GENERATION}-{id}.bin"))
     }
     fn lock_path(&self, id: &Pubkey) -> PathBuf {
         self.dir.join(format!("tower-lock-{id}.json"))

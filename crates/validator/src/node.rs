@@ -664,9 +664,13 @@ impl Node {
         let now = now_ms();
         let cmds = match ev {
             NetEvent::Vote { vote, .. } => self.core.on_vote(now, vote),
-            NetEvent::Block { block, .. } | NetEvent::RepairResponse { block, .. } => {
+            NetEvent::Block { block, .. } => {
                 self.block_seen(block.slot);
                 self.core.on_block(now, block)
+            }
+            NetEvent::RepairResponse { block, .. } => {
+                self.block_seen(block.slot);
+                self.core.on_blocks(now, vec![block])
             }
             NetEvent::RepairRequest { from, request } => match request {
                 RepairRequest::Block { slot, hash } => {

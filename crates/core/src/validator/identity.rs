@@ -5,7 +5,7 @@ use huione_tower::{SavedTower, Tower};
 
 use super::{
     Command, Core, CoreError, InstanceAnnouncement, PlantedBug, Role, StoreState, Voter,
-    MAX_INSTANCE_ID_LEN,
+    LEGACY_LEADER_FENCE_SLOTS, MAX_INSTANCE_ID_LEN,
 };
 use crate::fence::Fence;
 
@@ -29,9 +29,7 @@ impl Core {
         now_ms: u64,
         change: IdentityChange,
     ) -> Result<Vec<Command>, CoreError> {
-        if let Role::Halted(r) = &self.role {
-            return Err(CoreError::Halted(r.clone()));
-        }
+        self.refuse_if_leaving()?;
         let id = change.keypair.pubkey();
         if change.fence.identity != id {
             return Err(CoreError::FenceMismatch {
@@ -41,16 +39,7 @@ impl Core {
         }
         let tower = self.tower_for(&change)?;
         let voter_key = self.voter_key_for(&change.keypair)?;
-        // A leader claim comes only from a confirmed store, and every store writes the
-        // tower. The tower is loaded after the lock was acquired, so "no stored tower"
-        // means no earlier holder ever had a claim: nothing to stay clear of (a new
-        // cluster leads from its first slots). Otherwise stay above any claim an earlier
-        // holder can still have.
-        let floor = if change.tower.is_none() {
-            0
-        } else {
-            self.genesis.slot_at(now_ms) + self.cfg.leader_fence_slots + self.cfg.fence_skew_slots
-        };
+        let floor = self.takeover_floor(now_ms, change.tower.is_some(), tower.leader_claim());
         if let Some(r) = tower.root() {
             self.set_root(r);
         }
@@ -78,6 +67,44 @@ impl Core {
         // Store at once: it proves the lock works and starts the leader claim.
         self.issue_store(now_ms, None);
         Ok(self.take_outbox())
+    }
+
+    /// The slot we lead only above after taking an identity.
+    ///
+    /// A leader claim comes only from a confirmed store, every store writes the tower
+    /// with the claim it asks for, claims only rise, and the tower is loaded after the
+    /// lock was acquired. So the loaded tower's claim is at least every claim an earlier
+    /// holder can ever have confirmed (its later stores are fenced out by our acquire),
+    /// whatever its clock said: leading only above it never leads a slot twice. "No
+    /// stored tower" means no earlier holder ever had a claim (a new cluster leads from
+    /// its first slots). A tower of format version 1 carries no claim; then we fall back
+    /// to the old bound from our own clock, which assumes clocks within the skew.
+    fn takeover_floor(&self, now_ms: u64, stored: bool, claim: Option<huione_tower::Slot>) -> u64 {
+        let clock_floor =
+            || self.genesis.slot_at(now_ms) + LEGACY_LEADER_FENCE_SLOTS + self.cfg.fence_skew_slots;
+        if self.cfg.planted(PlantedBug::FloorFromClock) {
+            return if stored {
+                self.genesis.slot_at(now_ms)
+                    + self.cfg.leader_fence_slots
+                    + self.cfg.fence_skew_slots
+            } else {
+                0
+            };
+        }
+        match (stored, claim) {
+            (false, _) => 0,
+            (true, Some(c)) => c,
+            (true, None) => clock_floor(),
+        }
+    }
+
+    /// set-identity and can_vote_as are refused once the core is leaving.
+    fn refuse_if_leaving(&self) -> Result<(), CoreError> {
+        match &self.role {
+            Role::Halted(r) => Err(CoreError::Halted(r.clone())),
+            Role::SteppingDown(s) => Err(CoreError::Halted(s.reason.clone())),
+            _ => Ok(()),
+        }
     }
 
     fn tower_for(&self, change: &IdentityChange) -> Result<Tower, CoreError> {
@@ -119,9 +146,7 @@ impl Core {
     /// Drivers call it before acquiring the lock, so a set-identity that would fail does
     /// not take the lock away from a working primary.
     pub fn can_vote_as(&self, identity: &Keypair) -> Result<(), CoreError> {
-        if let Role::Halted(r) = &self.role {
-            return Err(CoreError::Halted(r.clone()));
-        }
+        self.refuse_if_leaving()?;
         self.voter_key_for(identity).map(|_| ())
     }
 
@@ -202,10 +227,13 @@ impl Core {
         }
         let ours = (v.fence.revision, v.since_ms, self.cfg.instance_id.as_str());
         if a.rank() > ours {
-            self.halt(super::ExitReason::DuplicateInstance {
-                identity: a.identity,
-                other: a.instance_id,
-            });
+            self.step_down(
+                now_ms,
+                super::ExitReason::DuplicateInstance {
+                    identity: a.identity,
+                    other: a.instance_id,
+                },
+            );
         } else {
             // Make sure the older one hears about us soon.
             self.announce(now_ms);

@@ -40,6 +40,16 @@ pub const MAX_REPAIR_BATCH: usize = 16;
 pub const MAX_FUTURE_SLOTS: u64 = 2;
 /// Longest instance id accepted in an announcement.
 pub const MAX_INSTANCE_ID_LEN: usize = 128;
+/// Clock-offset samples kept (one per fresh block from another leader).
+pub const CLOCK_SAMPLES: usize = 64;
+/// Samples needed before the offset estimate is trusted.
+pub const MIN_CLOCK_SAMPLES: usize = 4;
+/// Samples older than this many slots (by our clock) are forgotten, so that an
+/// estimate can never keep every leader from leading for good.
+pub const CLOCK_SAMPLE_WINDOW_SLOTS: u64 = 64;
+/// The claim length of towers saved before claims were stored (format version 1), for
+/// the clock-based floor a taker falls back to when it loads such a tower.
+pub const LEGACY_LEADER_FENCE_SLOTS: u64 = 8;
 
 /// Planted bugs, for showing that the simulator and auditor catch real mistakes. Only
 /// a core built with the `planted-bugs` feature (the simulator's tests, or `huione-sim
@@ -52,6 +62,9 @@ pub enum PlantedBug {
     SendBeforeStore,
     /// On an identity change, ignore the stored tower and start from an empty one.
     IgnoreStoredTower,
+    /// On an identity change, ignore the stored leader claim and take the old clock-based
+    /// floor `slot(now) + F + skew`: breaks "no slot led twice" when a clock runs ahead.
+    FloorFromClock,
 }
 
 /// Settings of one core. Times in ms.
@@ -63,10 +76,18 @@ pub struct CoreConfig {
     pub authorized_voters: Vec<Keypair>,
     /// This process's unique id, announced with the identity it runs.
     pub instance_id: String,
-    /// F: a store confirmed for a request issued in slot s allows leading up to s + F.
+    /// F: a store issued in slot s claims the slots up to s + F; once confirmed, the node
+    /// may lead them. The claim is stored in the tower, and a taker leads only above it.
     pub leader_fence_slots: u64,
-    /// Extra slots a new holder waits, covering clock skew between machines.
+    /// Extra slots a taker waits after `slot(now) + LEGACY_LEADER_FENCE_SLOTS` when the
+    /// tower it loaded carries no claim (saved by a release before format version 2).
     pub fence_skew_slots: u64,
+    /// The node neither leads nor raises its leader claim while its clock is estimated
+    /// further than this from the cluster's (blocks of other leaders arriving early or
+    /// late). Safety does not depend on it (claims come from storage); it keeps a node
+    /// with a broken clock from producing blocks peers drop and from pushing a taker's
+    /// floor far ahead.
+    pub max_clock_offset_ms: u64,
     /// Delay before retrying a store that failed transiently.
     pub store_retry_ms: u64,
     /// Exit when stores keep failing this long (None: withhold votes forever).
@@ -94,8 +115,9 @@ impl CoreConfig {
             vote_account,
             authorized_voters,
             instance_id,
-            leader_fence_slots: 8,
+            leader_fence_slots: 2,
             fence_skew_slots: 1,
+            max_clock_offset_ms: slot_ms,
             store_retry_ms: (slot_ms / 4).max(1),
             max_store_outage_ms: None,
             announce_interval_ms: slot_ms * 4,
@@ -300,6 +322,11 @@ pub struct Status {
     /// It leads only slots above this (None when not voting).
     pub leader_floor: Option<Slot>,
     pub vote_landed: bool,
+    /// Lost the identity and finishing the leader slots its confirmed claim covers.
+    pub stepping_down: bool,
+    /// Estimated offset of our clock from the cluster's, in ms (positive: ahead), from
+    /// the arrival of other leaders' blocks. None until enough blocks arrived.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// What a restarted process finds on disk: the root bank and the blocks after it.
@@ -344,10 +371,24 @@ struct Voter {
     outage_since_ms: Option<u64>,
 }
 
+/// A node that lost its identity (lock lost, or a newer instance announced itself) but
+/// still holds a confirmed claim on upcoming leader slots: it votes no more, produces
+/// only the slots its claim covers (the next holder starts above the claim it stored),
+/// then exits. This is what keeps a planned handover inside a leader window from
+/// skipping slots.
+#[derive(Debug)]
+struct SteppingDown {
+    reason: ExitReason,
+    floor: Slot,
+    claim: Slot,
+    vote_landed: bool,
+}
+
 #[derive(Debug)]
 enum Role {
     Observer,
     Voting(Box<Voter>),
+    SteppingDown(Box<SteppingDown>),
     Halted(ExitReason),
 }
 
@@ -372,6 +413,11 @@ pub struct Core {
     optimistic_slot: Slot,
     stats: Stats,
     outbox: Vec<Command>,
+    /// Recent fresh blocks of other leaders: (leader, arrival time, arrival minus
+    /// expected production time).
+    clock_samples: std::collections::VecDeque<(Pubkey, u64, i64)>,
+    /// The last tick, to notice a process that was paused (SIGSTOP, VM freeze).
+    last_tick_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -423,6 +469,8 @@ impl Core {
             optimistic_slot: 0,
             stats: Stats::default(),
             outbox: Vec::new(),
+            clock_samples: Default::default(),
+            last_tick_ms: None,
         };
         core.restore_blocks(blocks, now_ms);
         core
@@ -434,11 +482,13 @@ impl Core {
             if b.slot <= root {
                 self.blockstore.insert(b.slot, b);
             } else {
-                self.on_block(now_ms, b);
+                self.receive_block(now_ms, b, false);
             }
         }
-        // Replaying our own ledger must not make us send anything.
+        // Replaying our own ledger must not make us send anything, nor count as blocks
+        // arriving late.
         self.outbox.clear();
+        self.clock_samples.clear();
     }
 
     pub fn genesis(&self) -> &Genesis {
@@ -502,6 +552,8 @@ impl Core {
             leader_claim: voter.and_then(|v| v.claim),
             leader_floor: voter.map(|v| v.floor),
             vote_landed: voter.is_some_and(|v| v.vote_landed),
+            stepping_down: matches!(self.role, Role::SteppingDown(_)),
+            clock_offset_ms: self.clock_offset_ms(),
         }
     }
 
@@ -541,12 +593,120 @@ impl Core {
         )
     }
 
+    /// After a gap of more than two slots between ticks (the process was paused, or the
+    /// clock stepped), a claim confirmed before the gap is not trusted to lead with: a
+    /// new confirmed store must renew it first, which also finds a lost lock before any
+    /// block is produced. A stepping-down node exits at once.
+    fn notice_pause(&mut self, now_ms: u64) {
+        let gap_limit = 2 * self.genesis.slot_duration_ms;
+        let paused = self
+            .last_tick_ms
+            .is_some_and(|last| now_ms.abs_diff(last) > gap_limit);
+        self.last_tick_ms = Some(now_ms);
+        if !paused {
+            return;
+        }
+        // Blocks buffered while we were paused arrive late: start measuring afresh.
+        self.clock_samples.clear();
+        match &mut self.role {
+            Role::Voting(v) => v.claim = None,
+            Role::SteppingDown(s) => {
+                let reason = s.reason.clone();
+                self.halt(reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// Our clock's offset from the cluster's (positive: ahead), from recent blocks.
+    ///
+    /// A sample is arrival minus expected production time: our offset, minus the
+    /// leader's, plus the network delay, which is never negative. So each leader's
+    /// smallest recent sample is the tightest estimate against that leader's clock (a
+    /// late block, a repair, a backlog after a freeze only add delay), and the median
+    /// over leaders is robust to a minority of leaders with broken clocks.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        if self.clock_samples.len() < MIN_CLOCK_SAMPLES {
+            return None;
+        }
+        let mut per_leader: HashMap<Pubkey, i64> = HashMap::new();
+        for (leader, _, sample) in &self.clock_samples {
+            let m = per_leader.entry(*leader).or_insert(*sample);
+            *m = (*m).min(*sample);
+        }
+        // The lower median by size: with two leaders, the one that agrees better with us
+        // (a wrong "our clock is off" costs leader slots, so it needs a majority).
+        let mut v: Vec<i64> = per_leader.into_values().collect();
+        v.sort_unstable_by_key(|x| x.unsigned_abs());
+        Some(v[(v.len() - 1) / 2])
+    }
+
+    /// Whether our clock is within `max_clock_offset_ms` of the cluster's (unknown = yes).
+    fn clock_ok(&self) -> bool {
+        self.clock_offset_ms()
+            .is_none_or(|o| o.unsigned_abs() <= self.cfg.max_clock_offset_ms)
+    }
+
+    /// A fresh block of another leader arrived at `now_ms`: one clock-offset sample.
+    fn sample_clock(&mut self, now_ms: u64, slot: Slot, leader: Pubkey) {
+        let expected = self.genesis.slot_start_ms(slot) + self.cfg.produce_delay_ms;
+        if self.clock_samples.len() == CLOCK_SAMPLES {
+            self.clock_samples.pop_front();
+        }
+        self.clock_samples
+            .push_back((leader, now_ms, now_ms as i64 - expected as i64));
+    }
+
+    /// Forgets samples older than [`CLOCK_SAMPLE_WINDOW_SLOTS`] (or from the future,
+    /// after our clock stepped back).
+    fn expire_clock_samples(&mut self, now_ms: u64) {
+        let window_ms = CLOCK_SAMPLE_WINDOW_SLOTS * self.genesis.slot_duration_ms;
+        self.clock_samples
+            .retain(|(_, at, _)| now_ms.abs_diff(*at) <= window_ms);
+    }
+
     fn best_slot(&self) -> Slot {
         self.forks.fork_choice().best
     }
 
     fn take_outbox(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Gives up the identity: if a confirmed claim still covers one of our leader slots
+    /// from now on, step down (produce those, then exit); otherwise halt at once.
+    fn step_down(&mut self, now_ms: u64, reason: ExitReason) {
+        let now_slot = self.genesis.slot_at(now_ms);
+        let me = self.identity.pubkey();
+        let rights = match &self.role {
+            Role::Voting(v) => v.claim.map(|c| (v.floor, c, v.vote_landed)),
+            _ => None,
+        };
+        let leads_within_claim = rights.is_some_and(|(floor, claim, _)| {
+            (now_slot.max(floor + 1)..=claim)
+                .any(|s| self.schedule.leader_at(&self.genesis, s) == me)
+        });
+        match rights {
+            Some((floor, claim, vote_landed)) if leads_within_claim => {
+                self.role = Role::SteppingDown(Box::new(SteppingDown {
+                    reason,
+                    floor,
+                    claim,
+                    vote_landed,
+                }));
+            }
+            _ => self.halt(reason),
+        }
+    }
+
+    /// Ends a step-down once its claim is behind us.
+    fn finish_step_down(&mut self, now_ms: u64) {
+        if let Role::SteppingDown(s) = &self.role {
+            if self.genesis.slot_at(now_ms) > s.claim {
+                let reason = s.reason.clone();
+                self.halt(reason);
+            }
+        }
     }
 
     /// Stops voting and producing for good, and tells the driver to exit.
@@ -562,6 +722,12 @@ impl Core {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Command> {
         if self.is_halted() {
             return Vec::new();
+        }
+        self.notice_pause(now_ms);
+        self.expire_clock_samples(now_ms);
+        self.finish_step_down(now_ms);
+        if self.is_halted() {
+            return self.take_outbox();
         }
         self.check_store_outage(now_ms);
         if self.is_halted() {

@@ -20,33 +20,46 @@ enum Replayed {
 }
 
 impl Core {
-    /// A block arrived (broadcast or repair). Replays it and any orphans it unblocks.
+    /// A block arrived by broadcast. Replays it and any orphans it unblocks.
     pub fn on_block(&mut self, now_ms: u64, block: Block) -> Vec<Command> {
-        if self.is_halted() {
-            return Vec::new();
-        }
-        // A stack of blocks to replay: this one, then the orphans each replay unblocks.
-        let mut next = Some(block);
-        let mut queue = Vec::new();
-        while let Some(b) = next.take().or_else(|| queue.pop()) {
-            if let Replayed::New(slot) = self.replay(now_ms, b) {
-                queue.extend(self.take_orphans_of(slot));
-            }
-        }
-        self.after_change(now_ms);
-        self.take_outbox()
+        self.receive_block(now_ms, block, true)
     }
 
-    /// Several blocks at once (a repair answer).
+    /// Blocks that arrived in a repair answer (not used to measure our clock: they are
+    /// late by design).
     pub fn on_blocks(&mut self, now_ms: u64, blocks: Vec<Block>) -> Vec<Command> {
         let mut out = Vec::new();
         // Oldest first, so parents replay before children.
         let mut blocks = blocks;
         blocks.sort_by_key(|b| b.slot);
         for b in blocks.into_iter().take(MAX_REPAIR_BATCH) {
-            out.extend(self.on_block(now_ms, b));
+            out.extend(self.receive_block(now_ms, b, false));
         }
         out
+    }
+
+    pub(super) fn receive_block(
+        &mut self,
+        now_ms: u64,
+        block: Block,
+        broadcast: bool,
+    ) -> Vec<Command> {
+        if self.is_halted() {
+            return Vec::new();
+        }
+        // Only a broadcast block that extends what we have tells the time: a repaired
+        // one, or an orphan released later, arrives late by design.
+        let mut sample = broadcast && self.forks.contains(block.parent_slot);
+        // A stack of blocks to replay: this one, then the orphans each replay unblocks.
+        let mut next = Some(block);
+        let mut queue = Vec::new();
+        while let Some(b) = next.take().or_else(|| queue.pop()) {
+            if let Replayed::New(slot) = self.replay(now_ms, b, std::mem::take(&mut sample)) {
+                queue.extend(self.take_orphans_of(slot));
+            }
+        }
+        self.after_change(now_ms);
+        self.take_outbox()
     }
 
     fn take_orphans_of(&mut self, parent: Slot) -> Vec<Block> {
@@ -63,7 +76,7 @@ impl Core {
             .collect()
     }
 
-    fn replay(&mut self, now_ms: u64, b: Block) -> Replayed {
+    fn replay(&mut self, now_ms: u64, b: Block, sample_clock: bool) -> Replayed {
         let root = self.forks.root();
         if b.slot <= root {
             return Replayed::Nothing;
@@ -75,12 +88,18 @@ impl Core {
             }
             return Replayed::Nothing;
         }
-        if b.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS {
+        let leader = self.schedule.leader_at(&self.genesis, b.slot);
+        if b.check_integrity(&leader, self.verifier.as_ref()).is_err() {
             self.stats.blocks_dropped += 1;
             return Replayed::Nothing;
         }
-        let leader = self.schedule.leader_at(&self.genesis, b.slot);
-        if b.check_integrity(&leader, self.verifier.as_ref()).is_err() {
+        // A signed block of another leader newer than anything we have tells how far our
+        // clock is from its leader's (blocks from the future included: they are the
+        // evidence when we run behind).
+        if sample_clock && leader != self.identity.pubkey() && b.slot > self.forks.highest_slot() {
+            self.sample_clock(now_ms, b.slot, leader);
+        }
+        if b.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS {
             self.stats.blocks_dropped += 1;
             return Replayed::Nothing;
         }
@@ -184,12 +203,17 @@ impl Core {
         }
         self.forks
             .observe_vote(vote.vote_account, vote.slot, vote.hash);
+        self.pool_vote(vote);
+        self.take_outbox()
+    }
+
+    /// Keeps a vote for inclusion in our blocks (bounded).
+    pub(super) fn pool_vote(&mut self, vote: SignedVote) {
         if self.vote_pool.len() < MAX_VOTE_POOL {
             self.vote_pool
                 .entry((vote.vote_account, vote.slot))
                 .or_insert(vote);
         }
-        self.take_outbox()
     }
 
     fn gossip_vote_ok(&self, now_ms: u64, vote: &SignedVote) -> bool {

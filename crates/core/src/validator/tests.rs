@@ -147,17 +147,68 @@ fn a_transient_failure_withholds_the_vote_and_retries() {
     assert_eq!(n.core.stats().store_failures, 1);
 }
 
+/// Ticks every 25 ms from `from` to `to`, confirming every store at once, and returns
+/// the slots of the blocks produced and the time of an exit.
+fn run_confirming(n: &mut Node, from: u64, to: u64, rev: i64) -> (Vec<Slot>, Option<u64>) {
+    let (mut produced, mut exit) = (Vec::new(), None);
+    let mut pending: Vec<StoreTicket> = Vec::new();
+    for t in (from..to).step_by(25) {
+        let mut cmds = n.core.tick(t);
+        for ticket in pending.drain(..) {
+            cmds.extend(n.core.on_store_report(t, ticket.confirmed(rev)));
+        }
+        for c in cmds {
+            match c {
+                Command::BroadcastBlock(b) => produced.push(b.slot),
+                Command::StoreTower(ticket) => pending.push(ticket),
+                Command::Exit(_) => exit = exit.or(Some(t)),
+                _ => {}
+            }
+        }
+    }
+    (produced, exit)
+}
+
 #[test]
-fn a_lost_lock_stops_everything_and_exits() {
+fn a_lost_lock_without_a_claim_exits_at_once() {
     let mut n = node();
-    let ticket = voted_block_1(&mut n, 150);
+    let first = only_store(take_identity(&mut n, 0, 7));
     let cmds = n
         .core
-        .on_store_report(160, ticket.failed(StoreFailure::LockLost("taken".into())));
+        .on_store_report(10, first.failed(StoreFailure::LockLost("taken".into())));
     assert!(
         matches!(cmds.as_slice(), [Command::Exit(ExitReason::LockLost(_))]),
         "{cmds:?}"
     );
+    assert!(n.core.is_halted());
+}
+
+#[test]
+fn a_lost_lock_stops_voting_at_once_and_exits_after_the_claimed_leader_slots() {
+    let mut n = node();
+    let ticket = voted_block_1(&mut n, 150);
+    let claim = n
+        .core
+        .status()
+        .leader_claim
+        .expect("the first store was confirmed");
+    assert_eq!(claim, 2, "issued in slot 0, F = 2");
+    let cmds = n
+        .core
+        .on_store_report(160, ticket.failed(StoreFailure::LockLost("taken".into())));
+    assert!(cmds.is_empty(), "no vote, no exit yet: {cmds:?}");
+    let status = n.core.status();
+    assert!(status.stepping_down && !status.voting && status.halted.is_none());
+    // It still leads the slots its confirmed claim covers (the next holder starts above
+    // the claim it stored), stores and votes nothing, then exits.
+    let (produced, exit) = run_confirming(&mut n, 175, 1_000, 9);
+    assert_eq!(
+        produced,
+        vec![2],
+        "only the claimed slot after the vote's slot"
+    );
+    assert_eq!(exit, Some(300), "exits as soon as slot 3 begins");
+    assert_eq!(n.core.stats().votes_sent, 0);
     assert!(n.core.is_halted());
     assert!(n.core.tick(5_000).is_empty());
     let b2 = block_on(&n, 2, 1, Hash::default());
@@ -190,14 +241,17 @@ fn a_report_from_before_an_identity_change_is_ignored() {
 #[test]
 fn block_production_is_fenced_by_floor_and_claim() {
     let mut n = node();
-    // An earlier holder stored a tower, so it may still hold a claim.
-    let earlier = SavedTower::new(&Tower::new(n.id.pubkey()), &n.id).unwrap();
+    // An earlier holder stored a tower claiming slots up to 9.
+    let mut earlier = Tower::new(n.id.pubkey());
+    earlier.raise_leader_claim(9);
+    let earlier = SavedTower::new(&earlier, &n.id).unwrap();
     let first = only_store(take_identity_with(&mut n, 0, 7, Some(earlier)));
     let status = n.core.status();
-    assert_eq!(status.leader_floor, Some(9), "slot(0) + F(8) + skew(1)");
+    assert_eq!(status.leader_floor, Some(9), "the stored claim");
     assert_eq!(status.leader_claim, None, "no confirmed store yet");
+    assert_eq!(first.claim(), Some(9), "claims never go down in storage");
     n.core.on_store_report(1, first.confirmed(8));
-    assert_eq!(n.core.status().leader_claim, Some(8));
+    assert_eq!(n.core.status().leader_claim, Some(9));
     let mut produced = Vec::new();
     let mut pending: Option<StoreTicket> = None;
     for t in (0..20 * SLOT_MS).step_by(25) {
@@ -222,6 +276,73 @@ fn block_production_is_fenced_by_floor_and_claim() {
     dedup.dedup();
     assert_eq!(dedup, produced, "each slot at most once");
     assert!(n.core.stats().leader_slots_fenced >= 1);
+}
+
+#[test]
+fn a_tower_without_a_stored_claim_falls_back_to_the_clock_floor() {
+    let mut n = node();
+    // Format version 1 towers carry no claim.
+    let earlier = SavedTower::new(&Tower::new(n.id.pubkey()), &n.id).unwrap();
+    let _ticket = only_store(take_identity_with(&mut n, 250, 7, Some(earlier)));
+    assert_eq!(
+        n.core.status().leader_floor,
+        Some(2 + LEGACY_LEADER_FENCE_SLOTS + 1),
+        "slot(now) + legacy F + skew"
+    );
+}
+
+/// The bug this design fixes: a primary whose clock runs ahead claims slots (by its
+/// clock) that a taker's clock-based floor did not cover. With the claim carried in the
+/// stored tower, the taker starts above whatever the old holder could confirm.
+#[test]
+fn a_taker_starts_above_the_claim_of_a_primary_whose_clock_runs_ahead() {
+    let mut old = node();
+    let ahead_ms = 800; // two slots of 400 ms in the issue; 8 slots of 100 ms here
+    let t0 = 1_000;
+    let first = only_store(take_identity(&mut old, t0 + ahead_ms, 7));
+    let stored = first.tower().clone();
+    old.core.on_store_report(t0 + ahead_ms, first.confirmed(8));
+    let old_claim = old.core.status().leader_claim.unwrap();
+    // The taker acquires right after that store, by a correct clock.
+    let mut new = node();
+    let _ticket = only_store(take_identity_with(&mut new, t0 + 10, 9, Some(stored)));
+    let floor = new.core.status().leader_floor.unwrap();
+    assert!(
+        floor >= old_claim,
+        "taker floor {floor} must cover the old holder's claim {old_claim}"
+    );
+    // The clock-based floor of the previous design did not.
+    let clock_floor = new.genesis.slot_at(t0 + 10) + 2 + 1;
+    assert!(
+        clock_floor < old_claim,
+        "the scenario exercises the old bug"
+    );
+}
+
+#[test]
+fn a_lone_validator_lands_its_own_votes_in_its_blocks_and_roots() {
+    let mut n = node();
+    let first = only_store(take_identity(&mut n, 0, 7));
+    n.core.on_store_report(0, first.confirmed(8));
+    let (produced, exit) = run_confirming(&mut n, 0, 60 * SLOT_MS, 9);
+    assert_eq!(exit, None);
+    assert!(produced.len() > 50, "{produced:?}");
+    let status = n.core.status();
+    let bank = n.core.bank(status.best_slot).unwrap();
+    let account = bank.account(&n.core.cfg.vote_account).unwrap();
+    let landed = account
+        .lockouts
+        .last_voted_slot()
+        .expect("our votes landed");
+    assert!(
+        landed + 2 >= status.best_slot,
+        "landed {landed}, best {}",
+        status.best_slot
+    );
+    assert!(
+        status.root > 0,
+        "31 landed votes deep roots a lone validator"
+    );
 }
 
 #[test]
@@ -443,4 +564,98 @@ fn a_storage_outage_is_timed_from_the_first_unanswered_store() {
         "{cmds:?}"
     );
     assert!(n.core.is_halted());
+}
+
+#[test]
+fn a_paused_process_renews_its_claim_before_it_leads_again() {
+    let mut n = node();
+    let first = only_store(take_identity(&mut n, 0, 7));
+    n.core.on_store_report(0, first.confirmed(8));
+    let (produced, _) = run_confirming(&mut n, 0, 5 * SLOT_MS, 9);
+    assert!(produced.contains(&4), "{produced:?}");
+    // Frozen for 5 slots: the first tick after the gap drops the claim and asks for a
+    // store; nothing is produced until that store is confirmed.
+    let cmds = n.core.tick(10 * SLOT_MS + 30);
+    assert_eq!(n.core.status().leader_claim, None);
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::BroadcastBlock(_))),
+        "{cmds:?}"
+    );
+    let renew = only_store(cmds);
+    let cmds = n.core.on_store_report(
+        10 * SLOT_MS + 40,
+        renew.failed(StoreFailure::LockLost("taken".into())),
+    );
+    assert!(
+        matches!(cmds.as_slice(), [Command::Exit(ExitReason::LockLost(_))]),
+        "a lost lock found by the renewal exits without producing: {cmds:?}"
+    );
+}
+
+/// Two validators; `a` is ours. Returns our node and the other leader's keypair.
+fn two_validators() -> (Node, Keypair) {
+    let id = Keypair::from_secret(&[1; 32]);
+    let other = Keypair::from_secret(&[2; 32]);
+    let vote_account = Pubkey::from_seed_byte(50);
+    let genesis = Arc::new(
+        Genesis::new(
+            vec![
+                GenesisValidator {
+                    identity: id.pubkey(),
+                    vote_account,
+                    authorized_voter: id.pubkey(),
+                    stake: 10,
+                },
+                GenesisValidator {
+                    identity: other.pubkey(),
+                    vote_account: Pubkey::from_seed_byte(51),
+                    authorized_voter: other.pubkey(),
+                    stake: 10,
+                },
+            ],
+            SLOT_MS,
+            64,
+            0,
+        )
+        .unwrap(),
+    );
+    let cfg = CoreConfig::new(&genesis, vote_account, vec![id.clone()], "test-1".into());
+    let core = Core::new(
+        genesis.clone(),
+        cfg,
+        id.clone(),
+        Arc::new(Ed25519Verifier),
+        None,
+        0,
+    );
+    (Node { core, id, genesis }, other)
+}
+
+#[test]
+fn a_clock_far_from_the_clusters_is_measured_and_keeps_the_node_from_leading() {
+    let (mut n, other) = two_validators();
+    let schedule = crate::genesis::LeaderSchedule::compute(&n.genesis, 0);
+    let theirs: Vec<Slot> = (1..64)
+        .filter(|s| schedule.leader_at(*s) == Some(other.pubkey()))
+        .take(6)
+        .collect();
+    assert_eq!(theirs.len(), 6, "the other validator leads some slots");
+    let late_ms = 5 * SLOT_MS; // our clock runs 500 ms ahead of theirs
+    let (mut parent, mut parent_hash) = (0, n.genesis.hash);
+    for s in &theirs {
+        let b = Block::produce(&other, *s, parent, parent_hash, Vec::new());
+        (parent, parent_hash) = (b.slot, b.hash);
+        let arrival = n.genesis.slot_start_ms(*s) + n.core.cfg.produce_delay_ms + late_ms;
+        n.core.on_block(arrival, b);
+    }
+    let offset = n.core.status().clock_offset_ms.expect("enough samples");
+    assert_eq!(offset, late_ms as i64);
+    // Take the identity and keep the claim confirmed: no slot is led while the clock is off.
+    let now = n.genesis.slot_start_ms(parent) + late_ms + 30;
+    let first = only_store(take_identity(&mut n, now, 7));
+    assert_eq!(first.claim(), None, "a clock that far off raises no claim");
+    n.core.on_store_report(now, first.confirmed(8));
+    let (produced, _) = run_confirming(&mut n, now, now + 20 * SLOT_MS, 9);
+    assert!(produced.is_empty(), "{produced:?}");
+    assert!(n.core.stats().leader_slots_fenced > 0);
 }

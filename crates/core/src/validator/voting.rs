@@ -204,9 +204,18 @@ impl Core {
         let issued_slot = self.genesis.slot_at(now_ms);
         let seq = self.next_seq;
         self.next_seq += 1;
+        let clock_ok = self.clock_ok();
         let Role::Voting(v) = &mut self.role else {
             return;
         };
+        // The claim goes into the stored tower before the store is issued, so storage
+        // always holds at least every claim that can be confirmed. A clock too far off
+        // raises no claim (we will not lead with it).
+        if clock_ok {
+            v.tower
+                .raise_leader_claim(issued_slot + self.cfg.leader_fence_slots);
+        }
+        let claim = v.tower.leader_claim();
         // Signed through the verifier: ed25519 in a real node, the simulator's own scheme
         // in the simulator (checked the same way when the tower is loaded).
         let verifier = self.verifier.as_ref();
@@ -220,7 +229,7 @@ impl Core {
             vote,
             issued_ms: now_ms,
         };
-        let ticket = StoreTicket::new(seq, v.fence, saved, issued_slot);
+        let ticket = StoreTicket::new(seq, v.fence, saved, issued_slot, claim);
         self.outbox.push(Command::StoreTower(ticket));
     }
 
@@ -242,22 +251,28 @@ impl Core {
             unreachable!("checked above")
         };
         match report.outcome {
-            Ok(_) => self.store_confirmed(now_ms, report.issued_slot, vote),
+            Ok(_) => self.store_confirmed(now_ms, report.claim, vote),
             Err(StoreFailure::Unavailable(_)) => self.store_unavailable(now_ms, issued_ms, vote),
-            Err(StoreFailure::LockLost(detail)) => self.halt(ExitReason::LockLost(detail)),
+            Err(StoreFailure::LockLost(detail)) => {
+                self.step_down(now_ms, ExitReason::LockLost(detail))
+            }
         }
         self.take_outbox()
     }
 
-    fn store_confirmed(&mut self, now_ms: u64, issued_slot: Slot, vote: Option<SignedVote>) {
+    fn store_confirmed(&mut self, now_ms: u64, claim: Option<Slot>, vote: Option<SignedVote>) {
         let Role::Voting(v) = &mut self.role else {
             return;
         };
-        let claim = issued_slot + self.cfg.leader_fence_slots;
-        v.claim = Some(v.claim.map_or(claim, |c| c.max(claim)));
+        if let Some(claim) = claim {
+            v.claim = Some(v.claim.map_or(claim, |c| c.max(claim)));
+        }
         v.outage_since_ms = None;
         if let Some(vote) = vote {
             self.stats.votes_sent += 1;
+            // Our own blocks carry our votes too, as Solana's leaders do: a lone
+            // validator's votes land, and a leader's vote does not wait for another leader.
+            self.pool_vote(vote.clone());
             self.outbox.push(Command::SendVote(OutgoingVote::new(vote)));
         }
         self.after_change(now_ms);
