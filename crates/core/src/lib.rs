@@ -31,17 +31,31 @@
 //!    A `StoreReport` can only be made by consuming the (non-`Clone`) [`StoreTicket`].
 //! 2. **Lost lock = stop now.** A `LockLost` report halts the core before anything else
 //!    is emitted: no vote, no block, then `Exit`. A halted core ignores every event.
-//! 3. **Fenced block production.** A node leads slot `s` only if a store it issued in
-//!    slot `i ≥ s - F` was confirmed under its current fence, and `s` is above the floor
-//!    `slot(t_take) + F + skew` fixed when it took the identity. Any store of an older
-//!    holder that can be confirmed was written before the new holder's acquire, hence
-//!    issued at or before `t_take`, so the old holder's slots are `≤ slot(t_take) + F`
-//!    and the new holder's are above it: no slot is led by two instances, across
-//!    failover, freezes and restarts (which also forget what was produced). Skew covers
-//!    clock differences between machines. When the tower loaded after the acquire is
-//!    absent, no holder ever had a confirmed store, hence no claim, and the floor is 0 (a
-//!    new cluster leads from its first slots). After an identity change the node also
-//!    waits for one of its new votes to land before leading.
+//! 3. **Fenced block production, independent of clocks.** Every store writes a *leader
+//!    claim* into the tower it stores: `slot(issue) + F` (F = 2), never lower than the
+//!    tower's previous claim. A node leads slot `s` only if a store whose claim is `≥ s`
+//!    was confirmed under its current fence, and `s` is above its floor: the claim of the
+//!    tower it loaded right after acquiring the lock. Why no slot is led twice: every
+//!    store an older holder can still have confirmed committed before the new holder's
+//!    acquire (later ones are fenced out by the revision), claims only rise, and the load
+//!    is linearizable, so the loaded claim is at least every claim an older holder can
+//!    ever lead with — whatever its clock said when it computed it. This is what broke
+//!    before: the floor was `slot(now) + F + skew` by the *taker's* clock, and a primary
+//!    whose clock ran two slots ahead had claimed further than that. A tower without a
+//!    claim (format version 1) falls back to that clock floor; no stored tower means no
+//!    holder ever had a claim, and the floor is 0.
+//!    Liveness around it: a node that loses the lock (or hears of a newer instance)
+//!    *steps down*: it votes no more but produces the slots its confirmed claim still
+//!    covers, then exits, so a planned handover inside a leader window skips no slot
+//!    (the taker starts right above). Leaders put their own sent votes in their blocks.
+//!    After an identity change a node waits for one of its new votes to land before
+//!    leading, unless the block it is about to produce carries one and every slot since
+//!    its parent is its own (nobody else could carry it). A tick gap of over two slots
+//!    (a paused process) drops the confirmed claim until a new store confirms, which
+//!    also finds a lost lock before anything is produced. The node estimates its clock
+//!    offset from other leaders' broadcast blocks (per leader the smallest
+//!    arrival-minus-schedule difference, then the lower median by size) and neither
+//!    leads nor raises its claim while it is beyond `max_clock_offset_ms` (one slot).
 //! 4. **Verified towers.** A tower handed to `set_identity` is verified (signature and
 //!    identity) first; a bad one is an error, never replaced by an empty tower. A
 //!    missing one means the identity never sent a vote (by 1.), so an empty tower is safe.

@@ -14,10 +14,12 @@
 //!   lost.
 //!
 //! Each checks, from every ledger's block records: no slot has a block from two instances;
-//! the old primary produced nothing above `slot(fault) + F` (its claim); the standby
-//! produced nothing at or below `slot(set-identity) + F` (its floor); the standby leads
-//! a later window of the identity (fencing does not stop production for good); the old
-//! primary exited; and the auditor finds nothing.
+//! the old primary produced nothing above `slot(fault) + F` (its claim); every block of
+//! the standby is above every block of the old primary (its floor is the claim stored in
+//! the tower); with the primary running, no slot of the window is skipped (the old
+//! primary finishes its claimed slots while stepping down, the standby leads the rest);
+//! the standby leads a later window of the identity; the old primary exited; and the
+//! auditor finds nothing.
 
 mod common;
 #[path = "common/faults.rs"]
@@ -33,8 +35,8 @@ use huione_core::ScheduleCache;
 use huione_testkit::EtcdCluster;
 
 /// The core's `leader_fence_slots` (F): a confirmed store issued in slot `i` covers
-/// leader slots up to `i + F`; a taker's floor is `slot(take) + F + skew`.
-const F: u64 = 8;
+/// leader slots up to `i + F`; a taker leads only above the claim stored in the tower.
+const F: u64 = 2;
 
 /// Slots at which the pair's identity starts a leader window, at least `ahead` slots from
 /// now.
@@ -174,13 +176,25 @@ fn failover_in_leader_window(freeze: bool) {
         late.is_empty(),
         "the old primary produced slots {late:?} beyond its claim (slot {claim_end})"
     );
-    // Standby: above its floor.
-    let floor = g.slot_at(t_take) + F;
-    let early: Vec<_> = by_standby.keys().filter(|s| **s <= floor).collect();
+    // Standby: above everything the old primary produced (its floor is the stored claim).
+    let primary_last = by_primary.keys().next_back().copied().unwrap_or(0);
+    let early: Vec<_> = by_standby.keys().filter(|s| **s <= primary_last).collect();
     assert!(
         early.is_empty(),
-        "the standby produced slots {early:?} at or below its floor (slot {floor})"
+        "the standby produced slots {early:?} at or below the old primary's last block \
+         (slot {primary_last})"
     );
+    if !freeze {
+        // A planned handover inside the window skips none of its slots.
+        let skipped: Vec<u64> = window_slots
+            .clone()
+            .filter(|s| !by_primary.contains_key(s) && !by_standby.contains_key(s))
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "window slots {skipped:?} were produced by nobody"
+        );
+    }
     // No slot produced by two instances of the identity.
     let mut all = by_primary.clone();
     for (slot, inst) in &by_standby {
