@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what huione needs to build and test on Debian: etcd (server + etcdctl),
-# protoc (etcd-client's build needs it), curl, iproute2, python3-venv (for the test that
+# protoc (etcd-client's build needs it), curl, iproute2, faketime, python3-venv (for the test that
 # reads our RPC with Solana's Python client library). Idempotent; runs apt only if
 # something is missing.
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The clock tests run a validator with its wall clock shifted.
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The RPC compatibility test builds a venv with the Python Solana client library.

@@ -74,6 +74,13 @@ pub struct RunArgs {
     /// has not caught up (the old implementation's behaviour).
     #[arg(long)]
     pub reclaim_immediately: bool,
+    /// Do not lead (and do not claim leader slots) while this node's clock is estimated
+    /// further than this from the cluster's, measured from other leaders' blocks. Default:
+    /// one slot. Safety does not depend on it (the next holder of the identity starts
+    /// above the leader claim stored in the tower); it keeps a node with a broken clock
+    /// from producing blocks that peers drop.
+    #[arg(long, value_name = "MS")]
+    pub max_clock_offset_ms: Option<u64>,
     /// Blocks kept on disk below the newest root, in slots (older block segments are
     /// deleted; never those a kept snapshot still needs). Default: about 11 hours at
     /// 400 ms slots.

@@ -93,6 +93,10 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     if cfg.args.tower_outage_exit_after_ms > 0 {
         core_cfg.max_store_outage_ms = Some(cfg.args.tower_outage_exit_after_ms);
     }
+    if let Some(ms) = cfg.args.max_clock_offset_ms {
+        core_cfg.max_clock_offset_ms = ms;
+    }
+    let core_cfg_max_clock_offset_ms = core_cfg.max_clock_offset_ms;
     let ledger_state = restored.into_core_ledger(&genesis);
     let core = Core::new(
         genesis.clone(),
@@ -180,6 +184,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         store_failing_since: None,
         root_snapshot: None,
         watch,
+        clock_warned: None,
+        max_clock_offset_ms: core_cfg_max_clock_offset_ms,
     };
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
@@ -226,7 +232,13 @@ struct Node {
     root_snapshot: Option<(huione_core::Slot, Arc<Vec<u8>>)>,
     /// etcd's size and alarms, certificate expiry, and why stores fail (for getHealth).
     watch: StorageWatch,
+    /// Last warning about our clock's offset from the cluster's (at most one a minute).
+    clock_warned: Option<Instant>,
+    max_clock_offset_ms: u64,
 }
+
+/// How often the clock-offset warning may repeat.
+const CLOCK_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Slots remembered for vote latency, and latencies kept for the percentiles.
 const LATENCY_SLOTS: usize = 1024;
@@ -817,6 +829,7 @@ impl Node {
         self.metrics.slot_finalized.set_u64(s.root);
         self.metrics.root_slot.set_u64(s.root);
         self.publish_vote_latency();
+        self.warn_about_clock(s.clock_offset_ms);
         // Dropped input, by reason: the network's decode/gossip drops and the core's
         // rejected blocks and votes.
         let net = self.net.stats().snapshot();
@@ -911,6 +924,32 @@ fn rpc_bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
         _ => "check --rpc-bind-address and --rpc-port".to_string(),
     };
     anyhow::anyhow!("cannot serve JSON-RPC on {addr}: {e}; {hint}")
+}
+
+impl Node {
+    /// Says so, at a bounded rate, while our clock is too far from the cluster's to lead.
+    fn warn_about_clock(&mut self, offset_ms: Option<i64>) {
+        let Some(offset) = offset_ms.filter(|o| o.unsigned_abs() > self.max_clock_offset_ms) else {
+            return;
+        };
+        if self
+            .clock_warned
+            .is_some_and(|t| t.elapsed() < CLOCK_WARN_EVERY)
+        {
+            return;
+        }
+        self.clock_warned = Some(Instant::now());
+        let dir = if offset > 0 { "ahead of" } else { "behind" };
+        tracing::warn!(
+            offset_ms = offset,
+            max_ms = self.max_clock_offset_ms,
+            "this machine's clock runs {} ms {dir} the cluster's (measured from other \
+             leaders' blocks): this node will not produce blocks until it is within {} ms; \
+             check NTP (timedatectl, chronyc tracking)",
+            offset.unsigned_abs(),
+            self.max_clock_offset_ms
+        );
+    }
 }
 
 async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {

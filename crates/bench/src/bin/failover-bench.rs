@@ -18,8 +18,19 @@
 //!   and the votes it sent after resuming (must be 0).
 //! * `kill-leader`: SIGKILL a quarter slot before the identity's leader window (the
 //!   worst phase), to show that cost.
+//! * `planned-random`: `set-identity` at a random moment (no waiting for a restart
+//!   window); `planned-window`: `set-identity` half a slot into the identity's own leader
+//!   window. Both must skip no leader slot.
+//! * `healthy`: the pair and the watchtower at its defaults run untouched for
+//!   `--healthy-secs`; prints the failovers the watchtower ordered (must be 0).
 //!
-//! Every round ends with the auditor over every ledger.
+//! Besides the times to the first vote *sent*, every round prints the time to the first
+//! vote *landed* (the witness node's `getVoteAccounts` shows the account's `lastVote` at
+//! or past the secondary's first vote: what vote credits and delinquency see) and the
+//! identity's **leader slots skipped** from the fault (or command) to 12 slots after the
+//! first landed vote: slots the schedule gives the identity that neither machine produced.
+//! Each case ends with p50/p99/max over its rounds. Every round ends with the auditor
+//! over every ledger.
 //!
 //! `cargo build --release -p huione-validator -p huione-cluster -p huione-watchtower \
 //!  -p huione-bench && target/release/failover-bench [--rounds N] [--cases planned,kill,stop]`
@@ -42,13 +53,17 @@ struct Args {
     /// Rounds per case and etcd size.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
-    /// Cases to run (comma separated): planned, kill, stop, kill-leader.
+    /// Cases to run (comma separated): planned, planned-random, planned-window, kill, stop,
+    /// kill-leader, healthy.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "planned,kill,stop,kill-leader"
+        default_value = "planned,planned-random,planned-window,kill,stop,kill-leader"
     )]
     cases: Vec<Case>,
+    /// How long the `healthy` case runs the pair untouched.
+    #[arg(long, default_value_t = 600)]
+    healthy_secs: u64,
     /// etcd cluster sizes (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     members: Vec<usize>,
@@ -60,9 +75,31 @@ struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Case {
     Planned,
+    PlannedRandom,
+    PlannedWindow,
     Kill,
     Stop,
     KillLeader,
+    Healthy,
+}
+
+impl Case {
+    fn planned(self) -> bool {
+        matches!(
+            self,
+            Case::Planned | Case::PlannedRandom | Case::PlannedWindow
+        )
+    }
+}
+
+/// p50/p99/max of `v` (empty: dashes).
+fn dist(v: &mut [u64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{}/{}/{}", at(0.5), at(0.99), v[v.len() - 1])
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,10 +123,28 @@ fn main() -> anyhow::Result<()> {
     }
     for case in &args.cases {
         println!();
+        if *case == Case::Healthy {
+            for &members in &args.members {
+                match healthy_run(&bin, members, args.slot_ms, args.healthy_secs) {
+                    Ok((failovers, votes)) => println!(
+                        "healthy pair, {members} member etcd, {} s, watchtower defaults: {failovers} failovers ordered (target 0), {votes} votes by the primary",
+                        args.healthy_secs
+                    ),
+                    Err(e) => println!("healthy pair, {members} member etcd: FAILED: {e:#}"),
+                }
+            }
+            continue;
+        }
+        let (mut sent, mut landed, mut skipped, mut missed) = (vec![], vec![], vec![], vec![]);
         match case {
-            Case::Planned => println!(
-                "planned failover (wait-for-restart-window, then set-identity), {} ms slots\n{:<10} {:>5} {:>20} {:>20} {:>14} {:>18} {:>8}",
-                args.slot_ms, "etcd", "round", "cmd->first vote ms", "cmd->primary exit", "identity-led", "missed vote slots", "audit"
+            c if c.planned() => println!(
+                "planned failover ({}), {} ms slots\n{:<10} {:>5} {:>20} {:>20} {:>18} {:>14} {:>14} {:>18} {:>8}",
+                match c {
+                    Case::Planned => "wait-for-restart-window, then set-identity",
+                    Case::PlannedRandom => "set-identity at a random moment",
+                    _ => "set-identity half a slot into the identity's leader window",
+                },
+                args.slot_ms, "etcd", "round", "cmd->first vote ms", "cmd->primary exit", "cmd->landed ms", "identity-led", "leader skipped", "missed vote slots", "audit"
             ),
             _ => println!(
                 "unplanned failover ({}), watchtower defaults, {} ms slots\n{:<10} {:>5} {:>16} {:>18} {:>14} {:>16} {:>14} {:>8}",
@@ -101,6 +156,12 @@ fn main() -> anyhow::Result<()> {
                 args.slot_ms,
                 "etcd", "round", "fault->decision", "fault->first vote", "identity-led", "resume->exit ms", "votes resumed", "audit"
             ),
+        }
+        if !case.planned() {
+            println!(
+                "{:>60}",
+                "(each row continues: fault->landed ms, leader slots skipped)"
+            );
         }
         for &members in &args.members {
             for round in 0..args.rounds {
@@ -118,27 +179,101 @@ fn main() -> anyhow::Result<()> {
                 };
                 let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
                 let etcd = format!("{members} member");
+                sent.push(r.first_vote_ms);
+                landed.extend(r.landed_ms);
+                skipped.push(r.leader_skipped);
+                missed.push(r.missed as u64);
                 match case {
-                    Case::Planned => println!(
-                        "{etcd:<10} {round:>5} {:>20} {:>20} {:>14} {:>18} {audit:>8}",
+                    c if c.planned() => println!(
+                        "{etcd:<10} {round:>5} {:>20} {:>20} {:>18} {:>14} {:>14} {:>18} {audit:>8}",
                         r.first_vote_ms,
                         opt(r.exit_ms),
+                        opt(r.landed_ms),
                         r.identity_led,
+                        r.leader_skipped,
                         r.missed,
                     ),
                     _ => println!(
-                        "{etcd:<10} {round:>5} {:>16} {:>18} {:>14} {:>16} {:>14} {audit:>8}",
+                        "{etcd:<10} {round:>5} {:>16} {:>18} {:>14} {:>16} {:>14} {audit:>8} {:>8} {:>4}",
                         opt(r.decision_ms),
                         r.first_vote_ms,
                         r.identity_led,
                         opt(r.exit_ms),
                         opt(r.votes_after_resume),
+                        opt(r.landed_ms),
+                        r.leader_skipped,
                     ),
                 }
             }
         }
+        println!(
+            "{case:?}: {} rounds; first vote sent ms p50/p99/max {}; landed ms {}; leader slots skipped {}; missed vote slots {}",
+            sent.len(),
+            dist(&mut sent),
+            dist(&mut landed),
+            dist(&mut skipped),
+            dist(&mut missed)
+        );
     }
     Ok(())
+}
+
+/// The pair and the watchtower at its defaults, untouched: failovers ordered (must be 0)
+/// and the primary's votes (to show it ran).
+fn healthy_run(
+    bin: &Path,
+    members: usize,
+    slot_ms: u64,
+    secs: u64,
+) -> anyhow::Result<(usize, usize)> {
+    let dir = tempfile::tempdir()?;
+    let cdir = dir.path().join("c");
+    let mut launcher = start_cluster(bin, &cdir, members, slot_ms, secs + 120)?;
+    let mut watchtower = None;
+    let result = (|| {
+        let m = wait_running(&cdir.join("cluster.json"))?;
+        let genesis: Genesis = serde_json::from_slice(&std::fs::read(&m.genesis)?)?;
+        let s = Setup { m, genesis };
+        let primary = s.node(Role::Primary)?;
+        let id = primary.identity.to_string();
+        wait(Duration::from_secs(60), || {
+            (votes_of(primary, &id).len() >= 20).then_some(())
+        })
+        .context("the primary did not vote")?;
+        let (child, _, audit_log) = start_watchtower(bin, &cdir, &s)?;
+        watchtower = Some(child);
+        std::thread::sleep(Duration::from_secs(secs));
+        let failovers = std::fs::read_to_string(&audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"result\":\"ok\""))
+            .count();
+        Ok((failovers, votes_of(primary, &id).len()))
+    })();
+    if let Some(mut w) = watchtower {
+        stop(&mut w);
+    }
+    stop(&mut launcher);
+    result
+}
+
+fn start_cluster(
+    bin: &Path,
+    cdir: &Path,
+    members: usize,
+    slot_ms: u64,
+    secs: u64,
+) -> anyhow::Result<Child> {
+    Command::new(bin.join("huione-local-cluster"))
+        .args(["--validators", "3", "--etcd", "--failover-pair"])
+        .args(["--slot-ms", &slot_ms.to_string()])
+        .args(["--etcd-members", &members.to_string()])
+        .args(["--run-for-secs", &secs.to_string(), "--dir"])
+        .arg(cdir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("huione-local-cluster next to this binary")
 }
 
 #[derive(Default)]
@@ -150,21 +285,14 @@ struct RoundResult {
     identity_led: u64,
     votes_after_resume: Option<u64>,
     violations: usize,
+    landed_ms: Option<u64>,
+    leader_skipped: u64,
 }
 
 fn one_round(bin: &Path, members: usize, case: Case, slot_ms: u64) -> anyhow::Result<RoundResult> {
     let dir = tempfile::tempdir()?;
     let cdir = dir.path().join("c");
-    let mut launcher = Command::new(bin.join("huione-local-cluster"))
-        .args(["--validators", "3", "--etcd", "--failover-pair"])
-        .args(["--slot-ms", &slot_ms.to_string()])
-        .args(["--etcd-members", &members.to_string()])
-        .args(["--run-for-secs", "180", "--dir"])
-        .arg(&cdir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("huione-local-cluster next to this binary")?;
+    let mut launcher = start_cluster(bin, &cdir, members, slot_ms, 180)?;
     let mut watchtower = None;
     let result = measure(bin, &cdir, case, &mut watchtower);
     if let Some(mut w) = watchtower {
@@ -213,23 +341,27 @@ fn measure(
     let mut r = RoundResult::default();
     let pid = primary.pid.context("the primary has no pid")? as i32;
     let t0 = match case {
-        Case::Planned => {
-            // As the operator guide says: wait until the identity has no leader slot soon.
-            let waited = Command::new(bin.join("huione-validator"))
-                .arg("--ledger")
-                .arg(&secondary.ledger)
-                .arg("wait-for-restart-window")
-                .arg("--identity")
-                .arg(&primary.identity_keypair)
-                .args(["--timeout", "60"])
-                .stdout(Stdio::null())
-                .output()?;
-            if !waited.status.success() {
-                bail!(
-                    "wait-for-restart-window failed: {}",
-                    String::from_utf8_lossy(&waited.stderr)
-                );
+        c if c.planned() => {
+            match c {
+                Case::PlannedRandom => {
+                    let jitter = now_ms() % (4 * s.genesis.slot_duration_ms * 4);
+                    std::thread::sleep(Duration::from_millis(jitter));
+                }
+                Case::PlannedWindow => {
+                    sleep_until_before_leader_window(&s, &id)?;
+                    let half_in = s.genesis.slot_duration_ms / 4 + s.genesis.slot_duration_ms / 2;
+                    std::thread::sleep(Duration::from_millis(half_in));
+                }
+                _ => wait_for_restart_window(bin, secondary, primary)?,
             }
+            .arg("--ledger")
+            .arg(&secondary.ledger)
+            .arg("wait-for-restart-window")
+            .arg("--identity")
+            .arg(&primary.identity_keypair)
+            .args(["--timeout", "60"])
+            .stdout(Stdio::null())
+            .output()?;
             let t0 = now_ms();
             let out = Command::new(bin.join("huione-validator"))
                 .arg("--ledger")
@@ -295,6 +427,14 @@ fn measure(
     r.identity_led = (s.genesis.slot_at(t0)..=first.1)
         .filter(|slot| schedule.leader_at(&s.genesis, *slot) == primary.identity)
         .count() as u64;
+    // Landed: the witness sees the account's last vote at or past the first new vote.
+    let witness = s.m.nodes.first().context("no nodes")?;
+    let vote_account = primary_vote_account(&s)?;
+    let landed = wait(Duration::from_secs(20), || {
+        let last = last_vote(&witness.rpc_url, &vote_account)?;
+        (last >= first.1).then(now_ms)
+    });
+    r.landed_ms = landed.map(|t| t.saturating_sub(t0));
     if case == Case::Stop {
         std::thread::sleep(Duration::from_millis(500));
         let t_cont = now_ms();
@@ -322,10 +462,84 @@ fn measure(
     for n in &s.m.nodes {
         records.extend(audit(&n.ledger));
     }
+    // Leader slots skipped: the identity's slots from the fault to 12 slots after the
+    // first landed vote that neither machine produced (a slot still ahead of the clock is
+    // not counted).
+    let end = s
+        .genesis
+        .slot_at(landed.unwrap_or(first.0) + 12 * s.genesis.slot_duration_ms)
+        .min(s.genesis.slot_at(now_ms()).saturating_sub(1));
+    let produced: BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Block(b) if b.leader.to_string() == id => Some(b.slot),
+            _ => None,
+        })
+        .collect();
+    r.leader_skipped = (s.genesis.slot_at(t0)..=end)
+        .filter(|slot| {
+            schedule.leader_at(&s.genesis, *slot) == primary.identity && !produced.contains(slot)
+        })
+        .count() as u64;
     r.violations = Auditor::audit_all(s.genesis.hash, &records)
         .violations()
         .len();
     Ok(r)
+}
+
+/// As the operator guide says: wait until the identity has no leader slot soon.
+fn wait_for_restart_window(
+    bin: &Path,
+    secondary: &NodeEntry,
+    primary: &NodeEntry,
+) -> anyhow::Result<()> {
+    let waited = Command::new(bin.join("huione-validator"))
+        .arg("--ledger")
+        .arg(&secondary.ledger)
+        .arg("wait-for-restart-window")
+        .arg("--identity")
+        .arg(&primary.identity_keypair)
+        .args(["--timeout", "60"])
+        .stdout(Stdio::null())
+        .output()?;
+    if !waited.status.success() {
+        bail!(
+            "wait-for-restart-window failed: {}",
+            String::from_utf8_lossy(&waited.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The vote account of the pair's identity, from the genesis.
+fn primary_vote_account(s: &Setup) -> anyhow::Result<String> {
+    let id = s.node(Role::Primary)?.identity;
+    s.genesis
+        .validators
+        .iter()
+        .find(|v| v.identity == id)
+        .map(|v| v.vote_account.to_string())
+        .context("the primary's identity is not in the genesis")
+}
+
+/// `lastVote` of `vote_account` as the node at `rpc_url` sees it.
+fn last_vote(rpc_url: &str, vote_account: &str) -> Option<u64> {
+    let port: u16 = rpc_url
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()?;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "getVoteAccounts"});
+    let resp: serde_json::Value =
+        serde_json::from_str(&huione_bench::http(port, "POST", "/", &body.to_string())?).ok()?;
+    ["current", "delinquent"].iter().find_map(|k| {
+        resp["result"][k]
+            .as_array()?
+            .iter()
+            .find(|a| a["votePubkey"] == vote_account)?["lastVote"]
+            .as_u64()
+    })
 }
 
 /// `huione-watchtower` with its default thresholds, next to the secondary.

@@ -1,0 +1,164 @@
+//! A primary whose wall clock runs two slots ahead (`faketime`), taken over inside its
+//! own leader window, with real processes and a real etcd over mutual TLS.
+//!
+//! Before the leader claim was stored in the tower, the taker's floor came from its own
+//! clock, and such a primary could produce a slot the new holder also produced (a
+//! duplicate block, PRODUCT.md invariant 4). Both cases check, from every ledger: no
+//! slot has blocks from two instances, the auditor finds nothing, the old primary exits
+//! (code 3 or 4) and the standby leads a later window of the identity.
+//!
+//! * `guarded`: default settings. The primary measures its offset from other leaders'
+//!   blocks, warns, and stops leading.
+//! * `unguarded_frozen`: the clock guard switched off (`--max-clock-offset-ms` huge), the
+//!   primary frozen just before its window, taken over, and resumed three seconds later
+//!   (the sequence): safety rests on the stored claim alone.
+
+mod common;
+#[path = "common/faults.rs"]
+mod faults;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use faults::*;
+use huione_core::audit::AuditRecord;
+use huione_core::ScheduleCache;
+use huione_testkit::EtcdCluster;
+
+const AHEAD_SLOTS: u64 = 2;
+
+fn next_window(c: &Cluster, ahead: u64) -> u64 {
+    let g = &c.genesis;
+    let id = primary_identity(c);
+    let mut schedule = ScheduleCache::default();
+    let now = g.slot_at(now_ms());
+    (now + ahead..now + 400)
+        .find(|s| schedule.leader_at(g, *s) == id && schedule.leader_at(g, s - 1) != id)
+        .expect("the identity leads a window within 400 slots")
+}
+
+/// Runs the pair's primary under `faketime`, `AHEAD_SLOTS` slots ahead.
+fn run_primary_ahead(c: &mut Cluster) {
+    let faketime = which("faketime").expect(
+        "faketime is not installed: scripts/deps.sh installs it (apt-get install -y faketime)",
+    );
+    let node = &mut c.nodes[PAIR];
+    let ahead = format!("+{}s", (AHEAD_SLOTS * SLOT_MS) as f64 / 1000.0);
+    let mut args = vec![
+        // Only the wall clock runs ahead; timers keep the real monotonic clock.
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".to_string(),
+        faketime,
+        "-f".into(),
+        ahead,
+        node.bin.display().to_string(),
+    ];
+    args.extend(node.args.drain(..));
+    node.bin = "/usr/bin/env".into();
+    node.args = args;
+}
+
+fn which(name: &str) -> Option<String> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| std::path::Path::new(p).is_file())
+}
+
+fn producers(records: &[AuditRecord], leader: &str) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut by_slot: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for r in records {
+        if let AuditRecord::Block(b) = r {
+            if b.leader.to_string() == leader {
+                by_slot
+                    .entry(b.slot)
+                    .or_default()
+                    .insert(b.instance.clone());
+            }
+        }
+    }
+    by_slot
+}
+
+fn takeover_with_clock_ahead(guarded: bool) {
+    let _serial = serial();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let extra: &[&str] = if guarded {
+        &[]
+    } else {
+        &["--max-clock-offset-ms", "100000"]
+    };
+    let (mut c, mut standby) = pair_cluster(&etcd, extra);
+    run_primary_ahead(&mut c);
+    c.start_all();
+    standby.start();
+    wait_voting(&c, Duration::from_secs(40));
+    let g = c.genesis.clone();
+    let id = primary_identity(&c).to_string();
+    // Let the primary see a few windows of other leaders (its clock measurement).
+    std::thread::sleep(Duration::from_millis(30 * SLOT_MS));
+
+    let window = next_window(&c, 3 + AHEAD_SLOTS);
+    // By true time, one slot before the window (by the primary's clock, one slot into it).
+    let at = g.slot_start_ms(window) - SLOT_MS;
+    std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms())));
+    if !guarded {
+        c.nodes[PAIR].signal(libc::SIGSTOP);
+    }
+    let out = set_identity(&standby.ledger, &c.nodes[PAIR].identity_file, false);
+    assert!(
+        out.status.success(),
+        "set-identity failed: {}\n{}",
+        out_text(&out),
+        standby.log()
+    );
+    if !guarded {
+        std::thread::sleep(Duration::from_secs(3));
+        c.nodes[PAIR].signal(libc::SIGCONT);
+    }
+    let code = c.nodes[PAIR].wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(3 | 4)),
+        "the old primary did not stop with code 3 or 4: {code:?}\n{}",
+        c.nodes[PAIR].log()
+    );
+    if guarded {
+        assert!(
+            c.nodes[PAIR].log().contains("clock runs"),
+            "the primary never warned about its clock:\n{}",
+            c.nodes[PAIR].log()
+        );
+    }
+    let later = next_window(&c, 1);
+    let standby_ledger = standby.ledger.clone();
+    let led = wait_for(Duration::from_secs(60), || {
+        let recs = audit_records(&[standby_ledger.as_path()]);
+        producers(&recs, &id)
+            .keys()
+            .any(|s| *s >= later)
+            .then_some(())
+    });
+    assert!(
+        led.is_some(),
+        "the standby never led a window of the identity from slot {later}:\n{}",
+        standby.log()
+    );
+    let recs = audit_records(&[c.nodes[PAIR].ledger.as_path(), standby.ledger.as_path()]);
+    let twice: Vec<_> = producers(&recs, &id)
+        .into_iter()
+        .filter(|(_, i)| i.len() > 1)
+        .collect();
+    assert!(twice.is_empty(), "slots led by two instances: {twice:?}");
+    assert_audit_clean(&c, &[&standby]);
+}
+
+#[test]
+fn a_primary_two_slots_ahead_measures_it_warns_and_is_taken_over_cleanly() {
+    takeover_with_clock_ahead(true);
+}
+
+#[test]
+fn a_primary_two_slots_ahead_frozen_and_resumed_after_a_takeover_never_leads_twice() {
+    takeover_with_clock_ahead(false);
+}
