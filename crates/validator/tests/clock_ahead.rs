@@ -53,7 +53,7 @@ fn run_primary_ahead(c: &mut Cluster) {
         ahead,
         node.bin.display().to_string(),
     ];
-    args.extend(node.args.drain(..));
+    args.append(&mut node.args);
     node.bin = "/usr/bin/env".into();
     node.args = args;
 }

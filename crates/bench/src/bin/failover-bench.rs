@@ -354,14 +354,6 @@ fn measure(
                 }
                 _ => wait_for_restart_window(bin, secondary, primary)?,
             }
-            .arg("--ledger")
-            .arg(&secondary.ledger)
-            .arg("wait-for-restart-window")
-            .arg("--identity")
-            .arg(&primary.identity_keypair)
-            .args(["--timeout", "60"])
-            .stdout(Stdio::null())
-            .output()?;
             let t0 = now_ms();
             let out = Command::new(bin.join("huione-validator"))
                 .arg("--ledger")
