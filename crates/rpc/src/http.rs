@@ -328,7 +328,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
         (&Method::POST, "/") => rpc(req, shared).await,
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
             shared.metrics.render(),
         ),
         (&Method::GET, "/ledger-snapshot") => {

@@ -485,7 +485,7 @@ async fn health_and_metrics_endpoints() {
     assert!(r
         .header("content-type")
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = String::from_utf8(r.body).unwrap();
     assert!(
         text.contains("huione_rpc_requests_total{method=\"getSlot\"} 1"),

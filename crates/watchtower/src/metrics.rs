@@ -1,216 +1,161 @@
-//! The watchtower's metrics (a plain value shared as `Arc`, no globals) in Prometheus'
-//! text format, and a tiny HTTP server for `GET /metrics`.
+//! The watchtower's metrics (a plain value shared as `Arc`, no globals), kept in a
+//! `prometheus-client` registry and served at `GET /metrics` by huione-rpc's hyper-based
+//! metrics server.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use huione_rpc::metrics::escape_label;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use huione_rpc::metrics::{
+    register, render_registry, Counter, CounterVec, Exposition, Gauge, LabelGauge,
+};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-/// Most label values one family keeps (labels come from a fixed set of names anyway).
-const MAX_SERIES: usize = 32;
+use crate::action::ResultKind;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    pub checks: AtomicU64,
+    pub checks: Counter,
     /// Checks in which at least one signal failed.
-    pub failed_checks: AtomicU64,
+    pub failed_checks: Counter,
     /// Failing signals, by reason.
-    failures: Mutex<BTreeMap<&'static str, u64>>,
+    failures: CounterVec,
     /// Failovers triggered, by result (ok, error, dry_run, vetoed).
-    failovers: Mutex<BTreeMap<&'static str, u64>>,
-    pub consecutive_failures: AtomicI64,
+    failovers: CounterVec,
+    pub consecutive_failures: Gauge,
     /// 1 while armed (primary seen healthy, no open incident).
-    pub armed: AtomicI64,
+    pub armed: Gauge,
     /// Primary vote account lag in slots as the cluster sees it (-1: unknown).
-    pub vote_lag_slots: AtomicI64,
-    pub last_check_ms: AtomicI64,
-    pub last_failover_unix_ms: AtomicI64,
-    last_decision: Mutex<&'static str>,
+    pub vote_lag_slots: Gauge,
+    pub last_check_ms: Gauge,
+    pub last_failover_unix_ms: Gauge,
+    last_decision: LabelGauge,
+    registry: Registry,
 }
 
-fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, label: &'static str) {
-    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-    if m.contains_key(label) || m.len() < MAX_SERIES {
-        *m.entry(label).or_insert(0) += 1;
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let m = Metrics::default();
-        m.vote_lag_slots.store(-1, Ordering::Relaxed);
-        *m.last_decision.lock().unwrap_or_else(|e| e.into_inner()) = "none";
-        m
+        let mut r = Registry::default();
+        let m = Metrics {
+            checks: Counter::default(),
+            failed_checks: Counter::default(),
+            failures: CounterVec::new("reason"),
+            failovers: CounterVec::new("result"),
+            consecutive_failures: Gauge::default(),
+            armed: Gauge::default(),
+            vote_lag_slots: Gauge::default(),
+            last_check_ms: Gauge::default(),
+            last_failover_unix_ms: Gauge::default(),
+            last_decision: LabelGauge::info(
+                "huione_watchtower_last_decision",
+                "The last decision (label).",
+                "decision",
+            ),
+            registry: Registry::default(),
+        };
+        m.vote_lag_slots.set(-1);
+        // Every result exists from the start (at 0), so `increase()` sees the first
+        // failover as a step from 0 to 1.
+        for r in [
+            ResultKind::Ok,
+            ResultKind::Error,
+            ResultKind::DryRun,
+            ResultKind::Vetoed,
+        ] {
+            m.failovers.add(r.label(), 0);
+        }
+        m.last_decision.set("none");
+        register(&mut r, "huione_watchtower_checks", "Checks run.", &m.checks);
+        register(
+            &mut r,
+            "huione_watchtower_failed_checks",
+            "Checks in which at least one signal failed.",
+            &m.failed_checks,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_check_failures",
+            "Failing signals, by reason.",
+            &m.failures,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_failovers",
+            "Failovers triggered, by result (ok, error, dry_run, vetoed).",
+            &m.failovers,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_consecutive_failures",
+            "Consecutive failing checks now.",
+            &m.consecutive_failures,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_armed",
+            "1 while armed: the primary was seen healthy and no incident is open.",
+            &m.armed,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_vote_lag_slots",
+            "The primary vote account's lag behind the newest vote, as the cluster sees it (-1 unknown).",
+            &m.vote_lag_slots,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_last_check_duration_ms",
+            "Duration of the last check.",
+            &m.last_check_ms,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_last_failover_timestamp_ms",
+            "Unix time (ms) of the last failover triggered (0: none).",
+            &m.last_failover_unix_ms,
+        );
+        m.last_decision.register(&mut r);
+        Metrics { registry: r, ..m }
     }
 
     pub fn failure(&self, label: &'static str) {
-        bump(&self.failures, label);
+        self.failures.inc(label);
     }
 
     pub fn failover(&self, result: &'static str) {
-        bump(&self.failovers, result);
+        self.failovers.inc(result);
     }
 
     pub fn failovers(&self, result: &str) -> u64 {
-        let m = self.failovers.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(result).copied().unwrap_or(0)
+        self.failovers.get(result)
     }
 
     pub fn set_last_decision(&self, label: &'static str) {
-        *self.last_decision.lock().unwrap_or_else(|e| e.into_inner()) = label;
+        self.last_decision.set(label);
     }
 
+    /// The registry in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let geti = |a: &AtomicI64| a.load(Ordering::Relaxed);
-        simple(
-            &mut out,
-            "huione_watchtower_checks_total",
-            "counter",
-            "Checks run.",
-            get(&self.checks) as i64,
-        );
-        simple(
-            &mut out,
-            "huione_watchtower_failed_checks_total",
-            "counter",
-            "Checks in which at least one signal failed.",
-            get(&self.failed_checks) as i64,
-        );
-        labelled(
-            &mut out,
-            "huione_watchtower_check_failures_total",
-            "Failing signals, by reason.",
-            "reason",
-            &self.failures,
-        );
-        labelled(
-            &mut out,
-            "huione_watchtower_failovers_total",
-            "Failovers triggered, by result (ok, error, dry_run, vetoed).",
-            "result",
-            &self.failovers,
-        );
-        simple(
-            &mut out,
-            "huione_watchtower_consecutive_failures",
-            "gauge",
-            "Consecutive failing checks now.",
-            geti(&self.consecutive_failures),
-        );
-        simple(
-            &mut out,
-            "huione_watchtower_armed",
-            "gauge",
-            "1 while armed: the primary was seen healthy and no incident is open.",
-            geti(&self.armed),
-        );
-        simple(
-            &mut out,
-            "huione_watchtower_vote_lag_slots",
-            "gauge",
-            "The primary vote account's lag behind the newest vote, as the cluster sees it (-1 unknown).",
-            geti(&self.vote_lag_slots),
-        );
-        simple(
-            &mut out,
-            "huione_watchtower_last_check_duration_ms",
-            "gauge",
-            "Duration of the last check.",
-            geti(&self.last_check_ms),
-        );
-        simple(
-            &mut out,
-            "huione_watchtower_last_failover_timestamp_ms",
-            "gauge",
-            "Unix time (ms) of the last failover triggered (0: none).",
-            geti(&self.last_failover_unix_ms),
-        );
-        let decision = *self.last_decision.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP huione_watchtower_last_decision The last decision (label)."
-        );
-        let _ = writeln!(out, "# TYPE huione_watchtower_last_decision gauge");
-        let _ = writeln!(
-            out,
-            "huione_watchtower_last_decision{{decision=\"{}\"}} 1",
-            escape_label(decision)
-        );
-        out
+        render_registry(&self.registry)
     }
 }
 
-fn simple(out: &mut String, name: &str, kind: &str, help: &str, v: i64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name} {v}");
-}
-
-fn labelled(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    label: &str,
-    map: &Mutex<BTreeMap<&'static str, u64>>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let m = map.lock().unwrap_or_else(|e| e.into_inner());
-    for (k, v) in m.iter() {
-        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape_label(k));
+impl Exposition for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
     }
 }
 
-/// Serves `GET /metrics` (any GET path answers the metrics) on `addr` until the task is
-/// dropped. At most 16 connections at once, each bounded in time and request size.
+/// Serves `GET /metrics` on `listener` until the task is dropped (huione-rpc's hyper
+/// metrics server: at most 16 connections, bounded in time).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(16));
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue; // dropped: too many connections
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let answer = async {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    if n == buf.len() {
-                        return;
-                    }
-                    match stream.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                }
-                let (status, body) = if buf.starts_with(b"GET ") {
-                    ("200 OK", metrics.render())
-                } else {
-                    ("405 Method Not Allowed", String::new())
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body.as_bytes()).await;
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
-        });
-    }
+    huione_rpc::metrics::serve_metrics(listener, metrics).await
 }
 
 /// Binds the metrics listener (fails early with the address in the message).
@@ -225,7 +170,7 @@ mod tests {
     #[test]
     fn renders_every_family() {
         let m = Metrics::new();
-        m.checks.fetch_add(3, Ordering::Relaxed);
+        m.checks.add(3);
         m.failure("primary_rpc_timeout");
         m.failover("dry_run");
         m.set_last_decision("failover");
@@ -237,6 +182,38 @@ mod tests {
         assert!(text.contains("huione_watchtower_last_decision{decision=\"failover\"} 1"));
         assert!(text.contains("huione_watchtower_vote_lag_slots -1"));
         assert_eq!(m.failovers("dry_run"), 1);
+        assert!(text.contains("huione_watchtower_failovers_total{result=\"ok\"} 0"));
         huione_rpc::metrics::check_exposition(&text).unwrap();
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let m = Arc::new(Metrics::new());
+        m.armed.set(1);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, m));
+        let get = |req: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("application/openmetrics-text"), "{ok}");
+        assert!(ok.lines().any(|l| l == "huione_watchtower_armed 1"), "{ok}");
+        let body = ok.split_once("\r\n\r\n").unwrap().1;
+        huione_rpc::metrics::check_exposition(body).unwrap();
+        let other = get("GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+        let post = get(
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        server.abort();
     }
 }

@@ -3,7 +3,6 @@
 //! result fed back. Metrics are updated after each check; logs are written when the
 //! decision changes, so a steady state does not flood them.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -103,9 +102,7 @@ pub async fn run(
             let entry = action::carry_out(&cfg.action, &order, now).await;
             let done = clock.now_ms();
             metrics.failover(entry.result.label());
-            metrics
-                .last_failover_unix_ms
-                .store(done as i64, Ordering::Relaxed);
+            metrics.last_failover_unix_ms.set_u64(done);
             match &entry.error {
                 None => tracing::warn!(
                     result = entry.result.label(),
@@ -122,9 +119,7 @@ pub async fn run(
                 ),
             }
             monitor.failover_finished(entry.result.handled(), done);
-            metrics
-                .armed
-                .store(i64::from(monitor.armed()), Ordering::Relaxed);
+            metrics.armed.set(i64::from(monitor.armed()));
         }
     }
 }
@@ -136,27 +131,25 @@ fn record(
     d: &Decision,
     took: Duration,
 ) {
-    m.checks.fetch_add(1, Ordering::Relaxed);
+    m.checks.inc();
     let reasons = match d {
         Decision::Suspect { reasons, .. } | Decision::Hold { reasons, .. } => reasons.clone(),
         Decision::Failover(o) => o.reasons.clone(),
         Decision::Healthy => Vec::new(),
     };
     if !reasons.is_empty() {
-        m.failed_checks.fetch_add(1, Ordering::Relaxed);
+        m.failed_checks.inc();
     }
     for r in &reasons {
         m.failure(r.label());
     }
     m.consecutive_failures
-        .store(i64::from(monitor.failing_checks()), Ordering::Relaxed);
-    m.armed.store(i64::from(monitor.armed()), Ordering::Relaxed);
-    m.vote_lag_slots.store(
-        obs.votes.map_or(-1, |v| v.lag_slots() as i64),
-        Ordering::Relaxed,
-    );
+        .set(i64::from(monitor.failing_checks()));
+    m.armed.set(i64::from(monitor.armed()));
+    m.vote_lag_slots
+        .set(obs.votes.map_or(-1, |v| v.lag_slots() as i64));
     m.last_check_ms
-        .store(took.as_millis() as i64, Ordering::Relaxed);
+        .set_u64(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
     m.set_last_decision(d.label());
 }
 
