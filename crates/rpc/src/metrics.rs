@@ -32,12 +32,12 @@ use prometheus_client::registry::Registry;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Registers `metric` under `name`: the registry keeps a handle that shares its value
-/// with `metric`.
+/// with `metric`. (`prometheus-client` ends the help text with a period itself.)
 pub fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: &M)
 where
     M: EncodeMetric + Clone + Send + Sync + std::fmt::Debug + 'static,
 {
-    registry.register(name, help, metric.clone());
+    registry.register(name, help.trim_end_matches('.'), metric.clone());
 }
 
 /// Renders a registry in the OpenMetrics text format (ending in `# EOF`).
@@ -953,6 +953,9 @@ mod tests {
         assert!(text.contains("huione_tower_store_latency_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("huione_tower_store_latency_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("huione_tower_store_latency_seconds_count 3"));
+        assert!(text.contains(
+            "# HELP huione_tower_store_latency_seconds Time to durably store the tower before a vote.\n"
+        ));
         check_exposition(&text).unwrap();
     }
 
