@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The clock tests run a validator with its wall clock shifted.
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+# promtool checks and unit-tests the alert rules; the server runs in the alerting test.
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The RPC compatibility test builds a venv with the Python Solana client library.

@@ -10,6 +10,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== alert rules (promtool)"
+promtool check rules deploy/prometheus/huione.rules.yml
+promtool test rules deploy/prometheus/huione.rules.test.yml
 echo "== cargo test"
 # Two test binaries at a time: the machine has 2 cores, and the etcd fault tests are
 # timing-sensitive.
