@@ -122,6 +122,7 @@ async fn compaction_keeps_etcd_under_a_small_quota() {
         after.compacted_revision
     );
     assert!(after.alarms.is_empty(), "alarms: {:?}", after.alarms);
+    assert_eq!(after.quota_bytes, Some(QUOTA_BYTES as i64), "{after:?}");
     assert!(
         (after.db_size_bytes as u64) < QUOTA_BYTES,
         "etcd's database grew to {} bytes (quota {QUOTA_BYTES})",

@@ -158,7 +158,7 @@ fn print_etcd(st: &EtcdStatus) {
         mib(st.db_size_bytes),
         mib(st.db_size_in_use_bytes),
         st.quota_bytes.map_or(
-            "not reported (etcd before 3.6; see its --quota-backend-bytes)".to_string(),
+            "not reported (see etcd's --quota-backend-bytes)".to_string(),
             mib
         )
     );

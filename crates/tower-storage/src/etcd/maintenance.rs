@@ -16,6 +16,7 @@
 //! real etcd (`compaction_keeps_fencing_and_history`).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmType, Client, CompactionOptions, GetOptions};
@@ -60,7 +61,8 @@ pub struct EtcdStatus {
     pub db_size_bytes: i64,
     /// The part of it in use; the rest is free pages that `etcdctl defrag` gives back.
     pub db_size_in_use_bytes: i64,
-    /// `--quota-backend-bytes`, when the server reports it (etcd 3.6 and later).
+    /// `--quota-backend-bytes`: from the Status answer (etcd 3.6 and later), else from the
+    /// member's `/metrics` page; `None` if neither could be read.
     pub quota_bytes: Option<i64>,
     /// The cluster's current revision.
     pub revision: Revision,
@@ -125,13 +127,18 @@ impl EtcdTowerStorage {
         .await
     }
 
+    /// Physical compaction: etcd answers once the old revisions are really gone, so a
+    /// `defrag` right after gives their space back.
     async fn compact_to(&self, revision: Revision) -> Result<Option<Revision>, StorageError> {
         if revision <= 1 || revision <= self.inner.compacted.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let done = self
             .call_at("compact", |mut kv, url| async move {
-                match kv.compact(revision, Some(CompactionOptions::new())).await {
+                match kv
+                    .compact(revision, Some(CompactionOptions::new().with_physical()))
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(etcd_client::Error::GRpcStatus(s))
                         if s.message().contains("required revision has been compacted") =>
@@ -207,11 +214,15 @@ impl EtcdTowerStorage {
                     names.sort();
                     names.dedup();
                     Ok::<_, AttemptError>(EtcdStatus {
-                        endpoint: url,
+                        endpoint: url.clone(),
                         version: s.version().to_string(),
                         db_size_bytes: s.db_size(),
                         db_size_in_use_bytes: s.raft_used_db_size(),
-                        quota_bytes: (s.db_size_quota() > 0).then(|| s.db_size_quota()),
+                        quota_bytes: if s.db_size_quota() > 0 {
+                            Some(s.db_size_quota())
+                        } else {
+                            quota_from_metrics(&self.inner.config, &url).await
+                        },
                         revision,
                         alarms: names,
                         compacted_revision: None,
@@ -231,4 +242,61 @@ fn alarm_name(a: AlarmType) -> &'static str {
         AlarmType::Corrupt => "CORRUPT",
         AlarmType::None => "NONE",
     }
+}
+
+/// Most bytes of etcd's /metrics page read.
+const MAX_METRICS_BYTES: u64 = 16 * 1024 * 1024;
+
+/// etcd before 3.6 does not put its quota in the Status answer, but its `/metrics` page
+/// (on the client URL, over the same mutual TLS) has `etcd_server_quota_backend_bytes`.
+/// `None` if the page cannot be read in time or lacks the line.
+async fn quota_from_metrics(config: &super::EtcdConfig, url: &str) -> Option<i64> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let authority = url.strip_prefix("https://")?.to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&config.ca_file).ok()? {
+        roots.add(c.ok()?).ok()?;
+    }
+    let chain = CertificateDer::pem_file_iter(&config.cert_file)
+        .ok()?
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(&config.key_file).ok()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    let name = ServerName::try_from(config.domain_name.clone()).ok()?;
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect(&authority).await.ok()?;
+        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut page = Vec::new();
+        // The server closes the connection after the answer, maybe without a TLS
+        // close_notify: what arrived before counts.
+        let _ = (&mut stream)
+            .take(MAX_METRICS_BYTES)
+            .read_to_end(&mut page)
+            .await;
+        Some(page)
+    };
+    let page = tokio::time::timeout(config.connect_timeout + config.request_timeout, fetch)
+        .await
+        .ok()??;
+    let text = String::from_utf8_lossy(&page);
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix("etcd_server_quota_backend_bytes ")?;
+        let v: f64 = value.trim().parse().ok()?;
+        (v > 0.0).then_some(v as i64)
+    })
 }
