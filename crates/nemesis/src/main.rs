@@ -447,6 +447,11 @@ impl Campaign {
             let pause = self.rng.range(500, 4_000);
             self.idle(Duration::from_millis(pause));
             let kind = self.rng.pick(&menu);
+            // The last fault may still be playing out (a standby exiting after the
+            // primary reclaimed): settle again rather than hit a restarting process.
+            if !self.settled() {
+                continue;
+            }
             self.inject(kind)?;
             if Instant::now() >= next_audit {
                 self.audit("periodic")?;
