@@ -91,5 +91,6 @@ pub use hash::Hash;
 pub use huione_tower::Slot;
 pub use validator::{
     Command, Core, CoreConfig, CoreError, ExitReason, IdentityChange, InstanceAnnouncement, Ledger,
-    PeerId, PlantedBug, PlantedBugsNotBuilt, Stats, Status, MAX_ROOTED_BLOCKS, PLANTED_BUGS_BUILT,
+    PeerId, PlantedBug, PlantedBugsNotBuilt, Stats, Status, VoteWithheld, WithheldRule,
+    MAX_ROOTED_BLOCKS, PLANTED_BUGS_BUILT,
 };

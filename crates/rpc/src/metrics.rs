@@ -479,6 +479,16 @@ pub struct Metrics {
     /// expire (negative once expired).
     pub tls_client_cert_expiry_seconds: Gauge,
     pub tls_ca_cert_expiry_seconds: Gauge,
+    /// Share of the cluster's stake (ours included) whose nodes are in our gossip table.
+    pub cluster_visible_stake_percent: Gauge,
+    /// 1 while the node has entrypoints but sees too little stake in gossip.
+    pub isolated: Gauge,
+    /// 1 while the node votes but its votes do not land in the cluster's blocks.
+    pub votes_not_landing: Gauge,
+    /// Votes the tower rules kept back, by rule (lockout, threshold, switch).
+    pub votes_skipped: CounterVec,
+    /// While the tower rules keep the node from voting: the slot it waits for (0: none).
+    pub vote_wait_slot: Gauge,
     registry: Registry,
 }
 
@@ -530,6 +540,11 @@ impl Metrics {
             etcd_compacted_revision: Gauge::default(),
             tls_client_cert_expiry_seconds: Gauge::default(),
             tls_ca_cert_expiry_seconds: Gauge::default(),
+            cluster_visible_stake_percent: Gauge::default(),
+            isolated: Gauge::default(),
+            votes_not_landing: Gauge::default(),
+            votes_skipped: CounterVec::new("rule"),
+            vote_wait_slot: Gauge::default(),
             registry: Registry::default(),
         };
         m.lock_state.set(LockStateKind::Unknown.as_str());
@@ -664,6 +679,36 @@ impl Metrics {
         ] {
             register(&mut r, name, help, g);
         }
+        register(
+            &mut r,
+            "huione_cluster_visible_stake_percent",
+            "Share of the cluster's stake (ours included) whose nodes this node sees in gossip.",
+            &m.cluster_visible_stake_percent,
+        );
+        register(
+            &mut r,
+            "huione_isolated",
+            "1 while the node has entrypoints but sees too little of the cluster in gossip.",
+            &m.isolated,
+        );
+        register(
+            &mut r,
+            "huione_votes_not_landing",
+            "1 while the node votes but the cluster's blocks do not carry its votes.",
+            &m.votes_not_landing,
+        );
+        register(
+            &mut r,
+            "huione_votes_skipped",
+            "Votes kept back by the tower rules, by rule (lockout, threshold, switch).",
+            &m.votes_skipped,
+        );
+        register(
+            &mut r,
+            "huione_vote_wait_slot",
+            "While the tower rules keep the node from voting, the slot it waits for (0: voting).",
+            &m.vote_wait_slot,
+        );
         Metrics { registry: r, ..m }
     }
 

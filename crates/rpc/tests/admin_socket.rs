@@ -95,6 +95,7 @@ impl AdminHandler for Fake {
             },
             votes_withheld: 3,
             started_at_ms: 1,
+            vote_wait: None,
         })
     }
     async fn restart_window(

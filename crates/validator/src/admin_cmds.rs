@@ -75,7 +75,7 @@ async fn monitor(client: &mut AdminClient, count: Option<u64>) -> anyhow::Result
     loop {
         let s = client.status().await?;
         println!(
-            "identity {}  role {:?}  slot {}  confirmed {}  last vote {}  root {}  withheld {}  storage {}  lock {:?} rev {}",
+            "identity {}  role {:?}  slot {}  confirmed {}  last vote {}  root {}  withheld {}  storage {}  lock {:?} rev {}{}",
             s.identity,
             s.role,
             s.slot,
@@ -86,6 +86,9 @@ async fn monitor(client: &mut AdminClient, count: Option<u64>) -> anyhow::Result
             s.tower_storage,
             s.lock.state,
             s.lock.revision.map_or("-".into(), |r| r.to_string()),
+            s.vote_wait
+                .as_deref()
+                .map_or(String::new(), |w| format!("  not voting: {w}")),
         );
         n += 1;
         if count.is_some_and(|c| n >= c) {

@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// from producing blocks that peers drop.
     #[arg(long, value_name = "MS")]
     pub max_clock_offset_ms: Option<u64>,
+    /// A restarted primary reclaims its identity from the standby only while it sees
+    /// nodes holding at least this share of the stake (itself included) in gossip, and
+    /// has caught up with them; isolated, it stays a follower. 0 = catching up only.
+    #[arg(long, default_value_t = 66.67, value_name = "PERCENT")]
+    pub reclaim_min_visible_stake: f64,
     /// Blocks kept on disk below the newest root, in slots (older block segments are
     /// deleted; never those a kept snapshot still needs). Default: about 11 hours at
     /// 400 ms slots.

@@ -66,6 +66,12 @@ pub fn resolve(ledger: PathBuf, args: RunArgs) -> anyhow::Result<NodeConfig> {
         .iter()
         .map(|e| resolve_addr(e).with_context(|| format!("--entrypoint {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if !(0.0..=100.0).contains(&args.reclaim_min_visible_stake) {
+        bail!(
+            "--reclaim-min-visible-stake {} must be a percentage from 0 to 100",
+            args.reclaim_min_visible_stake
+        );
+    }
     let gossip_host = args
         .gossip_host
         .as_deref()

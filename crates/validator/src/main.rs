@@ -12,6 +12,7 @@ mod config;
 mod node;
 mod snapshot;
 mod storage_watch;
+mod visibility;
 
 use std::process::ExitCode;
 

@@ -38,6 +38,7 @@ use crate::config::{self, NodeConfig};
 use crate::exit_code;
 use crate::snapshot;
 use crate::storage_watch::StorageWatch;
+use crate::visibility::{self, Persisting, Visibility};
 use huione_validator::ledger::{LedgerConfig, LedgerFiles};
 
 const TICK: Duration = Duration::from_millis(10);
@@ -45,6 +46,15 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 const PERSIST_EVERY: Duration = Duration::from_millis(1000);
 /// A restarted primary waits at most this long to catch up before reclaiming anyway.
 const RECLAIM_CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+/// How long isolation or unlanded votes must last before they are reported.
+const ALONE_GRACE_MS: u64 = 5_000;
+/// A node with entrypoints that sees no more than this share of the stake (itself
+/// included) is isolated: the rest of the cluster, two thirds or more, is invisible to it.
+const ISOLATED_AT_MOST_PERCENT: f64 = 100.0 / 3.0 + 0.01;
+/// Votes sent this many slots past the newest one landed count as not landing.
+const LANDING_MAX_LAG_SLOTS: u64 = 16;
+/// Repeated warnings (isolated, waiting to reclaim, votes withheld) at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How long a node without --gossip-host waits for an entrypoint to echo its address.
 const ENTRYPOINT_ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -186,6 +196,11 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         watch,
         clock_warned: None,
         max_clock_offset_ms: core_cfg_max_clock_offset_ms,
+        entrypoints: cfg.entrypoints.clone(),
+        reclaim_min_visible_stake: cfg.args.reclaim_min_visible_stake,
+        isolated: Persisting::new(ALONE_GRACE_MS),
+        not_landing: Persisting::new(ALONE_GRACE_MS),
+        last_warn: HashMap::new(),
     };
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
@@ -235,6 +250,15 @@ struct Node {
     /// Last warning about our clock's offset from the cluster's (at most one a minute).
     clock_warned: Option<Instant>,
     max_clock_offset_ms: u64,
+    entrypoints: Vec<SocketAddr>,
+    /// `--reclaim-min-visible-stake`.
+    reclaim_min_visible_stake: f64,
+    /// Entrypoints configured but (almost) nobody visible in gossip.
+    isolated: Persisting,
+    /// Voting, but our votes do not land in the cluster's blocks.
+    not_landing: Persisting,
+    /// When each kind of repeated warning was last logged (bounded rate).
+    last_warn: HashMap<&'static str, Instant>,
 }
 
 /// How often the clock-offset warning may repeat.
@@ -382,25 +406,162 @@ impl Node {
         }
     }
 
+    /// Logs `what` under `key` unless it was logged less than [`WARN_EVERY`] ago.
+    fn warn_limited(&mut self, key: &'static str) -> bool {
+        let due = self
+            .last_warn
+            .get(key)
+            .is_none_or(|t| t.elapsed() >= WARN_EVERY);
+        if due {
+            self.last_warn.insert(key, Instant::now());
+        }
+        due
+    }
+
+    fn visibility(&self) -> Visibility {
+        let peers = self.net.peers().into_iter().map(|p| p.identity);
+        Visibility::compute(&self.genesis, self.core.identity(), peers)
+    }
+
+    /// Reclaims a pending identity once [`visibility::may_reclaim`] allows it: the cluster
+    /// visible in gossip, and caught up with it (or still behind after
+    /// [`RECLAIM_CATCH_UP_LIMIT`] of a visible cluster). Logs why it waits, at a bounded rate.
     async fn maybe_reclaim(&mut self) {
         let Some((_, since)) = &self.pending_reclaim else {
             return;
         };
-        let caught_up = self.core.caught_up(now_ms());
         let timed_out = since.elapsed() > RECLAIM_CATCH_UP_LIMIT;
-        if !caught_up && !timed_out {
-            return;
+        let caught_up = self.core.caught_up(now_ms());
+        let vis = self.visibility();
+        match visibility::may_reclaim(&vis, self.reclaim_min_visible_stake, caught_up || timed_out)
+        {
+            Ok(()) => {}
+            Err(wait) => {
+                if matches!(wait, visibility::ReclaimWait::ClusterNotVisible { .. })
+                    && self.warn_limited("reclaim")
+                {
+                    tracing::warn!(entrypoints = ?self.entrypoints, advertised = %self.gossip_addr,
+                        "not reclaiming the identity: {wait}");
+                }
+                return;
+            }
         }
         let (kp, _) = self.pending_reclaim.take().expect("checked above");
-        if timed_out && !caught_up {
+        if !caught_up {
             tracing::warn!(
                 "not caught up after {} s; reclaiming the identity anyway",
                 RECLAIM_CATCH_UP_LIMIT.as_secs()
             );
         }
+        tracing::info!(
+            visible_stake_percent = vis.percent(),
+            peers = vis.peers,
+            "reclaiming the identity: the cluster is visible and this node has caught up"
+        );
         if let Err(e) = self.take_identity(kp.clone(), false, "reclaim").await {
             tracing::warn!(error = %e, "reclaiming the identity failed; retrying");
             self.pending_reclaim = Some((kp, Instant::now()));
+        }
+    }
+
+    /// Votes the tower rules keep back: counters by rule, the slot waited for, and a
+    /// bounded-rate log line while it lasts.
+    fn report_withheld(&mut self) {
+        let st = self.core.stats();
+        for (rule, n) in [
+            ("lockout", st.locked_out),
+            ("threshold", st.threshold_failed),
+            ("switch", st.switch_failed),
+        ] {
+            self.metrics.votes_skipped.set(rule, n);
+        }
+        let voting = self.lease.is_some() && self.core.status().voting;
+        let withheld = st.withheld.filter(|_| voting);
+        self.metrics
+            .vote_wait_slot
+            .set_u64(withheld.map_or(0, |w| w.until_slot.unwrap_or(w.slot)));
+        if let Some(w) = withheld {
+            if self.warn_limited("withheld") {
+                tracing::warn!(rule = w.rule.as_str(), slot = w.slot, until_slot = ?w.until_slot,
+                    "not voting: {}", describe_withheld(w));
+            }
+        }
+    }
+
+    /// Isolation and unlanded votes: metrics, bounded-rate warnings, and the health
+    /// getHealth reports.
+    fn check_alone(&mut self, snap: &mut NodeSnapshot) {
+        use huione_rpc::Health;
+        let now = now_ms();
+        let vis = self.visibility();
+        self.metrics
+            .cluster_visible_stake_percent
+            .set(vis.percent().round() as i64);
+        let alone = !self.entrypoints.is_empty()
+            && (vis.peers == 0 || !vis.at_least(ISOLATED_AT_MOST_PERCENT));
+        let isolated = self.isolated.update(alone, now);
+        self.metrics.isolated.set(i64::from(isolated));
+        if isolated && self.warn_limited("isolated") {
+            tracing::warn!(
+                entrypoints = ?self.entrypoints,
+                advertised = %self.gossip_addr,
+                peers = vis.peers,
+                visible_stake_percent = vis.percent(),
+                "alone for {} s: this node sees {} peers holding {:.1}% of the stake in gossip. \
+                 Check that the entrypoints {:?} run and reach this node at its advertised \
+                 address {} (UDP); --gossip-host or --bind-address set it",
+                self.isolated.held_ms(now) / 1000,
+                vis.peers,
+                vis.percent(),
+                self.entrypoints,
+                self.gossip_addr,
+            );
+        }
+        let s = self.core.status();
+        let voting = s.voting && self.lease.is_some();
+        let landed = snap
+            .vote_accounts
+            .iter()
+            .find(|a| a.vote_pubkey == self.vote_account)
+            .map_or(0, |a| a.last_vote);
+        let lagging = voting
+            && visibility::votes_not_landing(s.last_voted_slot, landed, LANDING_MAX_LAG_SLOTS);
+        let not_landing = self.not_landing.update(lagging, now);
+        self.metrics.votes_not_landing.set(i64::from(not_landing));
+        if not_landing && self.warn_limited("not_landing") {
+            tracing::warn!(
+                last_vote_sent = ?s.last_voted_slot,
+                last_vote_landed = landed,
+                advertised = %self.gossip_addr,
+                "votes are not landing: sent up to slot {:?}, the cluster's blocks carry up to {landed}. \
+                 Check that the leaders reach this node's advertised address",
+                s.last_voted_slot,
+            );
+        }
+        // Storage problems (set before this) say more; otherwise isolation, then votes
+        // that do not land.
+        if snap.health_reason.is_none() {
+            let reason = if isolated {
+                Some(format!(
+                    "isolated: sees {} peers holding {:.1}% of the stake in gossip; \
+                     entrypoints {:?}, advertised address {}",
+                    vis.peers,
+                    vis.percent(),
+                    self.entrypoints,
+                    self.gossip_addr
+                ))
+            } else if not_landing && snap.health == Health::Ok {
+                Some(format!(
+                    "votes not landing: sent up to slot {:?}, landed up to {landed}",
+                    s.last_voted_slot
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                snap.health = Health::Unknown;
+                snap.health_reason = Some(reason);
+            }
         }
     }
 
@@ -795,6 +956,12 @@ impl Node {
             },
             votes_withheld: self.metrics.votes_withheld.get(),
             started_at_ms: self.started_ms,
+            vote_wait: self
+                .core
+                .stats()
+                .withheld
+                .filter(|_| held)
+                .map(describe_withheld),
         }
     }
 
@@ -878,8 +1045,30 @@ impl Node {
             snap.health = huione_rpc::Health::Unknown;
             snap.health_reason = Some(problem);
         }
+        self.check_alone(&mut snap);
+        self.report_withheld();
         snap.ledger_snapshot = self.root_snapshot.as_ref().map(|(_, b)| b.clone());
         let _ = self.snap_tx.send(Arc::new(snap));
+    }
+}
+
+/// "lockout: slot 6 waits for slot 8" and the like, for logs and `monitor`.
+fn describe_withheld(w: huione_core::VoteWithheld) -> String {
+    use huione_core::WithheldRule;
+    match (w.rule, w.until_slot) {
+        (WithheldRule::Lockout, Some(until)) => format!(
+            "lockout: an earlier vote on another fork locks slot {} out until slot {until}",
+            w.slot
+        ),
+        (WithheldRule::Lockout, None) => format!("lockout on slot {}", w.slot),
+        (WithheldRule::Threshold, _) => format!(
+            "threshold: the vote at depth 8 lacks 2/3 of the stake for slot {}",
+            w.slot
+        ),
+        (WithheldRule::Switch, _) => format!(
+            "switch: moving to slot {}'s fork needs 38% of the stake on other forks",
+            w.slot
+        ),
     }
 }
 

@@ -28,9 +28,11 @@ pub struct Args {
     /// The standby validator's ledger directory (its admin socket is <ledger>/admin.rpc).
     #[arg(long, alias = "ledger", value_name = "DIR")]
     pub standby_ledger: PathBuf,
-    /// The standby validator's JSON-RPC URL.
-    #[arg(long, default_value = "http://127.0.0.1:8899", value_name = "URL")]
-    pub standby_rpc: String,
+    /// The standby validator's JSON-RPC URL [default: where the standby's admin socket
+    /// says its RPC listens, asked at start; so it follows --rpc-port and
+    /// --rpc-bind-address].
+    #[arg(long, value_name = "URL")]
+    pub standby_rpc: Option<String>,
     /// The primary validator's JSON-RPC URL (http://HOST:PORT).
     #[arg(long, value_name = "URL")]
     pub primary_rpc: String,
@@ -146,8 +148,12 @@ impl Args {
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let endpoint = |flag, url: &str| RpcEndpoint::parse(url).map_err(|e| bad(flag, url, e));
         let primary_rpc = endpoint("primary-rpc", &self.primary_rpc)?;
-        let standby_rpc = endpoint("standby-rpc", &self.standby_rpc)?;
-        if primary_rpc == standby_rpc {
+        let standby_rpc = self
+            .standby_rpc
+            .as_deref()
+            .map(|u| endpoint("standby-rpc", u))
+            .transpose()?;
+        if Some(&primary_rpc) == standby_rpc.as_ref() {
             return Err(bad(
                 "primary-rpc",
                 &self.primary_rpc,
@@ -264,6 +270,8 @@ mod tests {
             PathBuf::from("/tmp/l/watchtower-audit.jsonl")
         );
         assert!(c.metrics_addr.is_none() && !c.action.dry_run);
+        // Without --standby-rpc the standby's admin socket is asked at start.
+        assert_eq!(c.targets.standby_rpc, None);
         let c = args(
             &[
                 "--metrics-port",

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub last_failover_unix_ms: Gauge,
     last_decision: LabelGauge,
     registry: Registry,
+    /// 1 while the last check reached the primary's / the standby's RPC.
+    pub primary_rpc_up: Gauge,
+    pub standby_rpc_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +53,8 @@ impl Metrics {
             consecutive_failures: Gauge::default(),
             armed: Gauge::default(),
             vote_lag_slots: Gauge::default(),
+            primary_rpc_up: Gauge::default(),
+            standby_rpc_up: Gauge::default(),
             last_check_ms: Gauge::default(),
             last_failover_unix_ms: Gauge::default(),
             last_decision: LabelGauge::info(
@@ -72,6 +77,18 @@ impl Metrics {
         }
         m.last_decision.set("none");
         register(&mut r, "huione_watchtower_checks", "Checks run.", &m.checks);
+        register(
+            &mut r,
+            "huione_watchtower_primary_rpc_up",
+            "1 if the last check reached the primary's RPC (0: refused or timed out).",
+            &m.primary_rpc_up,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_standby_rpc_up",
+            "1 if the last check reached the standby's RPC (0: it cannot arm or fail over).",
+            &m.standby_rpc_up,
+        );
         register(
             &mut r,
             "huione_watchtower_failed_checks",
@@ -181,6 +198,8 @@ mod tests {
         assert!(text.contains("huione_watchtower_failovers_total{result=\"dry_run\"} 1"));
         assert!(text.contains("huione_watchtower_last_decision{decision=\"failover\"} 1"));
         assert!(text.contains("huione_watchtower_vote_lag_slots -1"));
+        assert!(text.contains("huione_watchtower_standby_rpc_up 0"));
+        assert!(text.contains("huione_watchtower_primary_rpc_up 0"));
         assert_eq!(m.failovers("dry_run"), 1);
         assert!(text.contains("huione_watchtower_failovers_total{result=\"ok\"} 0"));
         huione_rpc::metrics::check_exposition(&text).unwrap();

@@ -16,7 +16,8 @@ pub const NODE_UNHEALTHY: i64 = -32005;
 #[derive(Clone, Debug)]
 pub struct Targets {
     pub primary_rpc: RpcEndpoint,
-    pub standby_rpc: RpcEndpoint,
+    /// None until known (asked from the standby's admin socket when not given).
+    pub standby_rpc: Option<RpcEndpoint>,
     pub cluster_rpcs: Vec<RpcEndpoint>,
     pub primary_identity: String,
     /// The primary's vote account; found by node identity when not given.
@@ -28,8 +29,24 @@ fn processed() -> Value {
     json!([{ "commitment": "processed" }])
 }
 
+/// Which probes could not reach their node, and why (for warnings and metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unreachable {
+    pub primary: Option<String>,
+    pub standby: Option<String>,
+}
+
+fn unreachable_reason(r: &Result<Vec<Value>, ProbeError>) -> Option<String> {
+    match r {
+        Err(e @ (ProbeError::Unreachable { .. } | ProbeError::Timeout { .. })) => {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Probes everything once, concurrently; takes at most `targets.timeout`.
-pub async fn check(t: &Targets) -> Observation {
+pub async fn check(t: &Targets) -> (Observation, Unreachable) {
     let primary_calls = [("getHealth", json!([])), ("getSlot", processed())];
     let standby_calls = [
         ("getHealth", json!([])),
@@ -43,7 +60,17 @@ pub async fn check(t: &Targets) -> Observation {
         ("getClusterNodes", json!([])),
     ];
     let primary = batch(&t.primary_rpc, &primary_calls, t.timeout);
-    let standby = batch(&t.standby_rpc, &standby_calls, t.timeout);
+    let standby = async {
+        match &t.standby_rpc {
+            Some(ep) => batch(ep, &standby_calls, t.timeout).await,
+            None => Err(ProbeError::Unreachable {
+                addr: "the standby".into(),
+                reason: "its RPC address is not known yet (no --standby-rpc, and its admin \
+                         socket has not answered)"
+                    .into(),
+            }),
+        }
+    };
     let cluster = join_all(
         t.cluster_rpcs
             .iter()
@@ -51,7 +78,11 @@ pub async fn check(t: &Targets) -> Observation {
             .collect(),
     );
     let (primary, standby, cluster) = tokio::join!(primary, standby, cluster);
-    build_observation(t, primary, standby, cluster)
+    let unreachable = Unreachable {
+        primary: unreachable_reason(&primary),
+        standby: unreachable_reason(&standby),
+    };
+    (build_observation(t, primary, standby, cluster), unreachable)
 }
 
 /// Awaits all futures together (each is bounded by its own timeout).
@@ -225,7 +256,7 @@ mod tests {
         let ep = RpcEndpoint::parse("127.0.0.1:1").unwrap();
         Targets {
             primary_rpc: ep.clone(),
-            standby_rpc: ep,
+            standby_rpc: Some(ep),
             cluster_rpcs: vec![],
             primary_identity: "P".into(),
             vote_account: None,

@@ -58,7 +58,7 @@ pub async fn run(
     tracing::info!(
         primary = %cfg.targets.primary_identity,
         primary_rpc = %cfg.targets.primary_rpc.url(),
-        standby_rpc = %cfg.targets.standby_rpc.url(),
+        standby_rpc = %cfg.targets.standby_rpc.as_ref().map_or("(from its admin socket)".into(), |e| e.url()),
         standby_ledger = %cfg.action.standby_ledger.display(),
         check_interval_ms = cfg.check_interval.as_millis() as u64,
         rpc_timeout_ms = cfg.targets.timeout.as_millis() as u64,
@@ -66,6 +66,8 @@ pub async fn run(
         dry_run = cfg.action.dry_run,
         "watchtower started; arms once the primary is seen healthy"
     );
+    let mut cfg = cfg;
+    let mut warned = Warned::default();
     let clock = Clock::new();
     let mut monitor = Monitor::new(cfg.settings.clone(), cfg.targets.primary_identity.clone());
     let mut interval = tokio::time::interval(cfg.check_interval);
@@ -81,7 +83,11 @@ pub async fn run(
             _ = interval.tick() => {}
         }
         let started = Instant::now();
-        let obs = observe::check(&cfg.targets).await;
+        if cfg.targets.standby_rpc.is_none() {
+            cfg.targets.standby_rpc = standby_rpc_from_admin(&cfg, &mut warned).await;
+        }
+        let (obs, unreachable) = observe::check(&cfg.targets).await;
+        warn_unreachable(&cfg, &metrics, &unreachable, &mut warned);
         let now = clock.now_ms();
         let decision = monitor.observe(&obs, now);
         record(&metrics, &monitor, &obs, &decision, started.elapsed());
@@ -121,6 +127,84 @@ pub async fn run(
             monitor.failover_finished(entry.result.handled(), done);
             metrics.armed.set(i64::from(monitor.armed()));
         }
+    }
+}
+
+/// When each repeated warning was last logged.
+#[derive(Default)]
+struct Warned {
+    primary: Option<Instant>,
+    standby: Option<Instant>,
+    admin: Option<Instant>,
+}
+
+/// Repeated warnings at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+fn due(last: &mut Option<Instant>) -> bool {
+    let due = last.is_none_or(|t| t.elapsed() >= WARN_EVERY);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
+}
+
+/// Asks the standby's admin socket where its RPC listens (when --standby-rpc is not given).
+async fn standby_rpc_from_admin(
+    cfg: &Config,
+    warned: &mut Warned,
+) -> Option<crate::rpc_client::RpcEndpoint> {
+    let ledger = &cfg.action.standby_ledger;
+    let asked = async {
+        let client = huione_rpc::AdminClient::connect(ledger)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = client.with_timeout(cfg.targets.timeout.max(Duration::from_secs(1)));
+        let info = client.contact_info().await.map_err(|e| e.to_string())?;
+        let rpc = info
+            .rpc
+            .ok_or_else(|| "the standby serves no RPC".to_string())?;
+        crate::rpc_client::RpcEndpoint::parse(&format!("http://{rpc}"))
+    };
+    match asked.await {
+        Ok(ep) => {
+            tracing::info!(standby_rpc = %ep.url(), "the standby's admin socket says its RPC is at {}", ep.url());
+            Some(ep)
+        }
+        Err(e) => {
+            if due(&mut warned.admin) {
+                tracing::warn!(standby_ledger = %ledger.display(),
+                    "cannot ask the standby validator where its RPC is ({e}): the watchtower \
+                     cannot arm until it answers. Is the standby running with --ledger {}? \
+                     Or pass --standby-rpc", ledger.display());
+            }
+            None
+        }
+    }
+}
+
+/// Metrics every check, and a warning (bounded rate) while a node's RPC cannot be reached.
+fn warn_unreachable(cfg: &Config, m: &Metrics, u: &observe::Unreachable, warned: &mut Warned) {
+    m.primary_rpc_up.set(i64::from(u.primary.is_none()));
+    m.standby_rpc_up.set(i64::from(u.standby.is_none()));
+    if let Some(e) = &u.standby {
+        if cfg.targets.standby_rpc.is_some() && due(&mut warned.standby) {
+            tracing::warn!(standby_rpc = ?cfg.targets.standby_rpc.as_ref().map(|e| e.url()),
+                "cannot reach the standby's RPC ({e}): without it the watchtower cannot arm \
+                 or fail over. Check --standby-rpc against the standby's --rpc-port and \
+                 --rpc-bind-address (without --standby-rpc the admin socket is asked)");
+        }
+    } else {
+        warned.standby = None;
+    }
+    if let Some(e) = &u.primary {
+        if due(&mut warned.primary) {
+            tracing::warn!(primary_rpc = %cfg.targets.primary_rpc.url(),
+                "cannot reach the primary's RPC ({e}); check --primary-rpc and that the \
+                 primary's --rpc-bind-address is reachable from here");
+        }
+    } else {
+        warned.primary = None;
     }
 }
 

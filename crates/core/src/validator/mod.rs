@@ -24,6 +24,7 @@ use crate::genesis::{Genesis, ScheduleCache};
 use crate::hash::{sig_hex, Hash};
 
 pub use identity::IdentityChange;
+pub use voting::{VoteWithheld, WithheldRule};
 
 /// Opaque peer address, assigned by the driver (used to answer repair requests).
 pub type PeerId = u64;
@@ -304,6 +305,9 @@ pub struct Stats {
     pub blocks_produced: u64,
     pub leader_slots_fenced: u64,
     pub roots_set: u64,
+    /// Why the tower rules keep the node from voting now (None: voting, or nothing new
+    /// to vote on).
+    pub withheld: Option<VoteWithheld>,
 }
 
 /// A snapshot of the core's view, for RPC and tests.

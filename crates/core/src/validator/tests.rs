@@ -659,3 +659,36 @@ fn a_clock_far_from_the_clusters_is_measured_and_keeps_the_node_from_leading() {
     assert!(produced.is_empty(), "{produced:?}");
     assert!(n.core.stats().leader_slots_fenced > 0);
 }
+
+#[test]
+fn a_vote_kept_back_by_a_lockout_says_until_when() {
+    let mut n = node();
+    // A tower that voted on slot 5 of a fork this node never saw: lockout 2, so a vote on
+    // another fork is forbidden up to slot 7.
+    let mut tower = Tower::new(n.id.pubkey());
+    tower.record_vote(5, [5; 32], 0);
+    let saved = SavedTower::new(&tower, &n.id).unwrap();
+    let first = only_store(take_identity_with(&mut n, 0, 7, Some(saved)));
+    n.core.on_store_report(1, first.confirmed(8));
+    let b6 = block_on(&n, 6, 0, n.genesis.hash);
+    let h6 = b6.hash;
+    let cmds = n.core.on_block(650, b6);
+    assert!(sent_votes(&cmds).is_empty());
+    assert_eq!(
+        n.core.stats().withheld,
+        Some(VoteWithheld {
+            rule: WithheldRule::Lockout,
+            slot: 6,
+            until_slot: Some(8),
+        })
+    );
+    assert_eq!(n.core.stats().locked_out, 1);
+    // Past the lockout the node votes again and the reason clears.
+    let cmds = n.core.on_block(950, block_on(&n, 9, 6, h6));
+    let ticket = only_store(cmds);
+    assert_eq!(n.core.stats().withheld, None);
+    assert_eq!(
+        sent_votes(&n.core.on_store_report(960, ticket.confirmed(9))),
+        vec![9]
+    );
+}

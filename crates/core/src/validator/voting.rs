@@ -20,6 +20,36 @@ enum NoVote {
     Switch,
 }
 
+/// Which tower rule keeps the node from voting, on which slot, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteWithheld {
+    pub rule: WithheldRule,
+    /// The best slot the node would vote on.
+    pub slot: Slot,
+    /// For a lockout: the first slot at which the blocking lockouts have expired.
+    pub until_slot: Option<Slot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WithheldRule {
+    /// An earlier vote on another fork is still locked out.
+    Lockout,
+    /// The vote at depth 8 lacks 2/3 of the stake.
+    Threshold,
+    /// Switching forks needs 38% of the stake on other forks.
+    Switch,
+}
+
+impl WithheldRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WithheldRule::Lockout => "lockout",
+            WithheldRule::Threshold => "threshold",
+            WithheldRule::Switch => "switch",
+        }
+    }
+}
+
 impl Core {
     /// After anything that can change fork choice: roots, confirmation, maybe a vote.
     pub(super) fn after_change(&mut self, now_ms: u64) {
@@ -100,7 +130,28 @@ impl Core {
         if !self.account_is_ours(best) {
             return;
         }
-        match self.vote_check(v, best, weights) {
+        let check = self.vote_check(v, best, weights);
+        let until_slot = (check == Err(NoVote::LockedOut)).then(|| {
+            let ancestry = self.forks.ancestry(best);
+            v.tower
+                .votes()
+                .filter(|l| !ancestry.is_ancestor(l.slot))
+                .map(|l| l.last_locked_out_slot() + 1)
+                .max()
+                .unwrap_or(best)
+        });
+        let rule = match check {
+            Ok(()) => None,
+            Err(NoVote::LockedOut) => Some(WithheldRule::Lockout),
+            Err(NoVote::Threshold) => Some(WithheldRule::Threshold),
+            Err(NoVote::Switch) => Some(WithheldRule::Switch),
+        };
+        self.stats.withheld = rule.map(|rule| VoteWithheld {
+            rule,
+            slot: best,
+            until_slot,
+        });
+        match check {
             Ok(()) => self.cast_vote(now_ms, best),
             Err(NoVote::LockedOut) => self.stats.locked_out += 1,
             Err(NoVote::Threshold) => self.stats.threshold_failed += 1,

@@ -110,6 +110,10 @@ pub struct MonitorStatus {
     pub lock: LockState,
     pub votes_withheld: u64,
     pub started_at_ms: u64,
+    /// Why the tower rules keep the node from voting now, e.g. "lockout: slot 6 waits
+    /// for slot 8" (None while it votes).
+    #[serde(default)]
+    pub vote_wait: Option<String>,
 }
 
 /// What `wait-for-restart-window` needs to decide.
