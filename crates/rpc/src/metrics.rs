@@ -458,6 +458,12 @@ pub struct Metrics {
     pub primary: Gauge,
     /// The fencing token (etcd revision of the lock key) while the lock is held.
     pub tower_lock_revision: Gauge,
+    /// This machine's clock offset from the cluster's, in ms (positive: ahead), measured
+    /// from other leaders' blocks; 0 until measured.
+    pub clock_offset_ms: Gauge,
+    /// Leader slots of ours that we did not produce (fenced: floor, claim, clock, or no
+    /// landed vote yet).
+    pub leader_slots_fenced: Gauge,
     identity: LabelGauge,
     lock_state: LabelGauge,
     /// RPC calls answered, by method (unknown methods count as "unknown").
@@ -518,6 +524,8 @@ impl Metrics {
             votes_sent: Counter::default(),
             primary: Gauge::default(),
             tower_lock_revision: Gauge::default(),
+            clock_offset_ms: Gauge::default(),
+            leader_slots_fenced: Gauge::default(),
             identity: LabelGauge::info(
                 "huione_identity_info",
                 "The identity this node runs as (label).",
@@ -615,6 +623,18 @@ impl Metrics {
             "huione_tower_lock_revision",
             "Fencing token (lock key revision) while the lock is held.",
             &m.tower_lock_revision,
+        );
+        register(
+            &mut r,
+            "huione_clock_offset_ms",
+            "This machine's clock offset from the cluster's in ms (positive: ahead), from other leaders' blocks.",
+            &m.clock_offset_ms,
+        );
+        register(
+            &mut r,
+            "huione_leader_slots_fenced",
+            "Leader slots of this node's identity it did not produce (takeover floor, no claim, clock off, no landed vote yet).",
+            &m.leader_slots_fenced,
         );
         register(
             &mut r,

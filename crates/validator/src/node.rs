@@ -997,6 +997,12 @@ impl Node {
         self.metrics.root_slot.set_u64(s.root);
         self.publish_vote_latency();
         self.warn_about_clock(s.clock_offset_ms);
+        self.metrics
+            .clock_offset_ms
+            .set(s.clock_offset_ms.unwrap_or(0));
+        self.metrics
+            .leader_slots_fenced
+            .set_u64(self.core.stats().leader_slots_fenced);
         // Dropped input, by reason: the network's decode/gossip drops and the core's
         // rejected blocks and votes.
         let net = self.net.stats().snapshot();

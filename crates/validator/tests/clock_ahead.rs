@@ -99,6 +99,13 @@ fn takeover_with_clock_ahead(guarded: bool) {
     // Let the primary see a few windows of other leaders (its clock measurement).
     std::thread::sleep(Duration::from_millis(30 * SLOT_MS));
 
+    if guarded {
+        let offset = metric(&c.nodes[PAIR], "huione_clock_offset_ms");
+        assert!(
+            offset.is_some_and(|o| o >= SLOT_MS as f64),
+            "the primary's huione_clock_offset_ms shows its clock {AHEAD_SLOTS} slots ahead: {offset:?}"
+        );
+    }
     let window = next_window(&c, 3 + AHEAD_SLOTS);
     // By true time, one slot before the window (by the primary's clock, one slot into it).
     let at = g.slot_start_ms(window) - SLOT_MS;

@@ -23,6 +23,8 @@ struct LeaderRights {
     claim: Option<Slot>,
     vote_landed: bool,
     first_new_vote: Option<Slot>,
+    /// The last vote in our tower (possibly the previous holder's).
+    last_voted: Option<Slot>,
 }
 
 impl Core {
@@ -33,12 +35,14 @@ impl Core {
                 claim: v.claim,
                 vote_landed: v.vote_landed,
                 first_new_vote: v.first_new_vote,
+                last_voted: v.tower.last_voted_slot(),
             }),
             Role::SteppingDown(s) => Some(LeaderRights {
                 floor: s.floor,
                 claim: Some(s.claim),
                 vote_landed: s.vote_landed,
                 first_new_vote: None,
+                last_voted: None,
             }),
             _ => None,
         }
@@ -67,9 +71,11 @@ impl Core {
     }
 
     /// The landed-vote rule waits for other leaders to carry our vote. It is waived when
-    /// nobody else could: every slot after `parent` up to `slot` is ours (our block then
-    /// carries the vote itself), or the whole chain has stalled (e.g. every leader
-    /// changed identity at once). The floor and claim still fence the slot.
+    /// nobody else could: every slot after `parent` up to `slot` is ours, and either our
+    /// block carries a new vote of ours or there is nothing new to vote on (the tower we
+    /// took over already voted for `parent`: a primary killed just before its window);
+    /// or the whole chain has stalled (e.g. every leader changed identity at once). The
+    /// floor and claim still fence the slot.
     fn own_vote_can_land(&mut self, r: &LeaderRights, slot: Slot, parent: Slot) -> bool {
         if self.best_slot() + STALL_SLOTS < slot {
             return true;
@@ -81,7 +87,8 @@ impl Core {
                 .iter()
                 .any(|v| v.vote_account == self.cfg.vote_account && v.slot >= first)
         });
-        only_ours && carries_new_vote
+        let nothing_new_to_vote = r.last_voted.is_some_and(|l| l >= parent);
+        only_ours && (carries_new_vote || nothing_new_to_vote)
     }
 
     pub(super) fn maybe_produce(&mut self, now_ms: u64) {
