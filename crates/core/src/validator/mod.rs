@@ -41,6 +41,9 @@ pub const MAX_REPAIR_BATCH: usize = 16;
 pub const MAX_FUTURE_SLOTS: u64 = 2;
 /// Longest instance id accepted in an announcement.
 pub const MAX_INSTANCE_ID_LEN: usize = 128;
+/// The most one tick may advance the core's monotonic time (used for every timer): a
+/// wall-clock step forwards moves a timer by at most this, a step backwards not at all.
+pub const MAX_TICK_STEP_MS: u64 = 1_000;
 /// Clock-offset samples kept (one per fresh block from another leader).
 pub const CLOCK_SAMPLES: usize = 64;
 /// Samples needed before the offset estimate is trusted.
@@ -349,10 +352,12 @@ enum StoreState {
     InFlight {
         seq: u64,
         vote: Option<SignedVote>,
-        /// When the store was issued: an outage is timed from the first failed store's issue.
+        /// When the store was issued (monotonic, `Core::mono_ms`): an outage is timed
+        /// from the first failed store's issue.
         issued_ms: u64,
     },
     Retry {
+        /// Due at this monotonic time (`Core::mono_ms`).
         at_ms: u64,
         vote: Option<SignedVote>,
     },
@@ -422,6 +427,10 @@ pub struct Core {
     clock_samples: std::collections::VecDeque<(Pubkey, u64, i64)>,
     /// The last tick, to notice a process that was paused (SIGSTOP, VM freeze).
     last_tick_ms: Option<u64>,
+    /// Monotonic time for timers (retries, the storage-outage limit): the sum of the
+    /// steps between ticks, each clamped to `0..=MAX_TICK_STEP_MS`. Only slot timing
+    /// follows the wall clock.
+    mono_ms: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -475,6 +484,7 @@ impl Core {
             outbox: Vec::new(),
             clock_samples: Default::default(),
             last_tick_ms: None,
+            mono_ms: 0,
         };
         core.restore_blocks(blocks, now_ms);
         core
@@ -602,6 +612,9 @@ impl Core {
     /// new confirmed store must renew it first, which also finds a lost lock before any
     /// block is produced. A stepping-down node exits at once.
     fn notice_pause(&mut self, now_ms: u64) {
+        if let Some(last) = self.last_tick_ms {
+            self.mono_ms += now_ms.saturating_sub(last).min(MAX_TICK_STEP_MS);
+        }
         let gap_limit = 2 * self.genesis.slot_duration_ms;
         let paused = self
             .last_tick_ms
@@ -733,7 +746,7 @@ impl Core {
         if self.is_halted() {
             return self.take_outbox();
         }
-        self.check_store_outage(now_ms);
+        self.check_store_outage();
         if self.is_halted() {
             return self.take_outbox();
         }

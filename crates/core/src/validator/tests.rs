@@ -552,18 +552,67 @@ fn a_storage_outage_is_timed_from_the_first_unanswered_store() {
     };
     // The identity's first store is issued at t=0 and never answers (frozen storage).
     let _ticket = only_store(take_identity(&mut n, 0, 1));
-    assert!(n
-        .core
-        .tick(500)
-        .iter()
-        .all(|c| !matches!(c, Command::Exit(_))));
-    let cmds = n.core.tick(1100);
-    assert!(
-        cmds.iter()
-            .any(|c| matches!(c, Command::Exit(ExitReason::StorageOutage { .. }))),
-        "{cmds:?}"
-    );
+    let exit_at = exit_time(&mut n, (0..=1100).step_by(50));
+    assert_eq!(exit_at, Some(1050), "the first tick past 1000 ms of outage");
     assert!(n.core.is_halted());
+}
+
+/// Ticks at `times` and returns the time of a storage-outage exit.
+fn exit_time(n: &mut Node, times: impl Iterator<Item = u64>) -> Option<u64> {
+    times.into_iter().find(|t| {
+        n.core
+            .tick(*t)
+            .iter()
+            .any(|c| matches!(c, Command::Exit(ExitReason::StorageOutage { .. })))
+    })
+}
+
+/// Timers run on the core's monotonic time: a wall clock stepping back used to
+/// underflow `now_ms - since` (a panic in a debug build, a huge outage in release that
+/// exited a healthy node), and a step forwards used to count as outage.
+#[test]
+fn wall_clock_steps_do_not_move_the_storage_outage_timer() {
+    let mut n = node();
+    n.core = {
+        let mut cfg = CoreConfig::new(
+            &n.genesis,
+            Pubkey::from_seed_byte(50),
+            vec![n.id.clone()],
+            "t".into(),
+        );
+        cfg.max_store_outage_ms = Some(5000);
+        Core::new(
+            n.genesis.clone(),
+            cfg,
+            n.id.clone(),
+            Arc::new(Ed25519Verifier),
+            None,
+            0,
+        )
+    };
+    let t0 = 3_600_000;
+    let ticket = only_store(take_identity(&mut n, t0, 1));
+    assert_eq!(exit_time(&mut n, (t0..t0 + 300).step_by(50)), None);
+    // The clock steps back an hour; the store's failure is reported after the step.
+    let back = t0 - 3_600_000 + 300;
+    n.core.tick(back);
+    let cmds = n.core.on_store_report(
+        back + 10,
+        ticket.failed(StoreFailure::Unavailable("etcd down".into())),
+    );
+    assert!(cmds.is_empty(), "{cmds:?}");
+    // Then forwards by an hour and a half: that step counts as at most
+    // MAX_TICK_STEP_MS, so ~1.5 s of outage so far, under the 5 s limit.
+    let fwd = t0 + 5_400_000;
+    assert_eq!(exit_time(&mut n, (fwd..fwd + 300).step_by(50)), None);
+    // Real time passing still ends a real outage, when its monotonic sum passes 5 s.
+    let exit = exit_time(&mut n, (fwd + 300..fwd + 10_000).step_by(50));
+    let expected = fwd + (5000 - 250 - MAX_TICK_STEP_MS) + 50;
+    assert_eq!(
+        exit,
+        Some(expected),
+        "a real outage past the limit still exits"
+    );
 }
 
 #[test]

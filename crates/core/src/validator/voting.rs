@@ -278,7 +278,7 @@ impl Core {
         v.store = StoreState::InFlight {
             seq,
             vote,
-            issued_ms: now_ms,
+            issued_ms: self.mono_ms,
         };
         let ticket = StoreTicket::new(seq, v.fence, saved, issued_slot, claim);
         self.outbox.push(Command::StoreTower(ticket));
@@ -303,7 +303,7 @@ impl Core {
         };
         match report.outcome {
             Ok(_) => self.store_confirmed(now_ms, report.claim, vote),
-            Err(StoreFailure::Unavailable(_)) => self.store_unavailable(now_ms, issued_ms, vote),
+            Err(StoreFailure::Unavailable(_)) => self.store_unavailable(issued_ms, vote),
             Err(StoreFailure::LockLost(detail)) => {
                 self.step_down(now_ms, ExitReason::LockLost(detail))
             }
@@ -329,7 +329,7 @@ impl Core {
         self.after_change(now_ms);
     }
 
-    fn store_unavailable(&mut self, now_ms: u64, issued_ms: u64, vote: Option<SignedVote>) {
+    fn store_unavailable(&mut self, issued_ms: u64, vote: Option<SignedVote>) {
         self.stats.store_failures += 1;
         let limit = self.cfg.max_store_outage_ms;
         let Role::Voting(v) = &mut self.role else {
@@ -337,20 +337,23 @@ impl Core {
         };
         // The outage began when the first store that failed was issued, not when the
         // storage's deadline finally reported it.
+        // Monotonic time: a wall-clock step cannot end a healthy node (it used to be
+        // `now_ms - since` on wall-clock ms, which underflowed when the clock stepped
+        // back).
         let since = *v.outage_since_ms.get_or_insert(issued_ms);
-        if limit.is_some_and(|l| now_ms - since > l) {
-            let outage_ms = now_ms - since;
+        let outage_ms = self.mono_ms.saturating_sub(since);
+        if limit.is_some_and(|l| outage_ms > l) {
             return self.halt(ExitReason::StorageOutage { outage_ms });
         }
         v.store = StoreState::Retry {
-            at_ms: now_ms + self.cfg.store_retry_ms,
+            at_ms: self.mono_ms + self.cfg.store_retry_ms,
             vote,
         };
     }
 
     /// Halts when stores have not succeeded for longer than `max_store_outage_ms`,
     /// counting a store still in flight (a frozen storage may not answer for a while).
-    pub(super) fn check_store_outage(&mut self, now_ms: u64) {
+    pub(super) fn check_store_outage(&mut self) {
         let Some(limit) = self.cfg.max_store_outage_ms else {
             return;
         };
@@ -368,10 +371,9 @@ impl Core {
                 None => return,
             },
         };
-        if now_ms.saturating_sub(since) > limit {
-            self.halt(ExitReason::StorageOutage {
-                outage_ms: now_ms - since,
-            });
+        let outage_ms = self.mono_ms.saturating_sub(since);
+        if outage_ms > limit {
+            self.halt(ExitReason::StorageOutage { outage_ms });
         }
     }
 
@@ -380,7 +382,8 @@ impl Core {
         let Role::Voting(v) = &mut self.role else {
             return;
         };
-        let due = matches!(v.store, StoreState::Retry { at_ms, .. } if now_ms >= at_ms);
+        let mono = self.mono_ms;
+        let due = matches!(v.store, StoreState::Retry { at_ms, .. } if mono >= at_ms);
         if !due {
             return;
         }
