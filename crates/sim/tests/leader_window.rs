@@ -65,7 +65,7 @@ fn planned_handover_inside_the_window_skips_no_leader_slot() {
             (w..w + LEADER_SLOTS).collect::<Vec<_>>(),
             "every slot of the window is produced exactly once (take at +{into_window}.5): {produced:?}"
         );
-        let next = next_window(&sim, w + LEADER_SLOTS);
+        let next = next_window(&sim, sim.slot() + 1);
         sim.run_slots(next + LEADER_SLOTS - sim.slot())
             .unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(
