@@ -17,26 +17,13 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
 use faults::*;
-use huione_core::audit::AuditRecord;
-use huione_core::ScheduleCache;
 use huione_testkit::EtcdCluster;
 
 const AHEAD_SLOTS: u64 = 2;
-
-fn next_window(c: &Cluster, ahead: u64) -> u64 {
-    let g = &c.genesis;
-    let id = primary_identity(c);
-    let mut schedule = ScheduleCache::default();
-    let now = g.slot_at(now_ms());
-    (now + ahead..now + 400)
-        .find(|s| schedule.leader_at(g, *s) == id && schedule.leader_at(g, s - 1) != id)
-        .expect("the identity leads a window within 400 slots")
-}
 
 /// Runs the pair's primary under `faketime`, `AHEAD_SLOTS` slots ahead.
 fn run_primary_ahead(c: &mut Cluster) {
@@ -64,21 +51,6 @@ fn which(name: &str) -> Option<String> {
         .split(':')
         .map(|d| format!("{d}/{name}"))
         .find(|p| std::path::Path::new(p).is_file())
-}
-
-fn producers(records: &[AuditRecord], leader: &str) -> BTreeMap<u64, BTreeSet<String>> {
-    let mut by_slot: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for r in records {
-        if let AuditRecord::Block(b) = r {
-            if b.leader.to_string() == leader {
-                by_slot
-                    .entry(b.slot)
-                    .or_default()
-                    .insert(b.instance.clone());
-            }
-        }
-    }
-    by_slot
 }
 
 fn takeover_with_clock_ahead(guarded: bool) {

@@ -25,46 +25,17 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
 use faults::*;
 use huione_core::audit::AuditRecord;
-use huione_core::ScheduleCache;
 use huione_testkit::EtcdCluster;
 
 /// The core's `leader_fence_slots` (F): a confirmed store issued in slot `i` covers
 /// leader slots up to `i + F`; a taker leads only above the claim stored in the tower.
 const F: u64 = 2;
-
-/// Slots at which the pair's identity starts a leader window, at least `ahead` slots from
-/// now.
-fn next_window(c: &Cluster, ahead: u64) -> u64 {
-    let g = &c.genesis;
-    let id = primary_identity(c);
-    let mut schedule = ScheduleCache::default();
-    let now = g.slot_at(now_ms());
-    (now + ahead..now + 400)
-        .find(|s| schedule.leader_at(g, *s) == id && schedule.leader_at(g, s - 1) != id)
-        .expect("the identity leads a window within 400 slots")
-}
-
-/// Blocks of `leader` per slot: slot → set of instances that produced one.
-fn producers(records: &[AuditRecord], leader: &str) -> BTreeMap<u64, BTreeSet<String>> {
-    let mut by_slot: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for r in records {
-        if let AuditRecord::Block(b) = r {
-            if b.leader.to_string() == leader {
-                by_slot
-                    .entry(b.slot)
-                    .or_default()
-                    .insert(b.instance.clone());
-            }
-        }
-    }
-    by_slot
-}
 
 fn instances_in(records: &[AuditRecord]) -> BTreeSet<String> {
     records

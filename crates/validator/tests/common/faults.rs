@@ -10,7 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
+use huione_core::ScheduleCache;
 use huione_keys::Pubkey;
 use huione_testkit::EtcdCluster;
 use huione_tower_storage::{
@@ -301,4 +304,32 @@ impl Rng {
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
+}
+
+/// Slots at which the pair's identity starts a leader window, at least `ahead` slots from
+/// now.
+pub fn next_window(c: &Cluster, ahead: u64) -> u64 {
+    let g = &c.genesis;
+    let id = primary_identity(c);
+    let mut schedule = ScheduleCache::default();
+    let now = g.slot_at(now_ms());
+    (now + ahead..now + 400)
+        .find(|s| schedule.leader_at(g, *s) == id && schedule.leader_at(g, s - 1) != id)
+        .expect("the identity leads a window within 400 slots")
+}
+
+/// Blocks of `leader` per slot: slot → set of instances that produced one.
+pub fn producers(records: &[AuditRecord], leader: &str) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut by_slot: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for r in records {
+        if let AuditRecord::Block(b) = r {
+            if b.leader.to_string() == leader {
+                by_slot
+                    .entry(b.slot)
+                    .or_default()
+                    .insert(b.instance.clone());
+            }
+        }
+    }
+    by_slot
 }
