@@ -39,6 +39,12 @@ impl TowerStorage for AnyTowerStorage {
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {
         delegate!(self, s => s.load(identity).await)
     }
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        delegate!(self, s => s.release(lease, reason).await)
+    }
+    async fn record_finished(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        delegate!(self, s => s.record_finished(lease, reason).await)
+    }
     async fn lock_holder(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
         delegate!(self, s => s.lock_holder(identity).await)
     }

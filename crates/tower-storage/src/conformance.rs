@@ -10,7 +10,7 @@ use std::future::Future;
 use huione_keys::{Keypair, Pubkey};
 use huione_tower::{SavedTower, Tower, TowerError};
 
-use crate::{LockOwner, StorageError, TowerStorage};
+use crate::{Lease, LockOwner, StorageError, TowerStorage};
 
 /// A backing store under test.
 pub trait Fixture {
@@ -37,7 +37,8 @@ macro_rules! conformance_tests {
             wrong_identity_is_rejected, store_fails_after_another_instance_acquires,
             racing_acquirers_only_the_later_writes, reacquire_fences_the_old_lease,
             history_records_every_acquire, compaction_keeps_fencing_and_history,
-            history_keeps_every_acquire_of_one_instance);
+            history_keeps_every_acquire_of_one_instance, release_is_fenced_and_recorded,
+            finished_is_recorded_without_moving_the_fence, an_own_acquire_is_adopted_from_the_holder);
     };
     (@case $fixture:expr; $($name:ident),*) => {
         $(
@@ -345,4 +346,109 @@ pub async fn history_keeps_every_acquire_of_one_instance<F: Fixture>(f: &F) {
 /// Polls two futures concurrently (a tiny `join`, to avoid a dependency).
 async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     tokio::join!(a, b)
+}
+
+/// A release writes a `released` lock record and history entry only while the lease holds
+/// the lock; afterwards the lease stores nothing, the holder shows the release, and a new
+/// acquire works as usual. A release by a lease that lost the lock writes nothing.
+pub async fn release_is_fenced_and_recorded<F: Fixture>(f: &F) {
+    use crate::LockEvent;
+    let s = f.open().await;
+    let kp = keypair(21);
+    let id = kp.pubkey();
+    let lease = s.acquire(&id, owner(&kp, "set-identity")).await.unwrap();
+    s.store(&lease, &saved(&kp, &[1, 2])).await.unwrap();
+    let rev = s
+        .release(&lease, "the tower failed verification")
+        .await
+        .unwrap();
+    assert!(rev > lease.revision());
+    let holder = s.lock_holder(&id).await.unwrap().expect("a lock record");
+    assert!(!holder.is_held(), "{holder:?}");
+    assert_eq!(holder.owner.event, LockEvent::Released);
+    assert_eq!(holder.owner.lease_revision, Some(lease.revision()));
+    assert_eq!(holder.owner.instance_id, lease.owner().instance_id);
+    assert!(Lease::adopt(&holder).is_none(), "a release holds nothing");
+    // The released lease is fenced out, and the stored tower is untouched.
+    let err = s.store(&lease, &saved(&kp, &[1, 2, 3])).await.unwrap_err();
+    assert!(err.is_lock_lost(), "{err}");
+    let got = s.load_verified(&id).await.unwrap().unwrap();
+    assert_eq!(got, tower_with(&kp, &[1, 2]));
+    // Releasing twice, or releasing a lock someone else took, writes nothing.
+    assert!(s.release(&lease, "again").await.unwrap_err().is_lock_lost());
+    let other = f.open().await;
+    let taker = other
+        .acquire(&id, owner(&kp, "set-identity"))
+        .await
+        .unwrap();
+    assert!(taker.revision() > rev);
+    let late = s.release(&lease, "late").await.unwrap_err();
+    assert!(late.is_lock_lost(), "{late}");
+    other.store(&taker, &saved(&kp, &[1, 2, 3])).await.unwrap();
+    let history = s.history(&id).await.unwrap();
+    let events: Vec<_> = history.iter().map(|r| r.owner.event).collect();
+    assert_eq!(
+        events,
+        [
+            LockEvent::Acquired,
+            LockEvent::Released,
+            LockEvent::Acquired
+        ],
+        "{history:?}"
+    );
+    assert_eq!(history[1].owner.reason, "the tower failed verification");
+    assert_eq!(history[1].revision, rev);
+}
+
+/// A `finished` record goes to the history only while the lease holds the lock, and
+/// does not move the fence: the lease keeps storing.
+pub async fn finished_is_recorded_without_moving_the_fence<F: Fixture>(f: &F) {
+    use crate::LockEvent;
+    let s = f.open().await;
+    let kp = keypair(22);
+    let id = kp.pubkey();
+    let lease = s.acquire(&id, owner(&kp, "set-identity")).await.unwrap();
+    s.record_finished(&lease, "votes as the identity")
+        .await
+        .unwrap();
+    s.store(&lease, &saved(&kp, &[4])).await.unwrap();
+    let holder = s.lock_holder(&id).await.unwrap().unwrap();
+    assert!(holder.is_held());
+    assert_eq!(holder.revision, lease.revision());
+    let other = f.open().await;
+    let taker = other.acquire(&id, owner(&kp, "reclaim")).await.unwrap();
+    let err = s.record_finished(&lease, "late").await.unwrap_err();
+    assert!(err.is_lock_lost(), "{err}");
+    let history = s.history(&id).await.unwrap();
+    let events: Vec<_> = history.iter().map(|r| r.owner.event).collect();
+    assert_eq!(
+        events,
+        [
+            LockEvent::Acquired,
+            LockEvent::Finished,
+            LockEvent::Acquired
+        ],
+        "{history:?}"
+    );
+    assert_eq!(history[1].owner.lease_revision, Some(lease.revision()));
+    assert_eq!(history[2].revision, taker.revision());
+}
+
+/// A process whose acquire answer was lost finds its own record in the lock key and
+/// adopts it: the adopted lease stores exactly like the one acquire would have returned.
+pub async fn an_own_acquire_is_adopted_from_the_holder<F: Fixture>(f: &F) {
+    let s = f.open().await;
+    let kp = keypair(23);
+    let id = kp.pubkey();
+    let sent = owner(&kp, "set-identity");
+    let lease = s.acquire(&id, sent.clone()).await.unwrap();
+    let holder = s.lock_holder(&id).await.unwrap().unwrap();
+    assert_eq!(holder.owner, sent);
+    let adopted = Lease::adopt(&holder).expect("an acquire holds the lock");
+    assert_eq!(adopted, lease);
+    s.store(&adopted, &saved(&kp, &[7])).await.unwrap();
+    assert_eq!(
+        s.load_verified(&id).await.unwrap(),
+        Some(tower_with(&kp, &[7]))
+    );
 }

@@ -39,8 +39,8 @@ use huione_keys::Pubkey;
 use huione_tower::SavedTower;
 
 use crate::{
-    check_tower_identity, keys, Lease, LockLost, LockOwner, LockRecord, Revision, StorageError,
-    TowerStorage, Unavailable,
+    check_tower_identity, keys, Lease, LockEvent, LockLost, LockOwner, LockRecord, Revision,
+    StorageError, TowerStorage, Unavailable,
 };
 use diagnose::{diagnose, Failure, Kind, TlsNames};
 
@@ -349,6 +349,56 @@ impl EtcdTowerStorage {
 
     /// Runs `op` against the endpoints until it succeeds, fails definitely, or the deadline
     /// passes. `what` names the operation in errors.
+    /// One transaction, fenced like a store (the lock key is exactly `lease`'s): appends
+    /// `record` to the history and, if `to_lock`, writes it into the lock key. A retry of
+    /// an attempt whose answer was lost finds the lock changed by that attempt (a release)
+    /// and reports `LockLost`: either way the lock is no longer ours.
+    async fn fenced_record(
+        &self,
+        lease: &Lease,
+        record: LockOwner,
+        to_lock: bool,
+    ) -> Result<Revision, StorageError> {
+        let prefix = &self.inner.config.prefix;
+        let identity = lease.identity();
+        let lock_key = keys::lock(prefix, &identity);
+        let audit_key = keys::audit(prefix, &identity, &record);
+        let bytes = record.to_bytes();
+        let owner_bytes = lease.owner_bytes().to_vec();
+        let ours = lease.revision();
+        self.call_at("lock record", |mut kv, url| {
+            let (lock_key, audit_key, bytes, owner_bytes) =
+                (&lock_key, &audit_key, &bytes, &owner_bytes);
+            async move {
+                let mut puts = vec![TxnOp::put(audit_key.clone(), bytes.clone(), None)];
+                if to_lock {
+                    puts.push(TxnOp::put(lock_key.clone(), bytes.clone(), None));
+                }
+                let txn = Txn::new()
+                    .when(vec![
+                        Compare::mod_revision(lock_key.clone(), CompareOp::Equal, ours),
+                        Compare::value(lock_key.clone(), CompareOp::Equal, owner_bytes.clone()),
+                    ])
+                    .and_then(puts)
+                    .or_else(vec![TxnOp::get(lock_key.clone(), None)]);
+                let resp = kv.txn(txn).await.map_err(|e| self.failure(&e, &url))?;
+                let revision = header_revision(resp.header(), &url)?;
+                if resp.succeeded() {
+                    return Ok(revision);
+                }
+                Err(AttemptError::Final(
+                    LockLost {
+                        identity,
+                        ours,
+                        holder: first_get(&resp).as_ref().and_then(record_of),
+                    }
+                    .into(),
+                ))
+            }
+        })
+        .await
+    }
+
     async fn call_at<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StorageError>
     where
         F: FnMut(KvClient, String) -> Fut,
@@ -714,6 +764,19 @@ impl TowerStorage for EtcdTowerStorage {
             None => Ok(None),
             Some(bytes) => Ok(Some(SavedTower::from_bytes(&bytes)?)),
         }
+    }
+
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        let record = LockOwner::ending(lease, LockEvent::Released, reason);
+        let revision = self.fenced_record(lease, record, true).await?;
+        tracing::info!(identity = %lease.identity(), lease_revision = lease.revision(), revision,
+            reason, "released the tower lock in etcd");
+        Ok(revision)
+    }
+
+    async fn record_finished(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        let record = LockOwner::ending(lease, LockEvent::Finished, reason);
+        self.fenced_record(lease, record, false).await
     }
 
     async fn lock_holder(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {

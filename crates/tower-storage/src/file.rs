@@ -23,8 +23,8 @@ use huione_tower::SavedTower;
 const TOWER_FILE_GENERATION: u32 = 1;
 
 use crate::{
-    check_tower_identity, Lease, LockLost, LockOwner, LockRecord, Revision, StorageError,
-    TowerStorage,
+    check_tower_identity, Lease, LockEvent, LockLost, LockOwner, LockRecord, Revision,
+    StorageError, TowerStorage,
 };
 
 /// Tower storage in a local directory (`--tower-storage file --tower DIR`).
@@ -120,9 +120,9 @@ impl FileTowerStorage {
         let id = lease.identity();
         let _guard = self.exclusive(&id)?;
         let current = self.read_lock(&id)?;
-        let ours = current
-            .as_ref()
-            .is_some_and(|r| r.revision == lease.revision() && r.owner == *lease.owner());
+        let ours = current.as_ref().is_some_and(|r| {
+            r.is_held() && r.revision == lease.revision() && r.owner == *lease.owner()
+        });
         if !ours {
             return Err(LockLost {
                 identity: id,
@@ -133,6 +133,54 @@ impl FileTowerStorage {
         }
         replace_file(&self.tower_path(&id), &tower.to_bytes())?;
         Ok(lease.revision())
+    }
+
+    /// See [`TowerStorage::release`]: the lock file then holds the `released` record.
+    pub fn release_now(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        let record = LockOwner::ending(lease, LockEvent::Released, reason);
+        self.fenced_record(lease, record, true)
+    }
+
+    /// See [`TowerStorage::record_finished`].
+    pub fn record_finished_now(
+        &self,
+        lease: &Lease,
+        reason: &str,
+    ) -> Result<Revision, StorageError> {
+        let record = LockOwner::ending(lease, LockEvent::Finished, reason);
+        self.fenced_record(lease, record, false)
+    }
+
+    /// Under the flock, while `lease` holds the lock: appends `owner` to the history with
+    /// the next revision, and replaces the lock file with it if `to_lock`.
+    fn fenced_record(
+        &self,
+        lease: &Lease,
+        owner: LockOwner,
+        to_lock: bool,
+    ) -> Result<Revision, StorageError> {
+        let id = lease.identity();
+        let _guard = self.exclusive(&id)?;
+        let current = self.read_lock(&id)?;
+        let ours = current.as_ref().is_some_and(|r| {
+            r.is_held() && r.revision == lease.revision() && r.owner == *lease.owner()
+        });
+        if !ours {
+            return Err(LockLost {
+                identity: id,
+                ours: lease.revision(),
+                holder: current,
+            }
+            .into());
+        }
+        let last = self.history_now(&id)?.last().map_or(0, |r| r.revision);
+        let revision = lease.revision().max(last) + 1;
+        let line = serde_json::to_vec(&LockRecord { owner, revision }).expect("record serializes");
+        append_synced(&self.audit_path(&id), &line)?;
+        if to_lock {
+            replace_file(&self.lock_path(&id), &line)?;
+        }
+        Ok(revision)
     }
 
     pub fn load_now(&self, id: &Pubkey) -> Result<Option<SavedTower>, StorageError> {
@@ -211,6 +259,12 @@ impl TowerStorage for FileTowerStorage {
     }
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {
         self.load_now(identity)
+    }
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        self.release_now(lease, reason)
+    }
+    async fn record_finished(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        self.record_finished_now(lease, reason)
     }
     async fn lock_holder(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
         self.read_lock(identity)

@@ -36,7 +36,7 @@ pub use error::{LockLost, StorageError, Unavailable};
 pub use etcd::{CompactionPolicy, EtcdConfig, EtcdStatus, EtcdTowerStorage};
 pub use file::FileTowerStorage;
 pub use memory::{MemKv, MemoryTowerStorage};
-pub use owner::{new_instance_id, LockOwner, LockRecord};
+pub use owner::{new_instance_id, LockEvent, LockOwner, LockRecord};
 
 /// etcd-style revision: a cluster-wide counter that increases with every write.
 pub type Revision = i64;
@@ -75,6 +75,17 @@ impl Lease {
     pub(crate) fn owner_bytes(&self) -> &[u8] {
         &self.owner_bytes
     }
+
+    /// The lease of a lock record read back from storage ([`TowerStorage::lock_holder`]),
+    /// for a process that finds its own acquire there after the acquire's answer was lost
+    /// (a timeout): the record names its instance id and the acquire it sent. `None` for
+    /// a record that does not hold the lock (a release). Nothing is trusted by making one:
+    /// every store under it is still compared with the lock key inside storage.
+    pub fn adopt(record: &LockRecord) -> Option<Lease> {
+        record
+            .is_held()
+            .then(|| Lease::new(record.owner.identity, record.owner.clone(), record.revision))
+    }
 }
 
 /// Where towers live. Implementations must be safe to share between tasks.
@@ -102,13 +113,34 @@ pub trait TowerStorage: Send + Sync {
         identity: &Pubkey,
     ) -> impl Future<Output = Result<Option<SavedTower>, StorageError>> + Send;
 
-    /// Who holds the lock for `identity`, and since which revision.
+    /// Gives the lock up, fenced like a store: only if `lease` still holds the lock, one
+    /// atomic write replaces the lock record with a `released` one (reason = `reason`) and
+    /// appends it to the history. From then on no store under `lease` succeeds, and
+    /// [`TowerStorage::lock_holder`] shows the release. `Err(LockLost)` if the lock is no
+    /// longer ours: someone else took it (or we released it already), nothing written.
+    /// Used by a takeover that acquired the lock but cannot finish.
+    fn release(
+        &self,
+        lease: &Lease,
+        reason: &str,
+    ) -> impl Future<Output = Result<Revision, StorageError>> + Send;
+
+    /// Appends a `finished` record to the history, fenced like a store (only while
+    /// `lease` holds the lock). The lock record, and so the fencing token, is unchanged.
+    fn record_finished(
+        &self,
+        lease: &Lease,
+        reason: &str,
+    ) -> impl Future<Output = Result<Revision, StorageError>> + Send;
+
+    /// The lock record for `identity` and its revision: the holder, or a release
+    /// ([`LockRecord::is_held`] is false), or `None` if it was never acquired.
     fn lock_holder(
         &self,
         identity: &Pubkey,
     ) -> impl Future<Output = Result<Option<LockRecord>, StorageError>> + Send;
 
-    /// Every acquire of `identity`'s lock, oldest first.
+    /// Every acquire, finish and release of `identity`'s lock, oldest first.
     fn history(
         &self,
         identity: &Pubkey,
@@ -157,7 +189,7 @@ pub(crate) mod keys {
         format!("{prefix}/audit/{id}/")
     }
     /// `<instance id>-<n>`: one process (one instance id) may acquire an identity more
-    /// than once, and each acquire keeps its own record.
+    /// than once, and each acquire (finish, release) keeps its own record.
     pub fn audit(prefix: &str, id: &Pubkey, owner: &crate::LockOwner) -> String {
         use std::sync::atomic::{AtomicU64, Ordering};
         static ACQUIRES: AtomicU64 = AtomicU64::new(0);

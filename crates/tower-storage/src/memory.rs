@@ -13,8 +13,8 @@ use huione_keys::Pubkey;
 use huione_tower::SavedTower;
 
 use crate::{
-    check_tower_identity, keys, Lease, LockLost, LockOwner, LockRecord, Revision, StorageError,
-    TowerStorage, Unavailable,
+    check_tower_identity, keys, Lease, LockEvent, LockLost, LockOwner, LockRecord, Revision,
+    StorageError, TowerStorage, Unavailable,
 };
 
 /// One key's value and metadata, as etcd reports it.
@@ -192,6 +192,83 @@ impl MemoryTowerStorage {
         Ok(Lease::new(*identity, owner, rev))
     }
 
+    /// The lock key's mod_revision (0 if absent), as etcd's acquire guards on it.
+    pub fn lock_revision_now(&self, identity: &Pubkey) -> Result<Revision, StorageError> {
+        let mut s = self.available()?;
+        let (lock_key, _) = self.key_names(&mut s, identity);
+        Ok(s.kv.get(&lock_key).map_or(0, |kv| kv.mod_revision))
+    }
+
+    /// An acquire guarded as etcd's attempts are: it applies only if the lock key's
+    /// mod_revision is still `seen` ([`Self::lock_revision_now`] when it was sent). The
+    /// simulator uses it for an acquire that reaches storage late: it cannot apply on top
+    /// of a newer acquire. `Ok(None)`: the guard failed, nothing written.
+    pub fn acquire_if_unchanged_now(
+        &self,
+        identity: &Pubkey,
+        owner: LockOwner,
+        seen: Revision,
+    ) -> Result<Option<Lease>, StorageError> {
+        let mut s = self.available()?;
+        let (lock_key, _) = self.key_names(&mut s, identity);
+        let bytes = owner.to_bytes();
+        let puts = vec![
+            (lock_key.clone(), bytes.clone()),
+            (keys::audit(&self.prefix, identity, &owner), bytes),
+        ];
+        let (ok, rev) = s.kv.txn(&[Compare::ModRevision(lock_key, seen)], puts);
+        Ok(ok.then(|| Lease::new(*identity, owner, rev)))
+    }
+
+    /// See [`TowerStorage::release`].
+    pub fn release_now(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        let record = LockOwner::ending(lease, LockEvent::Released, reason);
+        self.fenced_record(lease, record, true)
+    }
+
+    /// See [`TowerStorage::record_finished`].
+    pub fn record_finished_now(
+        &self,
+        lease: &Lease,
+        reason: &str,
+    ) -> Result<Revision, StorageError> {
+        let record = LockOwner::ending(lease, LockEvent::Finished, reason);
+        self.fenced_record(lease, record, false)
+    }
+
+    /// Appends `record` to the history (and writes it into the lock key if `to_lock`),
+    /// only while `lease` holds the lock.
+    fn fenced_record(
+        &self,
+        lease: &Lease,
+        record: LockOwner,
+        to_lock: bool,
+    ) -> Result<Revision, StorageError> {
+        let mut s = self.available()?;
+        let identity = lease.identity();
+        let (lock_key, _) = self.key_names(&mut s, &identity);
+        let compares = [
+            Compare::ModRevision(lock_key.clone(), lease.revision()),
+            Compare::Value(lock_key.clone(), lease.owner_bytes().to_vec()),
+        ];
+        let bytes = record.to_bytes();
+        let mut puts = vec![(keys::audit(&self.prefix, &identity, &record), bytes.clone())];
+        if to_lock {
+            puts.push((lock_key.clone(), bytes));
+        }
+        let (ok, rev) = s.kv.txn(&compares, puts);
+        if ok {
+            return Ok(rev);
+        }
+        let holder = s.kv.get(&lock_key).and_then(record_of);
+        Err(LockLost {
+            identity,
+            ours: lease.revision(),
+            holder,
+        }
+        .into())
+    }
+
     pub fn store_now(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
         check_tower_identity(lease, tower)?;
         let mut s = self.available()?;
@@ -290,6 +367,12 @@ impl TowerStorage for MemoryTowerStorage {
     }
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {
         self.load_now(identity)
+    }
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        self.release_now(lease, reason)
+    }
+    async fn record_finished(&self, lease: &Lease, reason: &str) -> Result<Revision, StorageError> {
+        self.record_finished_now(lease, reason)
     }
     async fn lock_holder(&self, identity: &Pubkey) -> Result<Option<LockRecord>, StorageError> {
         self.lock_holder_now(identity)

@@ -17,8 +17,44 @@ pub struct LockOwner {
     pub pid: u32,
     /// Unix time in milliseconds when the lock was taken.
     pub acquired_at_ms: u64,
-    /// Why: "startup", "set-identity", "reclaim", "test", ...
+    /// Why: "startup", "set-identity", "reclaim", "test", ... For a `finished` or
+    /// `released` record: how the takeover ended and why.
     pub reason: String,
+    /// What the record says. The lock key holds an `acquired` record while the lock is
+    /// held, and a `released` one after a fenced [`crate::TowerStorage::release`]; the
+    /// history also holds `finished` records ([`crate::TowerStorage::record_finished`]).
+    /// Absent in records written before releases existed (they are all acquires).
+    #[serde(default, skip_serializing_if = "LockEvent::is_acquired")]
+    pub event: LockEvent,
+    /// For `finished` and `released`: the fencing token of the acquire the record ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_revision: Option<Revision>,
+}
+
+/// What a lock or history record says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockEvent {
+    /// The lock was taken (the only kind of record that holds the lock).
+    #[default]
+    Acquired,
+    /// The takeover under that acquire finished: the holder switched and votes.
+    Finished,
+    /// The holder gave the lock up (a takeover that could not finish): nobody holds it.
+    Released,
+}
+
+impl LockEvent {
+    pub fn is_acquired(&self) -> bool {
+        matches!(self, LockEvent::Acquired)
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockEvent::Acquired => "acquired",
+            LockEvent::Finished => "finished",
+            LockEvent::Released => "released",
+        }
+    }
 }
 
 impl LockOwner {
@@ -36,6 +72,20 @@ impl LockOwner {
             pid: std::process::id(),
             acquired_at_ms: now_ms(),
             reason: reason.to_string(),
+            event: LockEvent::Acquired,
+            lease_revision: None,
+        }
+    }
+
+    /// The record that ends the takeover under `lease` (`finished` or `released`, with
+    /// why): the lease's owner, the event, the reason, and the lease's fencing token.
+    pub fn ending(lease: &crate::Lease, event: LockEvent, reason: &str) -> Self {
+        LockOwner {
+            event,
+            reason: reason.to_string(),
+            lease_revision: Some(lease.revision()),
+            acquired_at_ms: now_ms(),
+            ..lease.owner().clone()
         }
     }
 
@@ -59,6 +109,13 @@ impl LockOwner {
 pub struct LockRecord {
     pub owner: LockOwner,
     pub revision: Revision,
+}
+
+impl LockRecord {
+    /// Whether this record holds the lock (an acquire, not a release).
+    pub fn is_held(&self) -> bool {
+        self.owner.event.is_acquired()
+    }
 }
 
 /// A fresh random instance id (32 hex digits), taken once per process at start.

@@ -307,7 +307,7 @@ impl Node {
         let id = cfg.identity.pubkey();
         let holder = self.storage.lock_holder(&id).await?;
         match holder {
-            Some(h) if !cfg.args.reclaim_immediately => {
+            Some(h) if h.is_held() && !cfg.args.reclaim_immediately => {
                 tracing::info!(holder = %h.owner.instance_id, host = %h.owner.host, revision = h.revision,
                     "the tower lock is held by another instance; reclaiming once caught up with the cluster");
                 self.pending_reclaim = Some((cfg.identity.clone(), Instant::now()));

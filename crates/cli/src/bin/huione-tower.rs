@@ -169,9 +169,15 @@ fn print_etcd(st: &EtcdStatus) {
 }
 
 fn describe_record(r: &LockRecord) -> String {
+    let of = r
+        .owner
+        .lease_revision
+        .map(|l| format!(" (of the acquire at revision {l})"))
+        .unwrap_or_default();
     format!(
-        "revision {:>8}  at {} ms  instance {} on {} (pid {})  reason {}",
+        "revision {:>8}  {:<8}{of}  at {} ms  instance {} on {} (pid {})  reason {}",
         r.revision,
+        r.owner.event.as_str(),
         r.owner.acquired_at_ms,
         r.owner.instance_id,
         r.owner.host,
