@@ -252,6 +252,8 @@ impl Sim {
             pid: self.machines[m].incarnation as u32,
             acquired_at_ms: self.now_ms,
             reason: reason.to_string(),
+            event: huione_tower_storage::LockEvent::Acquired,
+            lease_revision: None,
         };
         let lease = self
             .storage
