@@ -135,7 +135,32 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     .ok()?;
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
-    Some(r.split("\r\n\r\n").nth(1)?.to_string())
+    let (head, body) = r.split_once("\r\n\r\n")?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .replace(' ', "")
+            .starts_with("transfer-encoding:chunked")
+    });
+    if chunked {
+        dechunk(body)
+    } else {
+        Some(body.to_string())
+    }
+}
+
+/// The body of an HTTP/1.1 `Transfer-Encoding: chunked` answer (Go's servers, such as
+/// Prometheus, chunk answers over 2 KB); None if it is cut short or malformed.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(tail.get(..size)?);
+        rest = tail.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// The votes and blocks one validator recorded (`<ledger>/audit.jsonl`). A missing or
