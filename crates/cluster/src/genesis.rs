@@ -83,7 +83,7 @@ impl GenesisParams {
         GenesisParams {
             slot_ms: DEFAULT_SLOT_MS,
             slots_per_epoch: DEFAULT_SLOTS_PER_EPOCH,
-            start_time_ms: crate::unix_time_ms().saturating_add(start_in_ms),
+            start_time_ms: huione_os::clock::now_ms().saturating_add(start_in_ms),
         }
     }
 }

@@ -19,14 +19,6 @@ pub mod ports;
 pub mod rpc_client;
 pub mod status;
 
-/// Unix time in milliseconds (0 if the clock is before 1970).
-pub fn unix_time_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Writes `bytes` to `path` through a temporary file in the same directory, fsync and
 /// rename, so readers see the old or the new content, never a torn one.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

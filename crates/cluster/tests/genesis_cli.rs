@@ -29,7 +29,7 @@ fn writes_a_valid_genesis_from_keypair_files_and_pubkeys() {
     let (_, id_b) = key(dir.path(), "b-identity.json");
     let (_, vote_b) = key(dir.path(), "b-vote.json");
     let out_path = dir.path().join("genesis.json");
-    let before = huione_cluster::unix_time_ms();
+    let before = huione_os::clock::now_ms();
     let out = genesis_cmd(&[
         "--out",
         out_path.to_str().unwrap(),
@@ -57,8 +57,7 @@ fn writes_a_valid_genesis_from_keypair_files_and_pubkeys() {
         (100, 64, 4000)
     );
     assert!(
-        g.start_time_ms >= before + 5000
-            && g.start_time_ms <= huione_cluster::unix_time_ms() + 5000
+        g.start_time_ms >= before + 5000 && g.start_time_ms <= huione_os::clock::now_ms() + 5000
     );
     let v = &g.validators;
     assert_eq!(v.len(), 2);

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huione_core::{Block, Hash, InstanceAnnouncement, SignedVote};
 use huione_keys::Keypair;
+use huione_os::clock::now_ms;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -431,13 +432,6 @@ pub async fn learn_own_address(
 /// matters more than staying up, so a poisoned lock is used as is.
 fn lock(m: &Mutex<Gossip>) -> MutexGuard<'_, Gossip> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Milliseconds since the Unix epoch: contact-info wallclocks are compared across nodes.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn receive_loop(shared: Arc<Shared>, log_interval_ms: u64) {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use huione_keys::Keypair;
 use huione_net::*;
+use huione_os::clock::now_ms;
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -275,13 +276,6 @@ async fn bad_datagrams_are_dropped_and_counted_by_reason() {
     assert_eq!(snap.dropped(DropReason::Oversize), 1);
     assert_eq!(snap.dropped(DropReason::BadSignature), 1);
     assert!(a.peers().is_empty());
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

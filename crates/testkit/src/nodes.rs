@@ -285,13 +285,8 @@ pub fn tail(s: &str, n: usize) -> String {
     crate::process::last_lines(s, n)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+/// Milliseconds since the Unix epoch (the one clock helper, re-exported for the tests).
+pub use huione_os::clock::now_ms;
 
 /// Polls `f` until it returns Some or the timeout passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -70,7 +70,7 @@ impl LockOwner {
             instance_id: instance_id.to_string(),
             host: hostname(),
             pid: std::process::id(),
-            acquired_at_ms: now_ms(),
+            acquired_at_ms: huione_os::clock::now_ms(),
             reason: reason.to_string(),
             event: LockEvent::Acquired,
             lease_revision: None,
@@ -124,18 +124,11 @@ pub fn new_instance_id() -> String {
     // A failing OS RNG is vanishingly rare; fall back to time+pid, still unique enough
     // because uniqueness is also enforced by the revision compare.
     if getrandom::getrandom(&mut id).is_err() {
-        let t = now_ms().to_le_bytes();
+        let t = huione_os::clock::now_ms().to_le_bytes();
         id[..8].copy_from_slice(&t);
         id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     }
     id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn hostname() -> String {

@@ -23,6 +23,7 @@ use huione_core::{
 };
 use huione_keys::{Keypair, Pubkey};
 use huione_net::{InstanceId, NetConfig, NetEvent, NetHandle, RepairRequest, Transport};
+use huione_os::clock::now_ms;
 use huione_rpc::{
     AdminError, AdminServer, AdminServerConfig, ContactInfo, LockState, LockStateKind, Metrics,
     MonitorStatus, NodeSnapshot, RestartWindowInfo, Role, RpcServer, RpcServerConfig,
@@ -1172,11 +1173,4 @@ fn lock_ledger(ledger: &Path) -> anyhow::Result<std::fs::File> {
             ledger.display()
         ),
     }
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -4,43 +4,15 @@
 //! decision changes, so a steady state does not flood them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use huione_os::clock::SteadyClock;
 
 use crate::action;
 use crate::config::Config;
 use crate::decision::{Decision, Monitor};
 use crate::metrics::{self, Metrics};
 use crate::observe;
-
-/// A clock that never goes backwards, read as Unix milliseconds (readable in logs and
-/// the audit record; cooldowns are immune to wall-clock steps).
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    origin: Instant,
-    origin_unix_ms: u64,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Clock {
-            origin: Instant::now(),
-            origin_unix_ms: unix,
-        }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.origin_unix_ms + self.origin.elapsed().as_millis() as u64
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Runs until `shutdown` completes.
 pub async fn run(
@@ -68,7 +40,7 @@ pub async fn run(
     );
     let mut cfg = cfg;
     let mut warned = Warned::default();
-    let clock = Clock::new();
+    let clock = SteadyClock::new();
     let mut monitor = Monitor::new(cfg.settings.clone(), cfg.targets.primary_identity.clone());
     let mut interval = tokio::time::interval(cfg.check_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

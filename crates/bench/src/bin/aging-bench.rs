@@ -323,9 +323,7 @@ fn make_ledger(
 ) -> anyhow::Result<AgedLedger> {
     let id = Keypair::from_secret(&[seed; 32]);
     let vote_account = Keypair::from_secret(&[seed + 100; 32]).pubkey();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
+    let now = huione_os::clock::now_ms();
     let genesis = Genesis::new(
         vec![GenesisValidator {
             identity: id.pubkey(),

@@ -47,6 +47,7 @@ use huione_cluster::manifest::{ClusterManifest, NodeEntry};
 use huione_cluster::plan::Role;
 use huione_core::audit::{AuditRecord, Auditor};
 use huione_core::{Genesis, ScheduleCache};
+use huione_os::clock::now_ms;
 
 #[derive(Parser)]
 struct Args {
@@ -650,11 +651,4 @@ fn stop(child: &mut Child) {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

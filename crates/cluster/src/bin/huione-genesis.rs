@@ -57,7 +57,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|spec| parse_validator_spec(spec))
         .collect::<Result<Vec<_>, _>>()?;
-    let now = huione_cluster::unix_time_ms();
+    let now = huione_os::clock::now_ms();
     let params = GenesisParams {
         slot_ms: args.slot_ms,
         slots_per_epoch: args.slots_per_epoch,

@@ -348,7 +348,7 @@ pub fn run(cfg: &ClusterConfig) -> anyhow::Result<()> {
     let params = GenesisParams {
         slot_ms: cfg.slot_ms,
         slots_per_epoch: cfg.slots_per_epoch,
-        start_time_ms: huione_cluster::unix_time_ms().saturating_add(cfg.start_in_ms),
+        start_time_ms: huione_os::clock::now_ms().saturating_add(cfg.start_in_ms),
     };
     let genesis = build_genesis(staked, &params)?;
     let genesis_path = cfg.dir.join("genesis.json");

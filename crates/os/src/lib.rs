@@ -1,0 +1,9 @@
+//! What every huione crate needs from the operating system, written once: the wall clock
+//! ([`clock`]) and crash-safe file replacement ([`fs`]).
+//!
+//! *Invariant*: no dependency besides `std`, so the lowest crates (keys, certs) can use
+//! it. The consensus core takes `now` as an argument and never calls into this crate; the
+//! simulator keeps its own simulated clock.
+
+pub mod clock;
+pub mod fs;
