@@ -84,7 +84,7 @@ impl LockOwner {
             event,
             reason: reason.to_string(),
             lease_revision: Some(lease.revision()),
-            acquired_at_ms: now_ms(),
+            acquired_at_ms: huione_os::clock::now_ms(),
             ..lease.owner().clone()
         }
     }
