@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what huione needs to build and test on Debian: etcd (server + etcdctl),
-# protoc (etcd-client's build needs it), curl, iproute2, faketime, python3-venv (for the test that
-# reads our RPC with Solana's Python client library). Idempotent; runs apt only if
+# protoc (etcd-client's build needs it), curl, iproute2, faketime, prometheus, python3-venv (for the
+# test that reads our RPC with Solana's Python client library), and what packaging needs (dpkg,
+# binutils, systemd for systemd-analyze). Idempotent; runs apt only if
 # something is missing.
 set -euo pipefail
 
@@ -16,6 +17,10 @@ command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # promtool checks and unit-tests the alert rules; the server runs in the alerting test.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# scripts/package.sh and its test: dpkg-deb, strip/objdump, and systemd-analyze to check the units.
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+{ command -v strip && command -v objdump; } >/dev/null 2>&1 || need+=(binutils)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The RPC compatibility test builds a venv with the Python Solana client library.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
