@@ -4,7 +4,8 @@
 //! with `dpkg-deb -x` into a temp dir (never installed on this machine) and each binary
 //! in it runs (`--version`, `--help`, and a small real command: keys, certificates, a
 //! genesis, a tower lookup, an audit); the systemd units must name binaries the package
-//! holds and pass `systemd-analyze verify`; the flags in the example flag files must be
+//! holds and pass `systemd-analyze verify`, and each refuses to start with its flag
+//! variable empty, naming the file to fill in; the flags in the example flag files must be
 //! flags the binaries know.
 
 use std::collections::BTreeSet;
@@ -86,6 +87,30 @@ fn build_package(out: &Path) -> PathBuf {
     let deb = PathBuf::from(stdout.trim());
     assert!(deb.is_file(), "package.sh printed {stdout:?}, not a file");
     deb
+}
+
+/// A unit's `ExecStartPre=/bin/sh -c '...'` (systemd passes the quoted script as one
+/// argument and turns `$$` into `$`): with the unit's flag variable empty it must fail and
+/// name the file to fill in; with flags set it must pass.
+fn check_flags_guard(unit: &str, value: &str) {
+    let script = value
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{unit}: ExecStartPre is not /bin/sh -c '...': {value}"))
+        .replace("$$", "$");
+    let var = if unit.contains("watchtower") {
+        "HUIONE_WATCHTOWER_ARGS"
+    } else {
+        "HUIONE_VALIDATOR_ARGS"
+    };
+    let file = format!("/etc/default/{}", unit.trim_end_matches(".service"));
+    let empty = run(Command::new("sh").args(["-c", &script]).env(var, ""));
+    assert_eq!(empty.status.code(), Some(1), "{unit}: {empty:?}");
+    assert!(text(&empty.stderr).contains(&file), "{unit}: {empty:?}");
+    let set = run(Command::new("sh")
+        .args(["-c", &script])
+        .env(var, "--ledger x"));
+    assert!(set.status.success(), "{unit}: {set:?}");
 }
 
 #[test]
@@ -261,6 +286,7 @@ fn the_debian_package_builds_and_its_contents_run() {
     // The units run binaries the package holds, read flag files it ships, and pass
     // systemd's own check (which says only that the binaries are not installed here).
     let mut commands = BTreeSet::new();
+    let mut guards = 0;
     for u in UNITS {
         let unit = std::fs::read_to_string(root.join("lib/systemd/system").join(u)).unwrap();
         assert!(unit.contains("\nUser=huione\n"), "{u}:\n{unit}");
@@ -284,8 +310,13 @@ fn the_debian_package_builds_and_its_contents_run() {
                 let f = root.join(value.trim_start_matches('-').trim_start_matches('/'));
                 assert!(f.is_file(), "{u}: {value} is not in the package");
             }
+            if key == "ExecStartPre" {
+                check_flags_guard(u, value);
+                guards += 1;
+            }
         }
     }
+    assert_eq!(guards, UNITS.len(), "every unit checks its flag variable");
     assert_eq!(
         commands,
         BTreeSet::from([
