@@ -93,6 +93,10 @@ pub struct NetStats {
     pub duplicate_instance_events: AtomicU64,
     /// One counter per [`DropReason`], in [`DropReason::ALL`] order.
     dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Wall-clock ms of the last well-formed message from another node (gossip, vote,
+    /// block, repair, announcement; not an address echo); 0 = none yet. Peers push gossip
+    /// every 500 ms, so a long silence means this node is cut off (`huioneStatus`).
+    last_peer_message_ms: AtomicU64,
 }
 
 /// A plain copy of [`NetStats`].
@@ -124,6 +128,16 @@ impl NetStatsSnapshot {
 }
 
 impl NetStats {
+    pub fn record_peer_message(&self, now_ms: u64) {
+        self.last_peer_message_ms
+            .fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the last message from another node arrived (wall-clock ms), if any has.
+    pub fn last_peer_message_ms(&self) -> Option<u64> {
+        Some(self.last_peer_message_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
     pub fn record_drop(&self, reason: DropReason) {
         self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
     }

@@ -472,6 +472,9 @@ async fn receive_loop(shared: Arc<Shared>, log_interval_ms: u64) {
 
 /// Handles one decoded message. Returns false when the daemon's receiver is gone.
 fn dispatch(shared: &Shared, from: SocketAddr, msg: Message, limiter: &mut LogLimiter) -> bool {
+    if !matches!(msg, Message::EchoRequest { .. } | Message::EchoReply { .. }) {
+        shared.stats.record_peer_message(now_ms());
+    }
     let event = match msg {
         Message::PushContactInfos(infos) => {
             let out = lock(&shared.gossip).on_push(infos, now_ms());

@@ -35,6 +35,6 @@ pub use admin::{
 pub use http::{answer_body, RpcServer, RpcServerConfig};
 pub use metrics::{LockStateKind, Metrics};
 pub use snapshot::{
-    BlockInfo, ClusterNode, Commitment, EpochLeaderSchedule, EpochSchedule, Hash32, Health,
-    NodeSnapshot, PerCommitment, Sig64, Slot, VoteAccountInfo, VoteTransaction,
+    BlockInfo, ClusterNode, Commitment, EpochLeaderSchedule, EpochSchedule, Freshness, Hash32,
+    Health, NodeSnapshot, PerCommitment, Sig64, Slot, VoteAccountInfo, VoteTransaction,
 };

@@ -38,6 +38,7 @@ pub const METHODS: &[&str] = &[
     "getFirstAvailableBlock",
     "minimumLedgerSlot",
     "getTransactionCount",
+    "huioneStatus",
 ];
 
 /// Answers one call.
@@ -85,8 +86,35 @@ pub fn call(method: &str, params: &Value, snap: &NodeSnapshot) -> Result<Value, 
         }
         "getLeaderSchedule" => leader_schedule(params, snap),
         "getBlock" => get_block(params, snap),
+        "huioneStatus" => {
+            positional(params, 0)?;
+            Ok(huione_status(snap, wall_clock_ms()))
+        }
         _ => Err(RpcError::method_not_found()),
     }
+}
+
+/// huione's own method (not Solana's): how long ago this node last heard from another
+/// node, confirmed a tower store and refreshed its snapshot, as ages in ms at `now_ms`
+/// (`null`: never). A watchtower reads it to tell a primary cut off from the cluster whose
+/// RPC still answers (README, "Failover monitoring").
+pub fn huione_status(snap: &NodeSnapshot, now_ms: u64) -> Value {
+    let f = &snap.freshness;
+    let age = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t));
+    json!({
+        "identity": snap.identity.to_string(),
+        "slot": snap.slots.processed,
+        "peerMessageAgeMs": age(f.peer_message_ms),
+        "towerStoreAgeMs": age(f.tower_store_ms),
+        "snapshotAgeMs": age(Some(f.published_ms).filter(|&t| t > 0)),
+    })
+}
+
+/// Ages are measured against the answering node's own clock, the one that stamped them.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn get_health(snap: &NodeSnapshot) -> Result<Value, RpcError> {

@@ -343,6 +343,23 @@ pub struct NodeSnapshot {
     /// format), served at `GET /ledger-snapshot` so a new node can start from it.
     #[serde(skip)]
     pub ledger_snapshot: Option<std::sync::Arc<Vec<u8>>>,
+    /// What a watchtower reads to tell a node cut off from the cluster while its RPC still
+    /// answers (`huioneStatus`).
+    #[serde(default)]
+    pub freshness: Freshness,
+}
+
+/// Wall-clock times (ms since the Unix epoch, this node's clock) of the node's last
+/// contact with the rest of the system. `huioneStatus` reports them as ages, computed when
+/// it answers, so a node whose event loop stalls shows growing ages too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freshness {
+    /// When this snapshot was made.
+    pub published_ms: u64,
+    /// The last well-formed message from another node (peers push gossip every 500 ms).
+    pub peer_message_ms: Option<u64>,
+    /// The last confirmed fenced tower store (only while this node votes).
+    pub tower_store_ms: Option<u64>,
 }
 
 impl NodeSnapshot {
@@ -365,6 +382,7 @@ impl NodeSnapshot {
             blocks: Vec::new(),
             first_available_block: 0,
             ledger_snapshot: None,
+            freshness: Freshness::default(),
         }
     }
 

@@ -494,3 +494,44 @@ async fn health_and_metrics_endpoints() {
     huione_rpc::metrics::check_exposition(&text).unwrap();
     t.server.shutdown().await;
 }
+
+/// huione's own `huioneStatus`: ages measured when the call is answered, against the times
+/// the node recorded (so a node whose loop stopped publishing shows growing ages too).
+#[tokio::test]
+async fn huione_status_reports_ages_at_answer_time() {
+    let t = start(RpcServerConfig::default()).await;
+    let never = result(t.addr, "huioneStatus", Value::Null).await;
+    assert_eq!(
+        keys(&never),
+        set(&[
+            "identity",
+            "slot",
+            "peerMessageAgeMs",
+            "towerStoreAgeMs",
+            "snapshotAgeMs"
+        ])
+    );
+    assert_eq!(never["peerMessageAgeMs"], Value::Null);
+    assert_eq!(never["towerStoreAgeMs"], Value::Null);
+    assert_eq!(never["slot"], 200);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut s = snapshot();
+    s.freshness = Freshness {
+        published_ms: now - 100,
+        peer_message_ms: Some(now - 5_000),
+        tower_store_ms: Some(now - 300),
+    };
+    t.snapshots.send(s.into()).unwrap();
+    let r = result(t.addr, "huioneStatus", Value::Null).await;
+    let age = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    // At least the recorded age, and not much more (the call takes milliseconds).
+    assert!((5_000..10_000).contains(&age("peerMessageAgeMs")), "{r}");
+    assert!((300..5_300).contains(&age("towerStoreAgeMs")), "{r}");
+    assert!((100..5_100).contains(&age("snapshotAgeMs")), "{r}");
+    let e = error(t.addr, "huioneStatus", json!([1])).await;
+    assert_eq!(e["code"], -32602);
+}

@@ -193,6 +193,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         block_seen: BTreeMap::new(),
         vote_latencies: VecDeque::new(),
         store_failing_since: None,
+        last_store_ok_ms: None,
         root_snapshot: None,
         watch,
         clock_warned: None,
@@ -244,6 +245,8 @@ struct Node {
     vote_latencies: VecDeque<u64>,
     /// Since when tower stores have been failing (votes withheld), for getHealth.
     store_failing_since: Option<Instant>,
+    /// Wall-clock ms of the last confirmed tower store (`huioneStatus`).
+    last_store_ok_ms: Option<u64>,
     /// The encoded snapshot of the current root, served to joining nodes, and its slot.
     root_snapshot: Option<(huione_core::Slot, Arc<Vec<u8>>)>,
     /// etcd's size and alarms, certificate expiry, and why stores fail (for getHealth).
@@ -352,6 +355,7 @@ impl Node {
                 Some(report) = store_rx.recv() => {
                     if report.is_confirmed() {
                         self.store_failing_since = None;
+                        self.last_store_ok_ms = Some(now_ms());
                     } else {
                         self.store_failing_since.get_or_insert_with(Instant::now);
                     }
@@ -1055,6 +1059,11 @@ impl Node {
         self.check_alone(&mut snap);
         self.report_withheld();
         snap.ledger_snapshot = self.root_snapshot.as_ref().map(|(_, b)| b.clone());
+        snap.freshness = huione_rpc::Freshness {
+            published_ms: now,
+            peer_message_ms: self.net.stats().last_peer_message_ms(),
+            tower_store_ms: self.last_store_ok_ms.filter(|_| self.lease.is_some()),
+        };
         let _ = self.snap_tx.send(Arc::new(snap));
     }
 }

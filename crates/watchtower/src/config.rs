@@ -13,6 +13,9 @@ use crate::decision::Settings;
 use crate::observe::Targets;
 use crate::rpc_client::RpcEndpoint;
 
+/// The shortest `--max-peer-silence-ms` accepted: a little more than gossip's push interval.
+pub const MIN_PEER_SILENCE_MS: u64 = 600;
+
 /// Watches the primary validator and, when it fails, runs `set-identity` on the hot
 /// standby this watchtower runs next to.
 ///
@@ -64,6 +67,11 @@ pub struct Args {
     /// A check fails when the primary's processed slot trails the standby's by more.
     #[arg(long, default_value_t = 16, value_name = "SLOTS")]
     pub max_slot_lag: u64,
+    /// A check fails when the primary has heard from no other node for longer than this
+    /// while the standby has (it is cut off, though its RPC may still answer). Peers push
+    /// gossip every 500 ms, so values under 600 are refused; 0 turns the check off.
+    #[arg(long, default_value_t = 1_000, value_name = "MS")]
+    pub max_peer_silence_ms: u64,
     /// After a failover, no other is triggered for at least this long, and not before the
     /// primary has been healthy again for --rearm-checks checks.
     #[arg(long, default_value_t = 60_000, value_name = "MS")]
@@ -186,6 +194,16 @@ impl Args {
                 return Err(bad(flag, v, format!("must be at least {min}")));
             }
         }
+        if self.max_peer_silence_ms != 0 && self.max_peer_silence_ms < MIN_PEER_SILENCE_MS {
+            return Err(bad(
+                "max-peer-silence-ms",
+                self.max_peer_silence_ms,
+                format!(
+                    "must be 0 (off) or at least {MIN_PEER_SILENCE_MS}: peers push gossip every \
+                     500 ms, so a shorter silence is normal and would fail over a healthy primary"
+                ),
+            ));
+        }
         let audit_log = self
             .audit_log
             .clone()
@@ -203,6 +221,7 @@ impl Args {
                 unhealthy_checks: self.unhealthy_checks,
                 max_vote_lag_slots: self.max_vote_lag_slots,
                 max_slot_lag: self.max_slot_lag,
+                max_peer_silence_ms: self.max_peer_silence_ms,
                 cooldown_ms: self.cooldown_ms,
                 rearm_checks: self.rearm_checks,
                 max_attempts: self.max_attempts,
@@ -292,5 +311,14 @@ mod tests {
         assert!(e.contains("at least 1"), "{e}");
         let e = args(&["--vote-account", "not-base58!"], &key).unwrap_err();
         assert!(e.contains("--vote-account"), "{e}");
+        // A silence shorter than gossip's push interval would fail over a healthy primary.
+        let e = args(&["--max-peer-silence-ms", "300"], &key).unwrap_err();
+        assert!(
+            e.contains("--max-peer-silence-ms") && e.contains("0 (off)"),
+            "{e}"
+        );
+        let off = args(&["--max-peer-silence-ms", "0"], &key).unwrap();
+        assert_eq!(off.settings.max_peer_silence_ms, 0);
+        assert_eq!(c.settings.max_peer_silence_ms, 1_000);
     }
 }

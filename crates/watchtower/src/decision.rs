@@ -9,7 +9,9 @@
 //! - A check **fails** if any signal says so ([`Failure`]): the primary's RPC is
 //!   unreachable, times out, errors or reports itself behind; its slot trails the
 //!   standby's; the cluster's view of its vote account trails the other accounts' votes;
-//!   or it is absent from gossip. One healthy check resets the count (hysteresis).
+//!   it is absent from gossip; or it has heard from no other node for longer than
+//!   `max_peer_silence_ms` while the standby hears the cluster (cut off, but its RPC still
+//!   answers the watchtower). One healthy check resets the count (hysteresis).
 //! - After `unhealthy_checks` consecutive failing checks, and only while the standby is
 //!   reachable, caught up and not already running the primary identity, the answer is
 //!   [`Decision::Failover`], exactly once per incident.
@@ -26,6 +28,9 @@ pub struct Settings {
     pub unhealthy_checks: u32,
     pub max_vote_lag_slots: u64,
     pub max_slot_lag: u64,
+    /// The primary is cut off when it has heard from no other node for longer than this
+    /// while the standby has (0: never judge by silence).
+    pub max_peer_silence_ms: u64,
     pub cooldown_ms: u64,
     pub rearm_checks: u32,
     pub max_attempts: u32,
@@ -40,6 +45,7 @@ impl Default for Settings {
             unhealthy_checks: 3,
             max_vote_lag_slots: 16,
             max_slot_lag: 16,
+            max_peer_silence_ms: 1_000,
             cooldown_ms: 60_000,
             rearm_checks: 10,
             max_attempts: 3,
@@ -102,19 +108,37 @@ pub struct Observation {
     pub votes: Option<VoteView>,
     /// Whether the primary identity is in the cluster's gossip table (`getClusterNodes`).
     pub gossip_present: Option<bool>,
+    /// How long ago the primary, and the standby, last heard from any other node
+    /// (`huioneStatus`'s `peerMessageAgeMs`; None: not reported).
+    pub primary_silence_ms: Option<u64>,
+    pub standby_silence_ms: Option<u64>,
 }
 
 /// Why a check failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Failure {
-    PrimaryRpcUnreachable { error: String },
+    PrimaryRpcUnreachable {
+        error: String,
+    },
     PrimaryRpcTimeout,
-    PrimaryRpcError { error: String },
-    PrimaryBehind { slots: Option<u64> },
-    PrimarySlotLag { slots: u64 },
-    VoteLag { slots: u64 },
+    PrimaryRpcError {
+        error: String,
+    },
+    PrimaryBehind {
+        slots: Option<u64>,
+    },
+    PrimarySlotLag {
+        slots: u64,
+    },
+    VoteLag {
+        slots: u64,
+    },
     GossipAbsent,
+    PrimaryCutOff {
+        silence_ms: u64,
+        standby_silence_ms: u64,
+    },
 }
 
 impl Failure {
@@ -128,6 +152,7 @@ impl Failure {
             Failure::PrimarySlotLag { .. } => "primary_slot_lag",
             Failure::VoteLag { .. } => "vote_lag",
             Failure::GossipAbsent => "gossip_absent",
+            Failure::PrimaryCutOff { .. } => "primary_cut_off",
         }
     }
 }
@@ -159,6 +184,14 @@ impl std::fmt::Display for Failure {
                 "the cluster sees the primary's vote account {slots} slots behind the newest vote"
             ),
             Failure::GossipAbsent => write!(f, "the primary identity is absent from gossip"),
+            Failure::PrimaryCutOff {
+                silence_ms,
+                standby_silence_ms,
+            } => write!(
+                f,
+                "the primary has heard from no other node for {silence_ms} ms (the standby \
+                 last heard one {standby_silence_ms} ms ago): it is cut off from the cluster"
+            ),
         }
     }
 }
@@ -195,6 +228,19 @@ pub fn assess(s: &Settings, obs: &Observation, primary_identity: &str) -> Vec<Fa
         .is_some_and(|v| v.identity == primary_identity);
     if obs.gossip_present == Some(false) && !standby_is_primary {
         failures.push(Failure::GossipAbsent);
+    }
+    // Silence counts only against the cluster's view: if the standby hears nobody either,
+    // the cluster (or the standby) is what is quiet, and switching would not help.
+    if let (Some(silence_ms), Some(standby_silence_ms)) =
+        (obs.primary_silence_ms, obs.standby_silence_ms)
+    {
+        let max = s.max_peer_silence_ms;
+        if max > 0 && silence_ms > max && standby_silence_ms <= max && !standby_is_primary {
+            failures.push(Failure::PrimaryCutOff {
+                silence_ms,
+                standby_silence_ms,
+            });
+        }
     }
     failures
 }
@@ -466,6 +512,8 @@ mod tests {
                 cluster_last_vote: 99,
             }),
             gossip_present: Some(true),
+            primary_silence_ms: Some(120),
+            standby_silence_ms: Some(80),
         }
     }
 
@@ -759,6 +807,68 @@ mod tests {
         };
         assert_eq!(o.reason(), "vote_lag");
         assert_eq!(o.vote_lag_slots, Some(49));
+    }
+
+    #[test]
+    fn a_silent_primary_whose_rpc_answers_is_cut_off_within_the_silence_bound() {
+        // Cut off at t0: the primary answers every probe, but hears nobody; the standby
+        // keeps hearing the cluster. Checks every 200 ms.
+        let mut t = 0;
+        let mut m = armed_monitor(&mut t);
+        let t0 = t;
+        let mut decided = None;
+        for _ in 0..20 {
+            t += 200;
+            let obs = Observation {
+                primary_silence_ms: Some(t - t0),
+                ..healthy()
+            };
+            if let Decision::Failover(o) = m.observe(&obs, t) {
+                assert_eq!(o.reason(), "primary_cut_off");
+                decided = Some(t - t0);
+                break;
+            }
+        }
+        // The first check past 1000 ms of silence, then two more.
+        assert_eq!(decided, Some(1_200 + 2 * 200));
+    }
+
+    #[test]
+    fn silence_does_not_count_when_the_standby_hears_nobody_either_or_it_is_off() {
+        let s = Settings::default();
+        let quiet_cluster = Observation {
+            primary_silence_ms: Some(5_000),
+            standby_silence_ms: Some(5_000),
+            ..healthy()
+        };
+        assert!(assess(&s, &quiet_cluster, PRIMARY).is_empty());
+        let unknown_standby = Observation {
+            primary_silence_ms: Some(5_000),
+            standby_silence_ms: None,
+            ..healthy()
+        };
+        assert!(assess(&s, &unknown_standby, PRIMARY).is_empty());
+        let at_bound = Observation {
+            primary_silence_ms: Some(s.max_peer_silence_ms),
+            ..healthy()
+        };
+        assert!(assess(&s, &at_bound, PRIMARY).is_empty());
+        let off = Settings {
+            max_peer_silence_ms: 0,
+            ..Settings::default()
+        };
+        let silent = Observation {
+            primary_silence_ms: Some(60_000),
+            ..healthy()
+        };
+        assert!(assess(&off, &silent, PRIMARY).is_empty());
+        assert_eq!(
+            assess(&s, &silent, PRIMARY)
+                .iter()
+                .map(Failure::label)
+                .collect::<Vec<_>>(),
+            vec!["primary_cut_off"]
+        );
     }
 
     #[test]

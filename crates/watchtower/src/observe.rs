@@ -47,13 +47,18 @@ fn unreachable_reason(r: &Result<Vec<Value>, ProbeError>) -> Option<String> {
 
 /// Probes everything once, concurrently; takes at most `targets.timeout`.
 pub async fn check(t: &Targets) -> (Observation, Unreachable) {
-    let primary_calls = [("getHealth", json!([])), ("getSlot", processed())];
+    let primary_calls = [
+        ("getHealth", json!([])),
+        ("getSlot", processed()),
+        ("huioneStatus", json!([])),
+    ];
     let standby_calls = [
         ("getHealth", json!([])),
         ("getSlot", processed()),
         ("getIdentity", json!([])),
         ("getVoteAccounts", processed()),
         ("getClusterNodes", json!([])),
+        ("huioneStatus", json!([])),
     ];
     let cluster_calls = [
         ("getVoteAccounts", processed()),
@@ -116,19 +121,24 @@ pub fn build_observation(
     standby: Result<Vec<Value>, ProbeError>,
     cluster: Vec<Result<Vec<Value>, ProbeError>>,
 ) -> Observation {
-    let (primary_rpc, primary_slot) = match &primary {
+    let (primary_rpc, primary_slot, primary_silence_ms) = match &primary {
         Ok(r) => (
             primary_rpc_from(&r[0]),
             r[1].get("result").and_then(Value::as_u64),
+            r.get(2).and_then(silence_from),
         ),
         Err(ProbeError::Unreachable { reason, .. }) => {
-            (PrimaryRpc::Unreachable(reason.clone()), None)
+            (PrimaryRpc::Unreachable(reason.clone()), None, None)
         }
-        Err(ProbeError::Timeout { .. }) => (PrimaryRpc::Timeout, None),
-        Err(e @ ProbeError::Protocol { .. }) => (PrimaryRpc::Error(e.to_string()), None),
+        Err(ProbeError::Timeout { .. }) => (PrimaryRpc::Timeout, None, None),
+        Err(e @ ProbeError::Protocol { .. }) => (PrimaryRpc::Error(e.to_string()), None, None),
     };
     let mut vote_views = Vec::new();
     let mut gossip = Vec::new();
+    let standby_silence_ms = standby
+        .as_ref()
+        .ok()
+        .and_then(|r| r.get(5).and_then(silence_from));
     let (standby_view, standby_slot) = match &standby {
         Ok(r) => {
             let view = r[2]
@@ -167,7 +177,17 @@ pub fn build_observation(
             .flatten()
             .min_by_key(VoteView::lag_slots),
         gossip_present: combine_gossip(&gossip),
+        primary_silence_ms,
+        standby_silence_ms,
     }
+}
+
+/// Reads `huioneStatus`'s `peerMessageAgeMs`; None for a node that does not answer it
+/// (another version) or has never heard from a peer.
+pub fn silence_from(reply: &Value) -> Option<u64> {
+    reply
+        .pointer("/result/peerMessageAgeMs")
+        .and_then(Value::as_u64)
 }
 
 /// Reads a `getHealth` reply.
@@ -370,5 +390,49 @@ mod tests {
             (obs.standby, obs.votes, obs.gossip_present),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn reads_peer_silence_and_ignores_a_node_without_huione_status() {
+        let t = targets();
+        let status = |age: u64| json!({"result": {"peerMessageAgeMs": age, "slot": 7}});
+        let primary = Ok(vec![
+            json!({"result": "ok"}),
+            json!({"result": 119}),
+            status(1_450),
+        ]);
+        let standby = Ok(vec![
+            json!({"result": "ok"}),
+            json!({"result": 120}),
+            json!({"result": {"identity": "S"}}),
+            accounts(99, 100),
+            json!({"result": [{"pubkey": "P"}]}),
+            status(90),
+        ]);
+        let obs = build_observation(&t, primary, standby, vec![]);
+        assert_eq!(
+            (obs.primary_silence_ms, obs.standby_silence_ms),
+            (Some(1_450), Some(90))
+        );
+        // Another version answers "method not found"; a node that never heard a peer null.
+        let old = Ok(vec![
+            json!({"result": "ok"}),
+            json!({"result": 119}),
+            json!({"error": {"code": -32601, "message": "Method not found"}}),
+        ]);
+        let never = Ok(vec![
+            json!({"result": "ok"}),
+            json!({"result": 120}),
+            json!({"result": {"identity": "S"}}),
+            accounts(99, 100),
+            json!({"result": [{"pubkey": "P"}]}),
+            json!({"result": {"peerMessageAgeMs": null}}),
+        ]);
+        let obs = build_observation(&t, old, never, vec![]);
+        assert_eq!(
+            (obs.primary_silence_ms, obs.standby_silence_ms),
+            (None, None)
+        );
+        assert_eq!(obs.primary_rpc, PrimaryRpc::Healthy);
     }
 }

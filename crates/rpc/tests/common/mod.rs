@@ -121,6 +121,7 @@ pub fn snapshot() -> NodeSnapshot {
         blocks,
         first_available_block: 100,
         ledger_snapshot: None,
+        freshness: Default::default(),
     }
 }
 
