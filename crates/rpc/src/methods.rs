@@ -88,7 +88,8 @@ pub fn call(method: &str, params: &Value, snap: &NodeSnapshot) -> Result<Value, 
         "getBlock" => get_block(params, snap),
         "huioneStatus" => {
             positional(params, 0)?;
-            Ok(huione_status(snap, wall_clock_ms()))
+            // Ages against the answering node's own clock, the one that stamped them.
+            Ok(huione_status(snap, huione_os::clock::now_ms()))
         }
         _ => Err(RpcError::method_not_found()),
     }
@@ -108,13 +109,6 @@ pub fn huione_status(snap: &NodeSnapshot, now_ms: u64) -> Value {
         "towerStoreAgeMs": age(f.tower_store_ms),
         "snapshotAgeMs": age(Some(f.published_ms).filter(|&t| t > 0)),
     })
-}
-
-/// Ages are measured against the answering node's own clock, the one that stamped them.
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn get_health(snap: &NodeSnapshot) -> Result<Value, RpcError> {
