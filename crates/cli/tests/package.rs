@@ -54,35 +54,16 @@ fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// `scripts/package.sh --profile debug --out <out>`, run as from a shell: without the
-/// variables cargo sets for this test (an inner cargo that sees this package's
-/// `CARGO_PKG_*` takes them for changed build-script inputs and rebuilds).
+/// `scripts/package.sh --profile debug --out <out>`, run as from a shell (without the
+/// variables cargo sets for this test, so its `cargo build` does not rebuild anything the
+/// test build made).
 fn build_package(out: &Path) -> PathBuf {
     let mut cmd = Command::new("bash");
     cmd.arg(workspace_root().join("scripts/package.sh"))
         .args(["--profile", "debug", "--out"])
         .arg(out)
         .current_dir(workspace_root());
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        let cargo_set = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_EXE_",
-            "CARGO_CRATE_",
-        ]
-        .iter()
-        .any(|p| k.starts_with(p))
-            || [
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "LD_LIBRARY_PATH",
-            ]
-            .contains(&k.as_str());
-        if cargo_set {
-            cmd.env_remove(&k);
-        }
-    }
+    huione_testkit::without_cargo_test_env(&mut cmd);
     let stdout = ok(&mut cmd);
     let deb = PathBuf::from(stdout.trim());
     assert!(deb.is_file(), "package.sh printed {stdout:?}, not a file");

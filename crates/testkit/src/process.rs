@@ -142,6 +142,34 @@ pub(crate) fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// Removes from `cmd`'s environment the variables cargo sets for the test that runs it
+/// (`CARGO_PKG_*`, `CARGO_MANIFEST_DIR`, `LD_LIBRARY_PATH`, ...), so that a `cargo build`
+/// the test starts (directly or through a script) runs as from a shell. Otherwise the inner
+/// cargo takes them for changed inputs of build scripts that track them (ring's tracks
+/// `CARGO_MANIFEST_DIR`) and rebuilds those crates and everything above them, and the next
+/// `cargo test` rebuilds them back.
+pub fn without_cargo_test_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    const PREFIXES: [&str; 4] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_EXE_",
+        "CARGO_CRATE_",
+    ];
+    const NAMES: [&str; 4] = [
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "LD_LIBRARY_PATH",
+        "RUST_RECURSION_COUNT",
+    ];
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if PREFIXES.iter().any(|p| k.starts_with(p)) || NAMES.contains(&k.as_ref()) {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ pub fn validator_bin() -> PathBuf {
             return PathBuf::from(p);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
+        let out = huione_testkit::without_cargo_test_env(&mut Command::new(cargo))
             .args([
                 "build",
                 "-q",
