@@ -27,6 +27,10 @@ pub struct Metrics {
     pub armed: Gauge,
     /// Primary vote account lag in slots as the cluster sees it (-1: unknown).
     pub vote_lag_slots: Gauge,
+    /// How long ago the primary / the standby last heard from any other node, in ms, as
+    /// each reports it (`huioneStatus`; -1 unknown).
+    pub primary_silence_ms: Gauge,
+    pub standby_silence_ms: Gauge,
     pub last_check_ms: Gauge,
     pub last_failover_unix_ms: Gauge,
     last_decision: LabelGauge,
@@ -53,6 +57,8 @@ impl Metrics {
             consecutive_failures: Gauge::default(),
             armed: Gauge::default(),
             vote_lag_slots: Gauge::default(),
+            primary_silence_ms: Gauge::default(),
+            standby_silence_ms: Gauge::default(),
             primary_rpc_up: Gauge::default(),
             standby_rpc_up: Gauge::default(),
             last_check_ms: Gauge::default(),
@@ -65,6 +71,8 @@ impl Metrics {
             registry: Registry::default(),
         };
         m.vote_lag_slots.set(-1);
+        m.primary_silence_ms.set(-1);
+        m.standby_silence_ms.set(-1);
         // Every result exists from the start (at 0), so `increase()` sees the first
         // failover as a step from 0 to 1.
         for r in [
@@ -124,6 +132,18 @@ impl Metrics {
             "huione_watchtower_vote_lag_slots",
             "The primary vote account's lag behind the newest vote, as the cluster sees it (-1 unknown).",
             &m.vote_lag_slots,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_primary_silence_ms",
+            "How long ago the primary last heard from any other node, as it reports (-1 unknown); over --max-peer-silence-ms while the standby hears the cluster, it is cut off.",
+            &m.primary_silence_ms,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_standby_silence_ms",
+            "How long ago the standby last heard from any other node, as it reports (-1 unknown).",
+            &m.standby_silence_ms,
         );
         register(
             &mut r,
@@ -198,6 +218,8 @@ mod tests {
         assert!(text.contains("huione_watchtower_failovers_total{result=\"dry_run\"} 1"));
         assert!(text.contains("huione_watchtower_last_decision{decision=\"failover\"} 1"));
         assert!(text.contains("huione_watchtower_vote_lag_slots -1"));
+        assert!(text.contains("huione_watchtower_primary_silence_ms -1"));
+        assert!(text.contains("huione_watchtower_standby_silence_ms -1"));
         assert!(text.contains("huione_watchtower_standby_rpc_up 0"));
         assert!(text.contains("huione_watchtower_primary_rpc_up 0"));
         assert_eq!(m.failovers("dry_run"), 1);

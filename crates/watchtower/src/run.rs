@@ -204,6 +204,9 @@ fn record(
     m.armed.set(i64::from(monitor.armed()));
     m.vote_lag_slots
         .set(obs.votes.map_or(-1, |v| v.lag_slots() as i64));
+    let ms = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    m.primary_silence_ms.set(ms(obs.primary_silence_ms));
+    m.standby_silence_ms.set(ms(obs.standby_silence_ms));
     m.last_check_ms
         .set_u64(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
     m.set_last_decision(d.label());
