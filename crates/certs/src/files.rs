@@ -3,7 +3,6 @@
 
 use crate::{CertAndKey, CertError, GeneratedCerts};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// CA certificate file name.
@@ -126,7 +125,6 @@ pub fn write(dir: &Path, certs: &GeneratedCerts, force: bool) -> Result<CertPath
     for (path, content, secret) in to_write {
         write_file(path, content.as_bytes(), if secret { 0o600 } else { 0o644 })?;
     }
-    sync_dir(dir)?;
     Ok(paths)
 }
 
@@ -171,38 +169,6 @@ fn create_dir(dir: &Path) -> Result<(), CertError> {
 }
 
 fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), CertError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.unwrap_or_default(),
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(content)?;
-        file.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(CertError::io("write", path, e));
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        CertError::io("write", path, e)
-    })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), CertError> {
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CertError::io("sync directory", dir, e))?;
-    Ok(())
+    huione_os::fs::write_atomic_with(path, content, huione_os::fs::WriteOptions::mode(mode))
+        .map_err(|e| CertError::io("write", path, e))
 }

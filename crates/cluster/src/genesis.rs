@@ -188,7 +188,7 @@ pub fn write_genesis(path: &Path, genesis: &Genesis, force: bool) -> Result<(), 
     }
     let mut json = serde_json::to_vec_pretty(genesis).expect("a genesis serializes");
     json.push(b'\n');
-    crate::write_atomically(path, &json).map_err(|source| GenesisToolError::Write {
+    huione_os::fs::write_atomic(path, &json).map_err(|source| GenesisToolError::Write {
         path: path.to_path_buf(),
         source,
     })

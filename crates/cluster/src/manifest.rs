@@ -167,7 +167,7 @@ impl ClusterManifest {
         let path = Self::path_in(&self.dir);
         let mut json = serde_json::to_vec_pretty(self).expect("a manifest serializes");
         json.push(b'\n');
-        crate::write_atomically(&path, &json).map_err(|source| ManifestError::Write {
+        huione_os::fs::write_atomic(&path, &json).map_err(|source| ManifestError::Write {
             path: path.clone(),
             source,
         })?;

@@ -5,7 +5,6 @@
 //! 32-byte public key. Files written here load in Solana's tools and vice versa.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -251,63 +250,23 @@ impl Keypair {
                 path: path.to_path_buf(),
             });
         }
-        let write_err = |source| KeyError::Write {
-            path: path.to_path_buf(),
-            source,
+        let opts = huione_os::fs::WriteOptions {
+            mode: Some(0o600),
+            overwrite: force,
         };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| write_err(std::io::Error::other("the path has no file name")))?;
-        let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
-        let result = (|| {
-            let mut f = open_private(&tmp)?;
-            f.write_all(self.to_json().as_bytes())?;
-            f.sync_all()?;
-            if !force && path.exists() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "appeared while writing",
-                ));
-            }
-            std::fs::rename(&tmp, path)?;
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(|e| {
+        huione_os::fs::write_atomic_with(path, self.to_json().as_bytes(), opts).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 KeyError::Exists {
                     path: path.to_path_buf(),
                 }
             } else {
-                write_err(e)
+                KeyError::Write {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
             }
         })
     }
-}
-
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
 }
 
 #[cfg(test)]

@@ -207,29 +207,12 @@ impl FileTowerStorage {
     }
 }
 
-/// Writes `bytes` to a temporary file, fsyncs it, renames it over `path`, fsyncs the
-/// directory. On error the temporary file is removed and `path` is untouched.
+/// Replaces `path` crash-safely (`huione_os::fs::write_atomic`: temp file, fsync, rename,
+/// fsync of the directory). On error `path` is untouched.
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    result.map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        StorageError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    huione_os::fs::write_atomic(path, bytes).map_err(|source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

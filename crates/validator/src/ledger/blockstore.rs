@@ -521,28 +521,13 @@ fn read_index(idx: &Path, seg: &Path) -> Option<Segment> {
     })
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one:
-/// temp file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one
+/// (`huione_os::fs::write_atomic`: temp file, fsync, rename, fsync of the directory).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    huione_os::fs::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", dir.display()))
+    Ok(huione_os::fs::sync_dir(dir)?)
 }
