@@ -5,8 +5,13 @@
 //!   records the vote in its tower and emits `Command::StoreTower(StoreTicket)`. The
 //!   ticket is not `Clone` and can only be made by the core; the driver stores
 //!   [`StoreTicket::tower`] under the lease whose revision is [`StoreTicket::fence`],
-//!   then consumes the ticket into a [`StoreReport`] with [`StoreTicket::confirmed`]
-//!   (only after the storage acknowledged the write) or [`StoreTicket::failed`].
+//!   then consumes the ticket into a [`StoreReport`] with [`StoreTicket::confirmed`] or
+//!   [`StoreTicket::failed`]. `confirmed` takes the [`StoreReceipt`] that storage
+//!   returns from a successful fenced write, which only `huione-tower-storage` can make
+//!   (private constructor), and checks it: made under this ticket's fence (identity and
+//!   lock revision) for these exact tower bytes (SHA-256). A receipt that does not match
+//!   gives a failed report ([`StoreFailure::BadReceipt`]), never a confirmed one: the
+//!   vote stays withheld and the store is retried.
 //! * Only the core, on a confirmed report for its current fence and the store in
 //!   flight, turns the withheld vote into an [`OutgoingVote`], the only payload of
 //!   `Command::SendVote`. `OutgoingVote` has no public constructor.
@@ -20,6 +25,7 @@
 
 use huione_keys::Pubkey;
 use huione_tower::{SavedTower, Slot};
+use huione_tower_storage::StoreReceipt;
 use serde::{Deserialize, Serialize};
 
 use crate::block::SignedVote;
@@ -76,10 +82,15 @@ impl StoreTicket {
     pub fn claim(&self) -> Option<Slot> {
         self.claim
     }
-    /// Report that storage durably wrote the tower at `revision`. Call this only with the
-    /// result of a successful fenced write of [`Self::tower`].
-    pub fn confirmed(self, revision: i64) -> StoreReport {
-        self.report(Ok(revision))
+    /// Report that storage durably wrote [`Self::tower`] under [`Self::fence`]: `receipt`
+    /// is what the storage's `store` returned. A receipt for another identity, lock
+    /// revision or other bytes makes a failed report ([`StoreFailure::BadReceipt`]),
+    /// never a confirmed one.
+    pub fn confirmed(self, receipt: StoreReceipt) -> StoreReport {
+        match receipt.covers(&self.fence.identity, self.fence.revision, &self.tower) {
+            Ok(()) => self.report(Ok(receipt.revision())),
+            Err(mismatch) => self.report(Err(StoreFailure::BadReceipt(mismatch.to_string()))),
+        }
     }
     /// Report that the write did not happen.
     pub fn failed(self, failure: StoreFailure) -> StoreReport {
@@ -102,6 +113,10 @@ pub enum StoreFailure {
     Unavailable(String),
     /// Someone else holds the lock: stop voting now and exit.
     LockLost(String),
+    /// The driver confirmed with a receipt for another store (another fence or other
+    /// bytes): a driver bug. The vote stays withheld and the store is retried, as for
+    /// `Unavailable`; the driver must log it loudly.
+    BadReceipt(String),
 }
 
 /// The outcome of a [`StoreTicket`], fed back with `Event::StoreReport`.
@@ -116,6 +131,10 @@ pub struct StoreReport {
 impl StoreReport {
     pub fn is_confirmed(&self) -> bool {
         self.outcome.is_ok()
+    }
+    /// Why the store did not happen, for a failed report.
+    pub fn failure(&self) -> Option<&StoreFailure> {
+        self.outcome.as_ref().err()
     }
 }
 

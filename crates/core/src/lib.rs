@@ -89,6 +89,8 @@ pub use genesis::{
 };
 pub use hash::Hash;
 pub use huione_tower::Slot;
+/// What a successful fenced store returns; the only thing that confirms a [`StoreTicket`].
+pub use huione_tower_storage::StoreReceipt;
 pub use validator::{
     Command, Core, CoreConfig, CoreError, ExitReason, IdentityChange, InstanceAnnouncement, Ledger,
     PeerId, PlantedBug, PlantedBugsNotBuilt, Stats, Status, VoteWithheld, WithheldRule,

@@ -53,7 +53,7 @@ impl Sim {
             ))
         } else {
             match self.storage.store_now(&lease, ticket.tower()) {
-                Ok(rev) => Ok(rev),
+                Ok(receipt) => Ok(receipt),
                 Err(e) if e.is_lock_lost() => Err(StoreFailure::LockLost(e.to_string())),
                 Err(e) => Err(StoreFailure::Unavailable(e.to_string())),
             }
@@ -62,10 +62,12 @@ impl Sim {
         match &result {
             Ok(_) => stats.stores_ok += 1,
             Err(StoreFailure::LockLost(_)) => stats.stores_lock_lost += 1,
-            Err(StoreFailure::Unavailable(_)) => stats.stores_unavailable += 1,
+            Err(StoreFailure::Unavailable(_) | StoreFailure::BadReceipt(_)) => {
+                stats.stores_unavailable += 1
+            }
         }
         let report = match result {
-            Ok(rev) => {
+            Ok(receipt) => {
                 // The driver reads back what it stored (the bytes are its own core's; the
                 // signature is checked when a tower is loaded, not here).
                 let stored_vote = ticket
@@ -77,7 +79,7 @@ impl Sim {
                 if mach.incarnation == incarnation {
                     mach.last_stored_vote = mach.last_stored_vote.max(stored_vote);
                 }
-                ticket.confirmed(rev)
+                ticket.confirmed(receipt)
             }
             Err(failure) => ticket.failed(failure),
         };

@@ -3,9 +3,11 @@
 use huione_keys::Pubkey;
 use huione_tower::SavedTower;
 
+#[cfg(feature = "etcd")]
+use crate::EtcdTowerStorage;
 use crate::{
-    EtcdTowerStorage, FileTowerStorage, Lease, LockOwner, LockRecord, MemoryTowerStorage, Revision,
-    StorageError, TowerStorage,
+    FileTowerStorage, Lease, LockOwner, LockRecord, MemoryTowerStorage, Revision, StorageError,
+    StoreReceipt, TowerStorage,
 };
 
 /// One of the three implementations, picked at run time (`--tower-storage`).
@@ -13,6 +15,7 @@ use crate::{
 pub enum AnyTowerStorage {
     Memory(MemoryTowerStorage),
     File(FileTowerStorage),
+    #[cfg(feature = "etcd")]
     Etcd(EtcdTowerStorage),
 }
 
@@ -21,6 +24,7 @@ macro_rules! delegate {
         match $self {
             AnyTowerStorage::Memory($s) => $e,
             AnyTowerStorage::File($s) => $e,
+            #[cfg(feature = "etcd")]
             AnyTowerStorage::Etcd($s) => $e,
         }
     };
@@ -33,7 +37,7 @@ impl TowerStorage for AnyTowerStorage {
     async fn acquire(&self, identity: &Pubkey, owner: LockOwner) -> Result<Lease, StorageError> {
         delegate!(self, s => s.acquire(identity, owner).await)
     }
-    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<StoreReceipt, StorageError> {
         delegate!(self, s => s.store(lease, tower).await)
     }
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {

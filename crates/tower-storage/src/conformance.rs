@@ -75,12 +75,33 @@ pub async fn round_trip<F: Fixture>(f: &F) {
     let s = f.open().await;
     let kp = keypair(11);
     let lease = s.acquire(&kp.pubkey(), owner(&kp, "test")).await.unwrap();
-    s.store(&lease, &saved(&kp, &[1, 2, 3])).await.unwrap();
+    let first = saved(&kp, &[1, 2, 3]);
+    let receipt = s.store(&lease, &first).await.unwrap();
     let got = s.load_verified(&kp.pubkey()).await.unwrap().unwrap();
     assert_eq!(got, tower_with(&kp, &[1, 2, 3]));
-    s.store(&lease, &saved(&kp, &[1, 2, 3, 4, 9]))
-        .await
+    // The receipt is bound to the lease and to the bytes written (and only to them).
+    assert_eq!(receipt.identity(), kp.pubkey());
+    assert_eq!(receipt.lease_revision(), lease.revision());
+    assert!(receipt.revision() >= lease.revision());
+    let stored = s.load(&kp.pubkey()).await.unwrap().unwrap();
+    receipt
+        .covers(&kp.pubkey(), lease.revision(), &stored)
         .unwrap();
+    let second = saved(&kp, &[1, 2, 3, 4, 9]);
+    assert!(receipt
+        .covers(&kp.pubkey(), lease.revision(), &second)
+        .is_err());
+    assert!(receipt
+        .covers(&kp.pubkey(), lease.revision() + 1, &first)
+        .is_err());
+    assert!(receipt
+        .covers(&keypair(99).pubkey(), lease.revision(), &first)
+        .is_err());
+    let receipt2 = s.store(&lease, &second).await.unwrap();
+    receipt2
+        .covers(&kp.pubkey(), lease.revision(), &second)
+        .unwrap();
+    assert_ne!(receipt2.digest(), receipt.digest());
     let got = s.load_verified(&kp.pubkey()).await.unwrap().unwrap();
     assert_eq!(got, tower_with(&kp, &[1, 2, 3, 4, 9]));
     // Another client sees the same tower.

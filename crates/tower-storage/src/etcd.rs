@@ -40,7 +40,7 @@ use huione_tower::SavedTower;
 
 use crate::{
     check_tower_identity, keys, Lease, LockEvent, LockLost, LockOwner, LockRecord, Revision,
-    StorageError, TowerStorage, Unavailable,
+    StorageError, StoreReceipt, TowerStorage, Unavailable,
 };
 use diagnose::{diagnose, Failure, Kind, TlsNames};
 
@@ -668,7 +668,7 @@ impl TowerStorage for EtcdTowerStorage {
         Ok(Lease::new(*identity, owner, revision))
     }
 
-    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<StoreReceipt, StorageError> {
         check_tower_identity(lease, tower)?;
         let prefix = &self.inner.config.prefix;
         let identity = lease.identity();
@@ -743,7 +743,7 @@ impl TowerStorage for EtcdTowerStorage {
             .await?;
         self.remember_tower_rev(&identity, revision);
         self.after_store(revision);
-        Ok(revision)
+        Ok(StoreReceipt::new(lease, &bytes, revision))
     }
 
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {

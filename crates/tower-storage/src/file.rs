@@ -24,7 +24,7 @@ const TOWER_FILE_GENERATION: u32 = 1;
 
 use crate::{
     check_tower_identity, Lease, LockEvent, LockLost, LockOwner, LockRecord, Revision,
-    StorageError, TowerStorage,
+    StorageError, StoreReceipt, TowerStorage,
 };
 
 /// Tower storage in a local directory (`--tower-storage file --tower DIR`).
@@ -115,7 +115,11 @@ impl FileTowerStorage {
         Ok(Lease::new(*id, owner, revision))
     }
 
-    pub fn store_now(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+    pub fn store_now(
+        &self,
+        lease: &Lease,
+        tower: &SavedTower,
+    ) -> Result<StoreReceipt, StorageError> {
         check_tower_identity(lease, tower)?;
         let id = lease.identity();
         let _guard = self.exclusive(&id)?;
@@ -131,8 +135,9 @@ impl FileTowerStorage {
             }
             .into());
         }
-        replace_file(&self.tower_path(&id), &tower.to_bytes())?;
-        Ok(lease.revision())
+        let bytes = tower.to_bytes();
+        replace_file(&self.tower_path(&id), &bytes)?;
+        Ok(StoreReceipt::new(lease, &bytes, lease.revision()))
     }
 
     /// See [`TowerStorage::release`]: the lock file then holds the `released` record.
@@ -237,7 +242,7 @@ impl TowerStorage for FileTowerStorage {
     async fn acquire(&self, identity: &Pubkey, owner: LockOwner) -> Result<Lease, StorageError> {
         self.acquire_now(identity, owner)
     }
-    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<StoreReceipt, StorageError> {
         self.store_now(lease, tower)
     }
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {

@@ -14,17 +14,21 @@
 //!   and appended to the identity's audit history.
 //! * [`TowerStorage::store`] writes a tower only if the lock is still exactly ours
 //!   (same revision, same owner record), atomically. Otherwise it fails with
-//!   [`StorageError::LockLost`] and the stored tower is untouched.
+//!   [`StorageError::LockLost`] and the stored tower is untouched. A successful store
+//!   returns a [`StoreReceipt`] bound to the lease and to the bytes written; only this
+//!   crate can make one, and only a receipt confirms a vote's store in the core.
 //! * [`TowerStorage::load`] returns the stored bytes parsed; [`TowerStorage::load_verified`]
 //!   also checks the signature and identity. A bad tower is an error, never `None`.
 
 mod any;
 pub mod conformance;
 mod error;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 mod file;
 mod memory;
 mod owner;
+mod receipt;
 
 use std::future::Future;
 
@@ -33,10 +37,12 @@ use huione_tower::{SavedTower, Tower};
 
 pub use any::AnyTowerStorage;
 pub use error::{LockLost, StorageError, Unavailable};
+#[cfg(feature = "etcd")]
 pub use etcd::{CompactionPolicy, EtcdConfig, EtcdStatus, EtcdTowerStorage};
 pub use file::FileTowerStorage;
 pub use memory::{MemKv, MemoryTowerStorage};
 pub use owner::{new_instance_id, LockEvent, LockOwner, LockRecord};
+pub use receipt::{ReceiptMismatch, StoreReceipt};
 
 /// etcd-style revision: a cluster-wide counter that increases with every write.
 pub type Revision = i64;
@@ -100,12 +106,14 @@ pub trait TowerStorage: Send + Sync {
         owner: LockOwner,
     ) -> impl Future<Output = Result<Lease, StorageError>> + Send;
 
-    /// Stores `tower` if `lease` still holds the lock. Returns the write's revision.
+    /// Stores `tower` if `lease` still holds the lock. Returns the receipt of the write
+    /// (its revision, the fence and the digest of the bytes written): the only thing
+    /// that confirms a vote's store in the core.
     fn store(
         &self,
         lease: &Lease,
         tower: &SavedTower,
-    ) -> impl Future<Output = Result<Revision, StorageError>> + Send;
+    ) -> impl Future<Output = Result<StoreReceipt, StorageError>> + Send;
 
     /// The stored tower for `identity`, parsed but not verified.
     fn load(

@@ -14,7 +14,7 @@ use huione_tower::SavedTower;
 
 use crate::{
     check_tower_identity, keys, Lease, LockEvent, LockLost, LockOwner, LockRecord, Revision,
-    StorageError, TowerStorage, Unavailable,
+    StorageError, StoreReceipt, TowerStorage, Unavailable,
 };
 
 /// One key's value and metadata, as etcd reports it.
@@ -269,7 +269,11 @@ impl MemoryTowerStorage {
         .into())
     }
 
-    pub fn store_now(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+    pub fn store_now(
+        &self,
+        lease: &Lease,
+        tower: &SavedTower,
+    ) -> Result<StoreReceipt, StorageError> {
         check_tower_identity(lease, tower)?;
         let mut s = self.available()?;
         let (lock_key, tower_key) = self.key_names(&mut s, &lease.identity());
@@ -277,10 +281,10 @@ impl MemoryTowerStorage {
             Compare::ModRevision(lock_key.clone(), lease.revision()),
             Compare::Value(lock_key.clone(), lease.owner_bytes().to_vec()),
         ];
-        let puts = vec![(tower_key, tower.to_bytes())];
-        let (ok, rev) = s.kv.txn(&compares, puts);
+        let bytes = tower.to_bytes();
+        let (ok, rev) = s.kv.txn(&compares, vec![(tower_key, bytes.clone())]);
         if ok {
-            return Ok(rev);
+            return Ok(StoreReceipt::new(lease, &bytes, rev));
         }
         let holder = s.kv.get(&lock_key).and_then(record_of);
         Err(LockLost {
@@ -362,7 +366,7 @@ impl TowerStorage for MemoryTowerStorage {
     async fn acquire(&self, identity: &Pubkey, owner: LockOwner) -> Result<Lease, StorageError> {
         self.acquire_now(identity, owner)
     }
-    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<Revision, StorageError> {
+    async fn store(&self, lease: &Lease, tower: &SavedTower) -> Result<StoreReceipt, StorageError> {
         self.store_now(lease, tower)
     }
     async fn load(&self, identity: &Pubkey) -> Result<Option<SavedTower>, StorageError> {

@@ -4,8 +4,9 @@
 //! store results and admin requests, and executes the commands the core returns:
 //!
 //! * `StoreTower` → a storage task writes the tower under our lease and reports back;
-//!   only a successful write becomes `ticket.confirmed` (this is the one place that
-//!   calls it), so the core releases the vote only after its tower is stored.
+//!   only a successful write's receipt becomes `ticket.confirmed(receipt)` (this is the
+//!   one place that calls it; the core checks the receipt is for this fence and these
+//!   bytes), so the core releases the vote only after its tower is stored.
 //! * `SendVote` → appended to the audit log, then broadcast.
 //! * `BroadcastBlock` → audit log, ledger, broadcast.
 //! * `Exit` → the process ends with a distinct exit code.
@@ -806,10 +807,18 @@ impl Node {
             let result = storage.store(&lease, ticket.tower()).await;
             metrics.tower_store_latency.observe(start.elapsed());
             let report = match result {
-                // The one place a ticket is confirmed: after a successful fenced write.
-                Ok(revision) => {
-                    watch.store_succeeded();
-                    ticket.confirmed(revision)
+                // The one place a ticket is confirmed: with the receipt of a successful
+                // fenced write (the core checks it is for this fence and these bytes).
+                Ok(receipt) => {
+                    let report = ticket.confirmed(receipt);
+                    match report.failure() {
+                        None => watch.store_succeeded(),
+                        Some(f) => {
+                            metrics.votes_withheld.inc();
+                            tracing::error!(failure = ?f, "tower store receipt rejected; vote withheld, will retry");
+                        }
+                    }
+                    report
                 }
                 Err(e) if e.is_lock_lost() => ticket.failed(StoreFailure::LockLost(e.to_string())),
                 Err(e) => {

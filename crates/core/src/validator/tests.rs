@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use huione_keys::Keypair;
 use huione_tower::{SavedTower, Tower};
+use huione_tower_storage::{LockOwner, MemoryTowerStorage, StoreReceipt};
 
 use super::*;
 use crate::block::Ed25519Verifier;
-use crate::fence::StoreFailure;
+use crate::fence::{StoreFailure, StoreReport};
 use crate::genesis::GenesisValidator;
 
 const SLOT_MS: u64 = 100;
@@ -74,6 +75,29 @@ fn take_identity_with(
     n.core.set_identity(now, change).unwrap()
 }
 
+/// The receipt of a real store of `tower` under `fence`: a fresh in-memory storage,
+/// its revision raised so that the acquire lands exactly on the fence's revision (>= 2).
+fn receipt_for(fence: Fence, tower: &SavedTower) -> StoreReceipt {
+    let s = MemoryTowerStorage::new();
+    s.with_kv(|kv| {
+        while kv.revision() + 1 < fence.revision {
+            kv.put("/pad", Vec::new());
+        }
+    });
+    let owner = LockOwner::new(fence.identity, "test-1", "test");
+    let lease = s.acquire_now(&fence.identity, owner).unwrap();
+    assert_eq!(lease.revision(), fence.revision, "test fences start at 2");
+    s.store_now(&lease, tower).unwrap()
+}
+
+/// Stores the ticket's tower under its fence and confirms it with the receipt.
+fn confirm(ticket: StoreTicket) -> StoreReport {
+    let receipt = receipt_for(ticket.fence(), ticket.tower());
+    let report = ticket.confirmed(receipt);
+    assert!(report.is_confirmed(), "{:?}", report.failure());
+    report
+}
+
 fn only_store(cmds: Vec<Command>) -> StoreTicket {
     let mut tickets: Vec<StoreTicket> = cmds
         .into_iter()
@@ -106,7 +130,7 @@ fn block_on(n: &Node, slot: Slot, parent: Slot, parent_hash: Hash) -> Block {
 fn voted_block_1(n: &mut Node, now: u64) -> StoreTicket {
     let first = only_store(take_identity(n, 0, 7));
     assert!(first.tower().node_pubkey() == n.id.pubkey());
-    n.core.on_store_report(1, first.confirmed(8));
+    n.core.on_store_report(1, confirm(first));
     let b = block_on(n, 1, 0, n.genesis.hash);
     only_store(n.core.on_block(now, b))
 }
@@ -121,9 +145,65 @@ fn a_vote_is_released_only_by_its_confirmed_store() {
         Some(1),
         "the stored tower contains the vote"
     );
-    let cmds = n.core.on_store_report(160, ticket.confirmed(9));
+    let cmds = n.core.on_store_report(160, confirm(ticket));
     assert_eq!(sent_votes(&cmds), vec![1]);
     assert_eq!(n.core.stats().votes_sent, 1);
+}
+
+/// The store retried after a failed report at `t`: nothing at once, the retry a slot
+/// later.
+fn retried(n: &mut Node, t: u64) -> StoreTicket {
+    assert!(sent_votes(&n.core.tick(t + 1)).is_empty());
+    only_store(n.core.tick(t + SLOT_MS))
+}
+
+/// Only a receipt for this ticket's own store confirms it: one for other tower bytes
+/// (the previous store's) or for another fence (same bytes, another lock revision or
+/// identity) gives a failed report, the vote stays withheld and the store is retried.
+#[test]
+fn a_receipt_for_another_store_does_not_confirm() {
+    let mut n = node();
+    let first = only_store(take_identity(&mut n, 0, 7));
+    let earlier_bytes = first.tower().clone();
+    n.core.on_store_report(1, confirm(first));
+    let b = block_on(&n, 1, 0, n.genesis.hash);
+    let ticket = only_store(n.core.on_block(150, b));
+    let other = Keypair::from_secret(&[9; 32]);
+    let wrong = [
+        // Other bytes, same fence.
+        receipt_for(ticket.fence(), &earlier_bytes),
+        // Same bytes, another lock revision of the same identity.
+        receipt_for(fence(&n.id, 8), ticket.tower()),
+    ];
+    let mut ticket = ticket;
+    let mut t = 160;
+    for (i, receipt) in wrong.into_iter().enumerate() {
+        let report = ticket.confirmed(receipt);
+        assert!(!report.is_confirmed(), "case {i}: confirmed");
+        assert!(
+            matches!(report.failure(), Some(StoreFailure::BadReceipt(m)) if m.contains("receipt")),
+            "case {i}: {:?}",
+            report.failure()
+        );
+        let cmds = n.core.on_store_report(t, report);
+        assert!(
+            sent_votes(&cmds).is_empty(),
+            "case {i}: sent on a bad receipt"
+        );
+        ticket = retried(&mut n, t);
+        t += SLOT_MS + 10;
+    }
+    // Another identity's receipt does not confirm either (its storage refuses our bytes,
+    // so its own tower's receipt is used).
+    let theirs = SavedTower::new(&Tower::new(other.pubkey()), &other).unwrap();
+    let report = ticket.confirmed(receipt_for(fence(&other, 7), &theirs));
+    assert!(!report.is_confirmed());
+    n.core.on_store_report(t, report);
+    let ticket = retried(&mut n, t);
+    // The vote is still withheld; the ticket's own receipt releases it.
+    let cmds = n.core.on_store_report(t + SLOT_MS + 10, confirm(ticket));
+    assert_eq!(sent_votes(&cmds), vec![1]);
+    assert_eq!(n.core.stats().store_failures, 3);
 }
 
 #[test]
@@ -138,7 +218,7 @@ fn a_transient_failure_withholds_the_vote_and_retries() {
     // Before the retry delay nothing is sent or stored.
     assert!(sent_votes(&n.core.tick(170)).is_empty());
     let retry = only_store(n.core.tick(160 + SLOT_MS));
-    let cmds = n.core.on_store_report(200, retry.confirmed(10));
+    let cmds = n.core.on_store_report(200, confirm(retry));
     assert_eq!(
         sent_votes(&cmds),
         vec![1],
@@ -149,13 +229,13 @@ fn a_transient_failure_withholds_the_vote_and_retries() {
 
 /// Ticks every 25 ms from `from` to `to`, confirming every store at once, and returns
 /// the slots of the blocks produced and the time of an exit.
-fn run_confirming(n: &mut Node, from: u64, to: u64, rev: i64) -> (Vec<Slot>, Option<u64>) {
+fn run_confirming(n: &mut Node, from: u64, to: u64) -> (Vec<Slot>, Option<u64>) {
     let (mut produced, mut exit) = (Vec::new(), None);
     let mut pending: Vec<StoreTicket> = Vec::new();
     for t in (from..to).step_by(25) {
         let mut cmds = n.core.tick(t);
         for ticket in pending.drain(..) {
-            cmds.extend(n.core.on_store_report(t, ticket.confirmed(rev)));
+            cmds.extend(n.core.on_store_report(t, confirm(ticket)));
         }
         for c in cmds {
             match c {
@@ -201,7 +281,7 @@ fn a_lost_lock_stops_voting_at_once_and_exits_after_the_claimed_leader_slots() {
     assert!(status.stepping_down && !status.voting && status.halted.is_none());
     // It still leads the slots its confirmed claim covers (the next holder starts above
     // the claim it stored), stores and votes nothing, then exits.
-    let (produced, exit) = run_confirming(&mut n, 175, 1_000, 9);
+    let (produced, exit) = run_confirming(&mut n, 175, 1_000);
     assert_eq!(
         produced,
         vec![2],
@@ -229,7 +309,7 @@ fn a_report_from_before_an_identity_change_is_ignored() {
     let mut n = node();
     let old = voted_block_1(&mut n, 150);
     let new = only_store(take_identity(&mut n, 170, 20));
-    let cmds = n.core.on_store_report(180, old.confirmed(21));
+    let cmds = n.core.on_store_report(180, confirm(old));
     assert!(
         sent_votes(&cmds).is_empty(),
         "the old fence's vote is never sent"
@@ -250,14 +330,14 @@ fn block_production_is_fenced_by_floor_and_claim() {
     assert_eq!(status.leader_floor, Some(9), "the stored claim");
     assert_eq!(status.leader_claim, None, "no confirmed store yet");
     assert_eq!(first.claim(), Some(9), "claims never go down in storage");
-    n.core.on_store_report(1, first.confirmed(8));
+    n.core.on_store_report(1, confirm(first));
     assert_eq!(n.core.status().leader_claim, Some(9));
     let mut produced = Vec::new();
     let mut pending: Option<StoreTicket> = None;
     for t in (0..20 * SLOT_MS).step_by(25) {
         let mut cmds = n.core.tick(t);
         if let Some(ticket) = pending.take() {
-            cmds.extend(n.core.on_store_report(t, ticket.confirmed(9)));
+            cmds.extend(n.core.on_store_report(t, confirm(ticket)));
         }
         for c in cmds {
             match c {
@@ -301,7 +381,7 @@ fn a_taker_starts_above_the_claim_of_a_primary_whose_clock_runs_ahead() {
     let t0 = 1_000;
     let first = only_store(take_identity(&mut old, t0 + ahead_ms, 7));
     let stored = first.tower().clone();
-    old.core.on_store_report(t0 + ahead_ms, first.confirmed(8));
+    old.core.on_store_report(t0 + ahead_ms, confirm(first));
     let old_claim = old.core.status().leader_claim.unwrap();
     // The taker acquires right after that store, by a correct clock.
     let mut new = node();
@@ -323,8 +403,8 @@ fn a_taker_starts_above_the_claim_of_a_primary_whose_clock_runs_ahead() {
 fn a_lone_validator_lands_its_own_votes_in_its_blocks_and_roots() {
     let mut n = node();
     let first = only_store(take_identity(&mut n, 0, 7));
-    n.core.on_store_report(0, first.confirmed(8));
-    let (produced, exit) = run_confirming(&mut n, 0, 60 * SLOT_MS, 9);
+    n.core.on_store_report(0, confirm(first));
+    let (produced, exit) = run_confirming(&mut n, 0, 60 * SLOT_MS);
     assert_eq!(exit, None);
     assert!(produced.len() > 50, "{produced:?}");
     let status = n.core.status();
@@ -364,7 +444,7 @@ fn an_identity_nobody_ever_stored_a_tower_for_leads_from_its_first_slots() {
     for t in (0..12 * SLOT_MS).step_by(25) {
         let mut cmds = n.core.tick(t);
         if let Some(ticket) = pending.take() {
-            cmds.extend(n.core.on_store_report(t, ticket.confirmed(8)));
+            cmds.extend(n.core.on_store_report(t, confirm(ticket)));
         }
         for c in cmds {
             match c {
@@ -619,8 +699,8 @@ fn wall_clock_steps_do_not_move_the_storage_outage_timer() {
 fn a_paused_process_renews_its_claim_before_it_leads_again() {
     let mut n = node();
     let first = only_store(take_identity(&mut n, 0, 7));
-    n.core.on_store_report(0, first.confirmed(8));
-    let (produced, _) = run_confirming(&mut n, 0, 5 * SLOT_MS, 9);
+    n.core.on_store_report(0, confirm(first));
+    let (produced, _) = run_confirming(&mut n, 0, 5 * SLOT_MS);
     assert!(produced.contains(&4), "{produced:?}");
     // Frozen for 5 slots: the first tick after the gap drops the claim and asks for a
     // store; nothing is produced until that store is confirmed.
@@ -703,8 +783,8 @@ fn a_clock_far_from_the_clusters_is_measured_and_keeps_the_node_from_leading() {
     let now = n.genesis.slot_start_ms(parent) + late_ms + 30;
     let first = only_store(take_identity(&mut n, now, 7));
     assert_eq!(first.claim(), None, "a clock that far off raises no claim");
-    n.core.on_store_report(now, first.confirmed(8));
-    let (produced, _) = run_confirming(&mut n, now, now + 20 * SLOT_MS, 9);
+    n.core.on_store_report(now, confirm(first));
+    let (produced, _) = run_confirming(&mut n, now, now + 20 * SLOT_MS);
     assert!(produced.is_empty(), "{produced:?}");
     assert!(n.core.stats().leader_slots_fenced > 0);
 }
@@ -718,7 +798,7 @@ fn a_vote_kept_back_by_a_lockout_says_until_when() {
     tower.record_vote(5, [5; 32], 0);
     let saved = SavedTower::new(&tower, &n.id).unwrap();
     let first = only_store(take_identity_with(&mut n, 0, 7, Some(saved)));
-    n.core.on_store_report(1, first.confirmed(8));
+    n.core.on_store_report(1, confirm(first));
     let b6 = block_on(&n, 6, 0, n.genesis.hash);
     let h6 = b6.hash;
     let cmds = n.core.on_block(650, b6);
@@ -737,7 +817,7 @@ fn a_vote_kept_back_by_a_lockout_says_until_when() {
     let ticket = only_store(cmds);
     assert_eq!(n.core.stats().withheld, None);
     assert_eq!(
-        sent_votes(&n.core.on_store_report(960, ticket.confirmed(9))),
+        sent_votes(&n.core.on_store_report(960, confirm(ticket))),
         vec![9]
     );
 }

@@ -303,7 +303,10 @@ impl Core {
         };
         match report.outcome {
             Ok(_) => self.store_confirmed(now_ms, report.claim, vote),
-            Err(StoreFailure::Unavailable(_)) => self.store_unavailable(issued_ms, vote),
+            // A receipt for another store confirms nothing: withheld and retried.
+            Err(StoreFailure::Unavailable(_) | StoreFailure::BadReceipt(_)) => {
+                self.store_unavailable(issued_ms, vote)
+            }
             Err(StoreFailure::LockLost(detail)) => {
                 self.step_down(now_ms, ExitReason::LockLost(detail))
             }
