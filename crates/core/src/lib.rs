@@ -93,6 +93,8 @@ pub use huione_tower::Slot;
 pub use huione_tower_storage::StoreReceipt;
 pub use validator::{
     Command, Core, CoreConfig, CoreError, ExitReason, IdentityChange, InstanceAnnouncement, Ledger,
-    PeerId, PlantedBug, PlantedBugsNotBuilt, Stats, Status, VoteWithheld, WithheldRule,
-    MAX_ROOTED_BLOCKS, PLANTED_BUGS_BUILT,
+    LockAfterFailure, LockHolder, PeerId, PlantedBug, PlantedBugsNotBuilt, Stats, Status,
+    StorageAnswer, StorageCall, StorageOp, StorageProblem, Switched, TakeoverError, TakeoverEvent,
+    TakeoverReason, TakeoverRequest, VoteWithheld, WithheldRule, MAX_ROOTED_BLOCKS,
+    PLANTED_BUGS_BUILT,
 };

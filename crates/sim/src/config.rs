@@ -19,6 +19,15 @@ pub struct FaultRates {
     /// One machine's wall clock steps to a new offset from true time (up to
     /// `MAX_CLOCK_STEP_SLOTS` either way, or back to correct), as a broken NTP would.
     pub clock_step: f64,
+    /// Per acquire: storage applies it but the answer is lost (the caller times out).
+    pub acquire_answer_lost: f64,
+    /// Per acquire: the caller times out, and storage applies it later (a few slots),
+    /// guarded as etcd's attempts are (only if the lock has not moved since it was sent).
+    pub acquire_late: f64,
+    /// Per tower load right after an acquire: the load fails (unavailable).
+    pub load_after_acquire_fails: f64,
+    /// Per store: storage applies it but the answer is lost.
+    pub store_answer_lost: f64,
 }
 
 /// The largest clock offset a clock-step fault sets, in slots.
@@ -35,6 +44,10 @@ impl FaultRates {
             storage_outage: 0.0,
             storage_cut: 0.0,
             clock_step: 0.0,
+            acquire_answer_lost: 0.0,
+            acquire_late: 0.0,
+            load_after_acquire_fails: 0.0,
+            store_answer_lost: 0.0,
         }
     }
     /// The mix used by randomized rounds and the benchmark.
@@ -48,6 +61,10 @@ impl FaultRates {
             storage_outage: 0.01,
             storage_cut: 0.01,
             clock_step: 0.01,
+            acquire_answer_lost: 0.15,
+            acquire_late: 0.15,
+            load_after_acquire_fails: 0.2,
+            store_answer_lost: 0.01,
         }
     }
 }

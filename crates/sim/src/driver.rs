@@ -2,8 +2,11 @@
 //! storage, and feeds events back. This is the part the real daemon replaces.
 
 use huione_core::audit::{AuditRecord, BlockRecord, VoteRecord};
-use huione_core::{Command, ExitReason, Fence, IdentityChange, StoreFailure, StoreTicket};
-use huione_tower_storage::{LockOwner, StorageError};
+use huione_core::{
+    Command, ExitReason, LockHolder, StorageAnswer, StorageCall, StorageOp, StorageProblem,
+    StoreFailure, StoreTicket, TakeoverEvent, TakeoverReason, TakeoverRequest,
+};
+use huione_tower_storage::{Lease, LockEvent, LockOwner, StorageError};
 
 use crate::report::FailureKind;
 use crate::world::{Item, MachineId, MachineState, Msg, Sim};
@@ -22,6 +25,8 @@ impl Sim {
                 }
                 Command::Announce(a) => self.broadcast(m, |_| Msg::Announce(a.clone())),
                 Command::Exit(reason) => self.exit(m, reason),
+                Command::Storage(call) => self.storage_call(m, call),
+                Command::Takeover(ev) => self.on_takeover_event(m, ev),
             }
         }
     }
@@ -44,19 +49,20 @@ impl Sim {
     /// frozen: it was already on the wire). The answer goes back to the process.
     pub(crate) fn exec_store(&mut self, m: MachineId, incarnation: u64, ticket: StoreTicket) {
         let mach = &self.machines[m];
-        let Some(lease) = mach.leases.get(&ticket.fence().revision).cloned() else {
-            return;
-        };
-        let result = if mach.storage_cut {
-            Err(StoreFailure::Unavailable(
+        let fence = ticket.fence();
+        let result = match mach.leases.get(&fence.revision).cloned() {
+            // As the daemon does: no lease for the fence is a lost lock.
+            None => Err(StoreFailure::LockLost(format!(
+                "no lease for {} at revision {}",
+                fence.identity, fence.revision
+            ))),
+            Some(_) if mach.storage_cut => Err(StoreFailure::Unavailable(
                 "this machine cannot reach storage".into(),
-            ))
-        } else {
-            match self.storage.store_now(&lease, ticket.tower()) {
-                Ok(receipt) => Ok(receipt),
-                Err(e) if e.is_lock_lost() => Err(StoreFailure::LockLost(e.to_string())),
-                Err(e) => Err(StoreFailure::Unavailable(e.to_string())),
-            }
+            )),
+            Some(lease) => self
+                .storage
+                .store_now(&lease, ticket.tower())
+                .map_err(|e| StoreFailure::from(problem(&e))),
         };
         let stats = &mut self.machines[m].stats;
         match &result {
@@ -79,7 +85,14 @@ impl Sim {
                 if mach.incarnation == incarnation {
                     mach.last_stored_vote = mach.last_stored_vote.max(stored_vote);
                 }
-                ticket.confirmed(receipt)
+                if self.call_fault(self.cfg.faults.store_answer_lost) {
+                    // Applied, but the answer is lost: the core retries the same tower.
+                    ticket.failed(StoreFailure::Unavailable(
+                        "the store's answer was lost".into(),
+                    ))
+                } else {
+                    ticket.confirmed(receipt)
+                }
             }
             Err(failure) => ticket.failed(failure),
         };
@@ -212,6 +225,12 @@ impl Sim {
                 report,
             } if i == incarnation => core.on_store_report(now, report),
             Msg::StoreResult { .. } => Vec::new(),
+            Msg::StorageAnswer {
+                incarnation: i,
+                call,
+                answer,
+            } if i == incarnation => core.on_storage_answer(now, call, answer),
+            Msg::StorageAnswer { .. } => Vec::new(),
         };
         self.handle(to, cmds);
     }
@@ -236,54 +255,251 @@ impl Sim {
         mach.state = MachineState::Down { restart_at_ms };
     }
 
-    /// Acquire the lock for the validator identity, load its tower, hand both to the
-    /// core (the set-identity admin command, or a primary's reclaim).
-    pub fn take_identity(&mut self, m: MachineId, reason: &str) -> Result<(), String> {
+    /// Takes the validator identity on machine `m` (the set-identity admin command, or
+    /// the monitor's failover): the core runs the takeover, this driver only executes its
+    /// storage calls. `Err` when it failed (or its acquire's answer was lost: the core then
+    /// finishes or releases by itself); `Ok` when it switched or is still running.
+    pub fn take_identity(&mut self, m: MachineId, reason: TakeoverReason) -> Result<(), String> {
         if self.machines[m].state != MachineState::Running {
             return Err("the process is not running".into());
         }
-        if self.machines[m].storage_cut {
-            return Err("cannot reach tower storage".into());
-        }
         let keypair = self.machines[m].validator_identity.clone();
-        let identity = keypair.pubkey();
-        let owner = LockOwner {
+        let core = self.machines[m].core.as_mut().ok_or("no process")?;
+        let req = TakeoverRequest {
+            keypair,
+            require_tower: false,
+            reason,
+        };
+        let (id, cmds) = core.begin_takeover(req).map_err(|e| e.to_string())?;
+        self.handle(m, cmds);
+        match &self.machines[m].takeover_answer {
+            Some((answered, r)) if *answered == id => r.clone(),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_takeover_event(&mut self, m: MachineId, ev: TakeoverEvent) {
+        let mach = &mut self.machines[m];
+        match &ev {
+            TakeoverEvent::Switched(sw) => {
+                mach.stats.takeovers += 1;
+                mach.stats.takeovers_adopted += u64::from(sw.adopted);
+                mach.takeover_answer = Some((sw.id, Ok(())));
+            }
+            TakeoverEvent::Failed { id, error, .. } => {
+                mach.takeover_answer = Some((*id, Err(error.to_string())));
+            }
+            TakeoverEvent::Released { .. } => mach.stats.takeovers_released += 1,
+            _ => {}
+        }
+        if mach.takeover_events.len() == MAX_TAKEOVER_EVENTS {
+            mach.takeover_events.remove(0);
+        }
+        mach.takeover_events.push(ev);
+    }
+
+    /// Executes a takeover's storage call now and answers at once, unless a fault makes
+    /// the answer late or lost (then it arrives as a timeout, a slot later).
+    fn storage_call(&mut self, m: MachineId, call: StorageCall) {
+        let cut = self.machines[m].storage_cut;
+        let unreachable =
+            || StorageProblem::Unavailable("this machine cannot reach storage".into());
+        let answer = match call.op {
+            StorageOp::LoadTower { identity } => {
+                let recent = self.machines[m].acquired_recently;
+                let fail = recent && self.call_fault(self.cfg.faults.load_after_acquire_fails);
+                let r = if cut || fail {
+                    Err(StorageProblem::Unavailable("the load timed out".into()))
+                } else {
+                    self.storage.load_now(&identity).map_err(|e| problem(&e))
+                };
+                if r.is_ok() {
+                    self.machines[m].acquired_recently = false;
+                }
+                Some(StorageAnswer::Tower(r))
+            }
+            StorageOp::Acquire {
+                identity,
+                reason,
+                sent_ms,
+            } => {
+                let owner = self.owner(m, identity, reason, sent_ms);
+                if cut {
+                    Some(StorageAnswer::Acquired(Err(unreachable())))
+                } else {
+                    self.acquire(m, identity, owner)
+                }
+            }
+            StorageOp::LockHolder { identity } => {
+                let r = if cut {
+                    Err(unreachable())
+                } else {
+                    self.storage
+                        .lock_holder_now(&identity)
+                        .map_err(|e| problem(&e))
+                };
+                let r = r.map(|record| {
+                    let mach = &mut self.machines[m];
+                    record.map(|r| {
+                        if r.owner.instance_id == mach.instance_id() {
+                            if let Some(lease) = Lease::adopt(&r) {
+                                mach.leases.insert(lease.revision(), lease);
+                            }
+                        }
+                        LockHolder {
+                            held: r.is_held(),
+                            instance_id: r.owner.instance_id,
+                            acquired_at_ms: r.owner.acquired_at_ms,
+                            revision: r.revision,
+                        }
+                    })
+                });
+                Some(StorageAnswer::Holder(r))
+            }
+            StorageOp::Release { fence, reason } => {
+                self.machines[m].acquired_recently = false;
+                let lease = self.machines[m].leases.get(&fence.revision).cloned();
+                let r = match lease {
+                    _ if cut => Err(unreachable()),
+                    None => Err(StorageProblem::LockLost("no lease".into())),
+                    Some(l) => self
+                        .storage
+                        .release_now(&l, &reason)
+                        .map(|_| ())
+                        .map_err(|e| problem(&e)),
+                };
+                Some(StorageAnswer::Released(r))
+            }
+            StorageOp::RecordFinished { fence, reason } => {
+                let lease = self.machines[m].leases.get(&fence.revision).cloned();
+                let r = match lease {
+                    _ if cut => Err(unreachable()),
+                    None => Err(StorageProblem::LockLost("no lease".into())),
+                    Some(l) => self
+                        .storage
+                        .record_finished_now(&l, &reason)
+                        .map(|_| ())
+                        .map_err(|e| problem(&e)),
+                };
+                Some(StorageAnswer::Recorded(r))
+            }
+        };
+        match answer {
+            Some(answer) => self.answer_now(m, call.call, answer),
+            None => {
+                // The caller times out a slot later.
+                let at = self.now_ms + self.cfg.slot_ms;
+                let incarnation = self.machines[m].incarnation;
+                let answer = StorageAnswer::Acquired(Err(StorageProblem::Unavailable(
+                    "the acquire timed out".into(),
+                )));
+                self.push(
+                    at,
+                    Item::Deliver {
+                        to: m,
+                        msg: Msg::StorageAnswer {
+                            incarnation,
+                            call: call.call,
+                            answer,
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    /// An acquire, with the faults that matter here. `None`: the answer is lost (the
+    /// acquire may apply now, or later).
+    fn acquire(
+        &mut self,
+        m: MachineId,
+        identity: huione_keys::Pubkey,
+        owner: LockOwner,
+    ) -> Option<StorageAnswer> {
+        if self.call_fault(self.cfg.faults.acquire_late) {
+            // Stuck on the way: applies a few slots later, if the lock has not moved.
+            let Ok(seen) = self.storage.lock_revision_now(&identity) else {
+                return Some(StorageAnswer::Acquired(Err(StorageProblem::Unavailable(
+                    "storage is down".into(),
+                ))));
+            };
+            let at = self.now_ms + self.rng.range(1, 8) * self.cfg.slot_ms;
+            self.push(
+                at,
+                Item::LateAcquire {
+                    identity,
+                    owner,
+                    seen,
+                },
+            );
+            return None;
+        }
+        match self.storage.acquire_now(&identity, owner) {
+            Ok(lease) => {
+                let rev = lease.revision();
+                let mach = &mut self.machines[m];
+                mach.leases.insert(rev, lease);
+                mach.acquired_recently = true;
+                if self.call_fault(self.cfg.faults.acquire_answer_lost) {
+                    return None;
+                }
+                Some(StorageAnswer::Acquired(Ok(rev)))
+            }
+            Err(e) => Some(StorageAnswer::Acquired(Err(problem(&e)))),
+        }
+    }
+
+    /// A late acquire reaches storage: applied only if the lock has not moved since it
+    /// was sent. Its sender never hears of it (it timed out); it finds it in the lock key.
+    pub(crate) fn late_acquire(
+        &mut self,
+        identity: huione_keys::Pubkey,
+        owner: LockOwner,
+        seen: i64,
+    ) {
+        let _ = self
+            .storage
+            .acquire_if_unchanged_now(&identity, owner, seen);
+    }
+
+    fn owner(
+        &self,
+        m: MachineId,
+        identity: huione_keys::Pubkey,
+        reason: TakeoverReason,
+        sent_ms: u64,
+    ) -> LockOwner {
+        LockOwner {
             identity,
             instance_id: self.machines[m].instance_id(),
             host: format!("machine-{m}"),
             pid: self.machines[m].incarnation as u32,
-            acquired_at_ms: self.now_ms,
-            reason: reason.to_string(),
-            event: huione_tower_storage::LockEvent::Acquired,
+            acquired_at_ms: sent_ms,
+            reason: reason.as_str().to_string(),
+            event: LockEvent::Acquired,
             lease_revision: None,
-        };
-        let lease = self
-            .storage
-            .acquire_now(&identity, owner)
-            .map_err(|e| e.to_string())?;
-        let tower = self
-            .storage
-            .load_now(&identity)
-            .map_err(|e: StorageError| e.to_string())?;
-        let fence = Fence {
-            identity,
-            revision: lease.revision(),
-        };
-        self.machines[m].leases.insert(lease.revision(), lease);
+        }
+    }
+
+    fn answer_now(&mut self, m: MachineId, call: u64, answer: StorageAnswer) {
         let now = self.local_now(m);
-        let core = self.machines[m].core.as_mut().ok_or("no process")?;
-        let cmds = core
-            .set_identity(
-                now,
-                IdentityChange {
-                    keypair,
-                    tower,
-                    fence,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        self.machines[m].stats.takeovers += 1;
+        let Some(core) = self.machines[m].core.as_mut() else {
+            return;
+        };
+        let cmds = core.on_storage_answer(now, call, answer);
         self.handle(m, cmds);
-        Ok(())
+    }
+}
+
+/// Takeover events kept per process.
+const MAX_TAKEOVER_EVENTS: usize = 64;
+
+/// A storage error as the core sees it (the same mapping as the daemon's).
+fn problem(e: &StorageError) -> StorageProblem {
+    match e {
+        StorageError::LockLost(_) => StorageProblem::LockLost(e.to_string()),
+        StorageError::Tower(_) => StorageProblem::BadTower(e.to_string()),
+        e if e.is_transient() => StorageProblem::Unavailable(e.to_string()),
+        e => StorageProblem::Refused(e.to_string()),
     }
 }

@@ -2,6 +2,10 @@
 
 use crate::world::{MachineId, MachineKind, MachineState, Sim};
 
+/// How long a running process that reaches storage may hold a lock without voting under
+/// it: the core's `takeover_finish_ms` (5 s) plus storage round trips and retries.
+pub const HALF_FINISHED_BOUND_MS: u64 = 8_000;
+
 /// Slots without a vote from a validator's pair before the monitor runs set-identity.
 const MONITOR_GRACE_SLOTS: u64 = 12;
 
@@ -53,7 +57,7 @@ impl Sim {
 
     /// The operator's (or monitor's) `set-identity` on machine `m`.
     pub fn set_identity(&mut self, m: MachineId) -> Result<(), String> {
-        self.take_identity(m, "set-identity")
+        self.take_identity(m, huione_core::TakeoverReason::SetIdentity)
     }
 
     /// Cuts machine `m` off from tower storage (it still reaches the cluster).
@@ -108,9 +112,57 @@ impl Sim {
     pub(crate) fn on_slot_boundary(&mut self) {
         self.expire_faults();
         self.monitor();
-        let in_fault_phase = self.slot() < self.cfg.slots && !self.faults.healed;
-        if in_fault_phase {
+        self.check_no_half_finished_takeover();
+        if self.in_fault_phase() {
             self.inject_random_faults();
+        }
+    }
+
+    pub(crate) fn in_fault_phase(&self) -> bool {
+        self.slot() < self.cfg.slots && !self.faults.healed
+    }
+
+    /// A storage-call fault of probability `p`, drawn only in the fault phase (a quiet
+    /// scenario draws nothing, so its random sequence is unchanged).
+    pub(crate) fn call_fault(&mut self, p: f64) -> bool {
+        p > 0.0 && self.in_fault_phase() && self.rng.chance(p)
+    }
+
+    /// No half-finished takeover: a lock record held by a running process that reaches
+    /// storage must be voted under (or given up) within [`HALF_FINISHED_BOUND_MS`]. A
+    /// frozen or dead holder is the watchtower's business, not this check's.
+    fn check_no_half_finished_takeover(&mut self) {
+        self.idle_lock_since_ms.resize(self.cfg.validators, None);
+        for v in 0..self.cfg.validators {
+            let identity = self.machines[self.primary(v)].validator_identity.pubkey();
+            let idle = match self.storage.lock_holder_now(&identity) {
+                Ok(Some(r)) if r.is_held() => self.machines.iter().any(|m| {
+                    m.instance_id() == r.owner.instance_id
+                        && m.state == MachineState::Running
+                        && !m.storage_cut
+                        && m.core.as_ref().is_some_and(|c| {
+                            let st = c.status();
+                            st.halted.is_none()
+                                && !st.stepping_down
+                                && st.fence.is_none_or(|f| f.revision != r.revision)
+                        })
+                }),
+                // Storage unreachable, nobody holds it, or released.
+                _ => false,
+            };
+            if !idle {
+                self.idle_lock_since_ms[v] = None;
+                continue;
+            }
+            let since = *self.idle_lock_since_ms[v].get_or_insert(self.now_ms);
+            if self.now_ms - since > HALF_FINISHED_BOUND_MS {
+                let detail = format!(
+                    "validator {v}'s lock has been held for {} ms by a running process that                      does not vote under it\n{}",
+                    self.now_ms - since,
+                    self.describe()
+                );
+                self.fail(crate::report::FailureKind::HalfFinishedTakeover(detail));
+            }
         }
     }
 
@@ -158,7 +210,7 @@ impl Sim {
             }
             if let Some(m) = pair.into_iter().find(|m| self.is_idle_observer(*m)) {
                 self.faults.monitor_acted_ms[v] = self.now_ms;
-                let _ = self.take_identity(m, "monitor");
+                let _ = self.take_identity(m, huione_core::TakeoverReason::Monitor);
             }
         }
     }

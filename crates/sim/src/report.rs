@@ -28,6 +28,9 @@ pub enum FailureKind {
     VoteBeforeStore(String),
     /// Roots did not advance once faults stopped.
     Liveness(String),
+    /// A running process that reaches storage held an identity's lock without voting
+    /// under it for longer than the bound (a takeover left half-finished).
+    HalfFinishedTakeover(String),
 }
 
 /// A failed run. Its Display names the seed and the command that replays it.
@@ -47,6 +50,7 @@ impl fmt::Display for SimFailure {
                 format!("vote sent before its tower was stored: {d}")
             }
             FailureKind::Liveness(d) => format!("liveness: {d}"),
+            FailureKind::HalfFinishedTakeover(d) => format!("half-finished takeover: {d}"),
         };
         write!(
             f,

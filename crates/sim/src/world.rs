@@ -6,10 +6,10 @@ use std::sync::Arc;
 use huione_core::audit::Auditor;
 use huione_core::{
     Block, Core, CoreConfig, ExitReason, Genesis, GenesisValidator, InstanceAnnouncement, Ledger,
-    SignedVote, Slot, StoreReport, StoreTicket,
+    SignedVote, Slot, StorageAnswer, StoreReport, StoreTicket, TakeoverEvent,
 };
 use huione_keys::{Keypair, Pubkey};
-use huione_tower_storage::{Lease, MemoryTowerStorage};
+use huione_tower_storage::{Lease, LockOwner, MemoryTowerStorage};
 
 use crate::config::SimConfig;
 use crate::report::{SimFailure, SimReport};
@@ -60,6 +60,12 @@ pub(crate) enum Msg {
         incarnation: u64,
         report: StoreReport,
     },
+    /// A takeover storage call's answer that comes late (a timeout).
+    StorageAnswer {
+        incarnation: u64,
+        call: u64,
+        answer: StorageAnswer,
+    },
 }
 
 #[derive(Debug)]
@@ -73,6 +79,12 @@ pub(crate) enum Item {
         machine: MachineId,
         incarnation: u64,
         ticket: StoreTicket,
+    },
+    /// An acquire whose caller timed out reaches storage late.
+    LateAcquire {
+        identity: Pubkey,
+        owner: LockOwner,
+        seen: i64,
     },
 }
 
@@ -147,6 +159,10 @@ pub struct MachineStats {
     pub last_vote_sent_ms: Option<u64>,
     pub exits: Vec<(u64, ExitReason)>,
     pub takeovers: u64,
+    /// Takeovers that finished after their acquire's answer was lost (adopted).
+    pub takeovers_adopted: u64,
+    /// Takeovers that gave the lock up (fenced release).
+    pub takeovers_released: u64,
     pub stores_ok: u64,
     pub stores_lock_lost: u64,
     pub stores_unavailable: u64,
@@ -168,8 +184,12 @@ pub struct Machine {
     pub(crate) leases: HashMap<i64, Lease>,
     pub(crate) disk: Option<Ledger>,
     pub(crate) frozen_inbox: Vec<(u64, Msg)>,
-    /// Take the validator identity as soon as caught up (a restarted primary).
-    pub(crate) reclaim_when_caught_up: bool,
+    /// The last takeover events of the current process (bounded), for scenarios.
+    pub takeover_events: Vec<TakeoverEvent>,
+    /// The last answer a takeover gave: (takeover id, Ok or the error).
+    pub(crate) takeover_answer: Option<(u64, Result<(), String>)>,
+    /// An acquire was applied for this process, and no tower load has succeeded since.
+    pub(crate) acquired_recently: bool,
     pub(crate) group: u8,
     pub(crate) storage_cut: bool,
     /// The last vote in the tower of the last successful store by the current
@@ -220,6 +240,9 @@ pub struct Sim {
     pub vote_log: Vec<SentVote>,
     /// Every block produced: (true time, machine, slot), for scenario assertions.
     pub block_log: Vec<(u64, MachineId, Slot)>,
+    /// Per validator: since when its lock has been held by a running process that reaches
+    /// storage but does not vote under it (the half-finished-takeover check).
+    pub(crate) idle_lock_since_ms: Vec<Option<u64>>,
 }
 
 /// One vote as it left a machine.
@@ -294,6 +317,7 @@ impl Sim {
             report: SimReport::default(),
             vote_log: Vec::new(),
             block_log: Vec::new(),
+            idle_lock_since_ms: Vec::new(),
             cfg,
         };
         for m in 0..sim.machines.len() {
@@ -359,7 +383,17 @@ impl Sim {
         );
         mach.core = Some(core);
         mach.state = MachineState::Running;
-        mach.reclaim_when_caught_up = mach.kind == MachineKind::Primary;
+        mach.takeover_events.clear();
+        mach.takeover_answer = None;
+        mach.acquired_recently = false;
+        // A (re)started primary takes its identity once caught up: the core decides when.
+        if mach.kind == MachineKind::Primary {
+            let id = mach.validator_identity.clone();
+            mach.core
+                .as_mut()
+                .expect("just set")
+                .reclaim_when_caught_up(id);
+        }
     }
 
     pub(crate) fn push(&mut self, at_ms: u64, item: Item) {
@@ -409,6 +443,11 @@ impl Sim {
                     incarnation,
                     ticket,
                 } => self.exec_store(machine, incarnation, ticket),
+                Item::LateAcquire {
+                    identity,
+                    owner,
+                    seen,
+                } => self.late_acquire(identity, owner, seen),
             }
         }
     }
@@ -429,24 +468,12 @@ impl Sim {
         if self.machines[m].state != MachineState::Running {
             return;
         }
-        self.maybe_reclaim(m);
         let now = self.local_now(m);
         let Some(core) = self.machines[m].core.as_mut() else {
             return;
         };
         let cmds = core.tick(now);
         self.handle(m, cmds);
-    }
-
-    /// A restarted primary takes its identity back once it has caught up.
-    fn maybe_reclaim(&mut self, m: MachineId) {
-        let mach = &self.machines[m];
-        let now = self.local_now(m);
-        let ready =
-            mach.reclaim_when_caught_up && mach.core.as_ref().is_some_and(|c| c.caught_up(now));
-        if ready && self.take_identity(m, "reclaim").is_ok() {
-            self.machines[m].reclaim_when_caught_up = false;
-        }
     }
 
     /// Highest root among running cores.
@@ -528,7 +555,9 @@ fn new_machine(
         leases: HashMap::new(),
         disk: None,
         frozen_inbox: Vec::new(),
-        reclaim_when_caught_up: false,
+        takeover_events: Vec::new(),
+        takeover_answer: None,
+        acquired_recently: false,
         group: 0,
         storage_cut: false,
         last_stored_vote: None,

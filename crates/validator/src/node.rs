@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use huione_core::{
-    Command, Core, CoreConfig, Ed25519Verifier, ExitReason, Fence, IdentityChange, ScheduleCache,
-    StoreFailure, StoreReport, StoreTicket,
+    Command, Core, CoreConfig, CoreError, Ed25519Verifier, ExitReason, LockAfterFailure,
+    LockHolder, ScheduleCache, StorageAnswer, StorageCall, StorageOp, StorageProblem, StoreFailure,
+    StoreReport, StoreTicket, Switched, TakeoverError, TakeoverEvent, TakeoverReason,
+    TakeoverRequest,
 };
-use huione_keys::{Keypair, Pubkey};
+use huione_keys::Pubkey;
 use huione_net::{InstanceId, NetConfig, NetEvent, NetHandle, RepairRequest, Transport};
 use huione_os::clock::now_ms;
 use huione_rpc::{
@@ -48,6 +50,11 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 const PERSIST_EVERY: Duration = Duration::from_millis(1000);
 /// A restarted primary waits at most this long to catch up before reclaiming anyway.
 const RECLAIM_CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+/// Leases kept for takeovers (acquired or adopted) besides the one voted under.
+const MAX_TAKEOVER_LEASES: usize = 8;
+
+/// A takeover storage call's answer: (call, answer, the lease it produced).
+type TakeoverAnswer = (u64, StorageAnswer, Option<Lease>);
 /// How long isolation or unlanded votes must last before they are reported.
 const ALONE_GRACE_MS: u64 = 5_000;
 /// A node with entrypoints that sees no more than this share of the stake (itself
@@ -108,6 +115,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     if let Some(ms) = cfg.args.max_clock_offset_ms {
         core_cfg.max_clock_offset_ms = ms;
     }
+    core_cfg.reclaim_catch_up_limit_ms = RECLAIM_CATCH_UP_LIMIT.as_millis() as u64;
     let core_cfg_max_clock_offset_ms = core_cfg.max_clock_offset_ms;
     let ledger_state = restored.into_core_ledger(&genesis);
     let core = Core::new(
@@ -169,10 +177,14 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         admin = %admin.path().display(), "listening");
 
     let (store_tx, store_rx) = mpsc::channel(4);
+    let (takeover_tx, takeover_rx) = mpsc::channel(4);
     let mut node = Node {
         net: transport.handle(),
         storage,
         lease: None,
+        takeover_leases: BTreeMap::new(),
+        takeover_tx,
+        admin_waiting: None,
         files,
         metrics,
         snap_tx,
@@ -185,7 +197,6 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         started_ms,
         votes_sent: 0,
         exit: None,
-        pending_reclaim: None,
         vote_account: cfg.vote_account,
         genesis: genesis.clone(),
         core,
@@ -208,7 +219,7 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
     }
-    let code = node.run_loop(net_rx, store_rx, admin_rx).await;
+    let code = node.run_loop(net_rx, store_rx, takeover_rx, admin_rx).await;
     admin.shutdown().await;
     rpc.shutdown().await;
     drop(transport);
@@ -220,7 +231,15 @@ struct Node {
     genesis: Arc<huione_core::Genesis>,
     net: NetHandle,
     storage: AnyTowerStorage,
+    /// The lease the core votes under.
     lease: Option<Lease>,
+    /// Leases a takeover acquired (or adopted from the lock key), by revision, until the
+    /// core switches under one of them.
+    takeover_leases: BTreeMap<i64, Lease>,
+    /// Answers of takeover storage calls, back to the loop.
+    takeover_tx: mpsc::Sender<TakeoverAnswer>,
+    /// The set-identity request waiting for its takeover's answer: (takeover id, reply).
+    admin_waiting: Option<(u64, crate::admin::Reply<SetIdentityOutcome>)>,
     files: LedgerFiles,
     metrics: Arc<Metrics>,
     snap_tx: watch::Sender<Arc<NodeSnapshot>>,
@@ -233,8 +252,6 @@ struct Node {
     started_ms: u64,
     votes_sent: u64,
     exit: Option<u8>,
-    /// A restarted primary waiting to catch up before reclaiming its identity.
-    pending_reclaim: Option<(Keypair, Instant)>,
     vote_account: Pubkey,
     /// Our advertised gossip address.
     gossip_addr: SocketAddr,
@@ -307,7 +324,7 @@ impl Node {
 
     /// The vote account's own node: take the lock now if nobody holds it (or when asked
     /// to reclaim immediately); otherwise reclaim once caught up with the cluster, so the
-    /// standby keeps voting while we replay.
+    /// standby keeps voting while we replay. A start-up takeover that fails is fatal.
     async fn start_primary(&mut self, cfg: &NodeConfig) -> anyhow::Result<()> {
         let id = cfg.identity.pubkey();
         let holder = self.storage.lock_holder(&id).await?;
@@ -315,12 +332,69 @@ impl Node {
             Some(h) if h.is_held() && !cfg.args.reclaim_immediately => {
                 tracing::info!(holder = %h.owner.instance_id, host = %h.owner.host, revision = h.revision,
                     "the tower lock is held by another instance; reclaiming once caught up with the cluster");
-                self.pending_reclaim = Some((cfg.identity.clone(), Instant::now()));
+                self.core.reclaim_when_caught_up(cfg.identity.clone());
             }
             _ => {
-                self.take_identity(cfg.identity.clone(), false, "startup")
-                    .await
+                let req = TakeoverRequest {
+                    keypair: cfg.identity.clone(),
+                    require_tower: false,
+                    reason: TakeoverReason::Startup,
+                };
+                let (tid, cmds) = self
+                    .core
+                    .begin_takeover(req)
                     .map_err(|e| anyhow::anyhow!("cannot take the identity {id}: {e}"))?;
+                // Run the takeover's calls here, in order, until it answers: the node
+                // starts voting, or does not start.
+                let mut pending = cmds;
+                loop {
+                    // Storage calls run here, inline; everything else as usual.
+                    let (calls, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
+                        .into_iter()
+                        .partition(|c| matches!(c, Command::Storage(_)));
+                    let mut calls: Vec<StorageCall> = calls
+                        .into_iter()
+                        .filter_map(|c| match c {
+                            Command::Storage(c) => Some(c),
+                            _ => None,
+                        })
+                        .collect();
+                    let mut outcome = None;
+                    for cmd in &rest {
+                        match cmd {
+                            Command::Takeover(TakeoverEvent::Switched(sw)) if sw.id == tid => {
+                                outcome = Some(Ok(()))
+                            }
+                            Command::Takeover(TakeoverEvent::Failed {
+                                id: f, error, lock, ..
+                            }) if *f == tid && *lock != LockAfterFailure::Resolving => {
+                                outcome = Some(Err(error.clone()))
+                            }
+                            _ => {}
+                        }
+                    }
+                    self.execute(rest).await;
+                    match outcome {
+                        Some(Ok(())) => break,
+                        Some(Err(e)) => {
+                            anyhow::bail!(
+                                "cannot take the identity {id}: {}",
+                                admin_error(id, &self.storage.describe(), e)
+                            )
+                        }
+                        None => {}
+                    }
+                    debug_assert!(calls.len() <= 1, "a takeover has one call outstanding");
+                    let Some(call) = calls.pop() else {
+                        // A retry is due later: the loop's ticks go on with it.
+                        break;
+                    };
+                    let lease = self.lease_for(&call.op);
+                    let (answer, lease) =
+                        run_storage_call(&self.storage, &self.instance_id, call.op, lease).await;
+                    self.keep_lease(lease);
+                    pending = self.core.on_storage_answer(now_ms(), call.call, answer);
+                }
             }
         }
         Ok(())
@@ -330,6 +404,7 @@ impl Node {
         &mut self,
         mut net_rx: mpsc::Receiver<NetEvent>,
         mut store_rx: mpsc::Receiver<StoreReport>,
+        mut takeover_rx: mpsc::Receiver<TakeoverAnswer>,
         mut admin_rx: mpsc::Receiver<AdminRequest>,
     ) -> u8 {
         let mut tick = tokio::time::interval(TICK);
@@ -342,7 +417,7 @@ impl Node {
                 _ = tick.tick() => {
                     let cmds = self.core.tick(now_ms());
                     self.execute(cmds).await;
-                    self.maybe_reclaim().await;
+                    self.gate_reclaim();
                     if last_snap.elapsed() >= SNAPSHOT_EVERY {
                         last_snap = Instant::now();
                         self.publish();
@@ -361,6 +436,11 @@ impl Node {
                         self.store_failing_since.get_or_insert_with(Instant::now);
                     }
                     let cmds = self.core.on_store_report(now_ms(), report);
+                    self.execute(cmds).await;
+                }
+                Some((call, answer, lease)) = takeover_rx.recv() => {
+                    self.keep_lease(lease);
+                    let cmds = self.core.on_storage_answer(now_ms(), call, answer);
                     self.execute(cmds).await;
                 }
                 Some(req) = admin_rx.recv() => self.on_admin(req).await,
@@ -429,45 +509,25 @@ impl Node {
         Visibility::compute(&self.genesis, self.core.identity(), peers)
     }
 
-    /// Reclaims a pending identity once [`visibility::may_reclaim`] allows it: the cluster
-    /// visible in gossip, and caught up with it (or still behind after
-    /// [`RECLAIM_CATCH_UP_LIMIT`] of a visible cluster). Logs why it waits, at a bounded rate.
-    async fn maybe_reclaim(&mut self) {
-        let Some((_, since)) = &self.pending_reclaim else {
+    /// While a reclaim waits, opens the core's gate only when [`visibility::may_reclaim`]
+    /// sees enough of the cluster in gossip (the core itself waits for catch-up, or
+    /// [`RECLAIM_CATCH_UP_LIMIT`]). Logs why it waits, at a bounded rate.
+    fn gate_reclaim(&mut self) {
+        if !self.core.reclaim_pending() {
             return;
-        };
-        let timed_out = since.elapsed() > RECLAIM_CATCH_UP_LIMIT;
-        let caught_up = self.core.caught_up(now_ms());
+        }
         let vis = self.visibility();
-        match visibility::may_reclaim(&vis, self.reclaim_min_visible_stake, caught_up || timed_out)
-        {
-            Ok(()) => {}
+        let open = match visibility::may_reclaim(&vis, self.reclaim_min_visible_stake, true) {
+            Ok(()) => true,
             Err(wait) => {
-                if matches!(wait, visibility::ReclaimWait::ClusterNotVisible { .. })
-                    && self.warn_limited("reclaim")
-                {
+                if self.warn_limited("reclaim") {
                     tracing::warn!(entrypoints = ?self.entrypoints, advertised = %self.gossip_addr,
                         "not reclaiming the identity: {wait}");
                 }
-                return;
+                false
             }
-        }
-        let (kp, _) = self.pending_reclaim.take().expect("checked above");
-        if !caught_up {
-            tracing::warn!(
-                "not caught up after {} s; reclaiming the identity anyway",
-                RECLAIM_CATCH_UP_LIMIT.as_secs()
-            );
-        }
-        tracing::info!(
-            visible_stake_percent = vis.percent(),
-            peers = vis.peers,
-            "reclaiming the identity: the cluster is visible and this node has caught up"
-        );
-        if let Err(e) = self.take_identity(kp.clone(), false, "reclaim").await {
-            tracing::warn!(error = %e, "reclaiming the identity failed; retrying");
-            self.pending_reclaim = Some((kp, Instant::now()));
-        }
+        };
+        self.core.set_reclaim_gate(open);
     }
 
     /// Votes the tower rules keep back: counters by rule, the slot waited for, and a
@@ -571,91 +631,102 @@ impl Node {
         }
     }
 
-    /// Acquire the lock, then load the tower (loading after acquiring guarantees it is
-    /// the newest any earlier holder could have stored), then switch the core.
-    async fn take_identity(
-        &mut self,
-        keypair: Keypair,
-        require_tower: bool,
-        reason: &str,
-    ) -> Result<SetIdentityOutcome, AdminError> {
-        let id = keypair.pubkey();
-        let storage_name = self.storage.describe();
-        let unavailable = |e: StorageError| match e {
-            StorageError::Tower(t) => AdminError::TowerInvalid {
-                identity: id,
-                reason: t.to_string(),
-            },
-            other => AdminError::StorageUnavailable {
-                reason: other.to_string(),
-            },
-        };
-        // Check first, so a refused set-identity does not take the lock from the primary.
-        self.core
-            .can_vote_as(&keypair)
-            .map_err(|e| AdminError::LockNotAcquired {
-                identity: id,
-                reason: format!("not taking the lock: {e}"),
-            })?;
-        let before = self.storage.load(&id).await.map_err(unavailable)?;
-        match &before {
-            None if require_tower => {
-                return Err(AdminError::TowerRequired {
-                    identity: id,
-                    storage: storage_name,
-                })
+    /// A takeover event: log it, answer the waiting set-identity, and on a switch install
+    /// the lease and the gossip identity (before the switch's store runs).
+    fn on_takeover(&mut self, ev: TakeoverEvent) {
+        match ev {
+            TakeoverEvent::Started {
+                reason,
+                identity,
+                caught_up,
+                ..
+            } => {
+                if reason == TakeoverReason::Reclaim {
+                    if !caught_up {
+                        tracing::warn!(
+                            "not caught up after {} s; reclaiming the identity anyway",
+                            RECLAIM_CATCH_UP_LIMIT.as_secs()
+                        );
+                    }
+                    let vis = self.visibility();
+                    tracing::info!(identity = %identity, visible_stake_percent = vis.percent(), peers = vis.peers,
+                        "reclaiming the identity: the cluster is visible and this node has caught up");
+                }
             }
-            Some(saved) => {
-                saved.verify(&id).map_err(|e| AdminError::TowerInvalid {
-                    identity: id,
-                    reason: e.to_string(),
-                })?;
+            TakeoverEvent::Switched(sw) => self.on_switched(sw),
+            TakeoverEvent::Failed {
+                id,
+                reason,
+                identity,
+                error,
+                lock,
+            } => {
+                let lock_note = match lock {
+                    LockAfterFailure::NotTaken => "the lock was not taken",
+                    LockAfterFailure::Resolving => {
+                        "checking the lock holder: will finish the switch or give the lock up"
+                    }
+                    LockAfterFailure::Releasing => "giving the lock up (fenced release)",
+                };
+                tracing::warn!(identity = %identity, reason = reason.as_str(), error = %error,
+                    "{} failed: {error}; {lock_note}", reason.as_str());
+                if lock == LockAfterFailure::Releasing {
+                    self.metrics.set_lock_state(LockStateKind::NotHeld);
+                }
+                let e = admin_error(identity, &self.storage.describe(), error);
+                self.reply_admin(id, Err(e));
             }
-            None => {}
-        }
-        let lease = self
-            .storage
-            .acquire(&id, LockOwner::new(id, &self.instance_id, reason))
-            .await
-            .map_err(|e| AdminError::LockNotAcquired {
-                identity: id,
-                // An acquire whose answer was lost may still have been applied, or be
-                // applied when storage answers again: the primary then stops at its next
-                // store while this node has not switched. Say so, so it gets retried.
-                reason: if e.is_transient() {
-                    format!(
-                        "{e}; the request may still reach storage and stop the primary: \
-                         run set-identity again once storage answers"
-                    )
+            TakeoverEvent::Released {
+                identity,
+                revision,
+                detail,
+                already_gone,
+                ..
+            } => {
+                self.takeover_leases.remove(&revision);
+                if already_gone {
+                    tracing::warn!(identity = %identity, revision,
+                        "the takeover did not finish ({detail}); the lock had already been taken by another instance");
                 } else {
-                    e.to_string()
-                },
-            })?;
-        let tower = self.storage.load(&id).await.map_err(unavailable)?;
-        let tower_loaded = tower.is_some();
-        let previous = self.core.identity();
-        let fence = Fence {
-            identity: id,
-            revision: lease.revision(),
+                    tracing::warn!(identity = %identity, revision,
+                        "the takeover did not finish ({detail}); released the tower lock (see `huione-tower history`)");
+                }
+            }
+            TakeoverEvent::Finished {
+                identity,
+                revision,
+                recorded,
+                ..
+            } => match recorded {
+                Ok(()) => tracing::info!(identity = %identity, revision,
+                    "takeover finished: recorded in the lock history"),
+                Err(e) => tracing::warn!(identity = %identity, revision, error = %e,
+                    "takeover finished, but the lock history could not record it"),
+            },
+        }
+    }
+
+    fn on_switched(&mut self, sw: Switched) {
+        let Some(lease) = self.takeover_leases.remove(&sw.revision) else {
+            // The core switched under a revision this driver never got a lease for: its
+            // first store will report the lock lost.
+            tracing::error!(
+                revision = sw.revision,
+                "switched without a lease for the revision"
+            );
+            return;
         };
-        let change = IdentityChange {
-            keypair: keypair.clone(),
-            tower,
-            fence,
-        };
-        let cmds = self
-            .core
-            .set_identity(now_ms(), change)
-            .map_err(|e| AdminError::Internal {
-                message: e.to_string(),
-            })?;
-        tracing::info!(identity = %id, previous = %previous, revision = lease.revision(), reason,
-            "took the identity: votes as {id} under tower lock revision {}", lease.revision());
-        self.metrics.set_identity(id);
+        tracing::info!(identity = %sw.identity, previous = %sw.previous, revision = sw.revision,
+            reason = sw.reason.as_str(), adopted = sw.adopted,
+            "took the identity: votes as {} under tower lock revision {}{}", sw.identity, sw.revision,
+            if sw.adopted { " (the acquire's answer was lost; found it in the lock key and finished the switch)" } else { "" });
+        self.metrics.set_identity(sw.identity);
         self.metrics.set_lock_state(LockStateKind::Held);
-        self.metrics.tower_lock_revision.set(lease.revision());
+        self.metrics.tower_lock_revision.set(sw.revision);
         self.metrics.primary.set(1);
-        self.lease = Some(lease.clone());
+        self.lease = Some(lease);
+        self.takeover_leases.clear();
+        let keypair = self.core.identity_keypair().clone();
         if let Err(e) = self.net.set_identity(
             &keypair,
             InstanceId {
@@ -665,14 +736,59 @@ impl Node {
         ) {
             tracing::warn!(error = %e, "could not update the gossip identity");
         }
-        self.execute(cmds).await;
-        Ok(SetIdentityOutcome {
-            previous_identity: previous,
-            identity: id,
-            tower_loaded,
-            tower_root: self.core.tower().and_then(|t| t.root()),
-            lock_revision: Some(lease.revision()),
-        })
+        let outcome = SetIdentityOutcome {
+            previous_identity: sw.previous,
+            identity: sw.identity,
+            tower_loaded: sw.tower_loaded,
+            tower_root: sw.tower_root,
+            lock_revision: Some(sw.revision),
+        };
+        self.reply_admin(sw.id, Ok(outcome));
+        // RPC (getIdentity) shows the new identity at once, not at the next snapshot.
+        self.publish();
+    }
+
+    fn reply_admin(&mut self, id: u64, r: Result<SetIdentityOutcome, AdminError>) {
+        if self.admin_waiting.as_ref().is_some_and(|(w, _)| *w == id) {
+            let (_, reply) = self.admin_waiting.take().expect("checked above");
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Runs one takeover storage call in the background; the answer (and a lease the
+    /// call produced) goes back to the loop.
+    fn storage_call(&mut self, call: StorageCall) {
+        let storage = self.storage.clone();
+        let instance_id = self.instance_id.clone();
+        let tx = self.takeover_tx.clone();
+        let lease = self.lease_for(&call.op);
+        tokio::spawn(async move {
+            let (answer, lease) = run_storage_call(&storage, &instance_id, call.op, lease).await;
+            let _ = tx.send((call.call, answer, lease)).await;
+        });
+    }
+
+    /// The lease a release or "finished" record is fenced by.
+    fn lease_for(&self, op: &StorageOp) -> Option<Lease> {
+        let fence = match op {
+            StorageOp::Release { fence, .. } | StorageOp::RecordFinished { fence, .. } => fence,
+            _ => return None,
+        };
+        self.lease
+            .iter()
+            .chain(self.takeover_leases.values())
+            .find(|l| l.identity() == fence.identity && l.revision() == fence.revision)
+            .cloned()
+    }
+
+    /// Keeps a lease a takeover call produced, for the switch (bounded).
+    fn keep_lease(&mut self, lease: Option<Lease>) {
+        if let Some(l) = lease {
+            self.takeover_leases.insert(l.revision(), l);
+            while self.takeover_leases.len() > MAX_TAKEOVER_LEASES {
+                self.takeover_leases.pop_first();
+            }
+        }
     }
 
     /// Appends the audit records of the batch's votes and blocks and makes them durable
@@ -778,6 +894,8 @@ impl Node {
                     let _ = self.net.broadcast_announcement(&a).await;
                 }
                 Command::Exit(reason) => self.on_exit(reason),
+                Command::Storage(call) => self.storage_call(call),
+                Command::Takeover(ev) => self.on_takeover(ev),
             }
         }
     }
@@ -820,12 +938,14 @@ impl Node {
                     }
                     report
                 }
-                Err(e) if e.is_lock_lost() => ticket.failed(StoreFailure::LockLost(e.to_string())),
                 Err(e) => {
-                    watch.store_failed(e.to_string());
-                    metrics.votes_withheld.inc();
-                    tracing::warn!(error = %e, "tower store failed; vote withheld, will retry");
-                    ticket.failed(StoreFailure::Unavailable(e.to_string()))
+                    let failure = StoreFailure::from(problem(&e));
+                    if let StoreFailure::Unavailable(_) = failure {
+                        watch.store_failed(e.to_string());
+                        metrics.votes_withheld.inc();
+                        tracing::warn!(error = %e, "tower store failed; vote withheld, will retry");
+                    }
+                    ticket.failed(failure)
                 }
             };
             let _ = tx.send(report).await;
@@ -908,13 +1028,35 @@ impl Node {
                 require_tower,
                 reply,
             } => {
-                let r = self
-                    .take_identity(keypair, require_tower, "set-identity")
-                    .await;
-                if let Err(e) = &r {
-                    tracing::warn!(error = %e, "set-identity failed");
+                let identity = keypair.pubkey();
+                let req = TakeoverRequest {
+                    keypair,
+                    require_tower,
+                    reason: TakeoverReason::SetIdentity,
+                };
+                match self.core.begin_takeover(req) {
+                    Ok((id, cmds)) => {
+                        if let Some((_, earlier)) = self.admin_waiting.replace((id, reply)) {
+                            let _ = earlier.send(Err(AdminError::Busy {
+                                reason: "superseded by a later set-identity".into(),
+                            }));
+                        }
+                        self.execute(cmds).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "set-identity failed");
+                        let e = match e {
+                            CoreError::TakeoverInProgress(_) => AdminError::Busy {
+                                reason: e.to_string(),
+                            },
+                            e => AdminError::LockNotAcquired {
+                                identity,
+                                reason: format!("not taking the lock: {e}"),
+                            },
+                        };
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                let _ = reply.send(r);
             }
             AdminRequest::AddVoter(keypair, reply) => {
                 tracing::info!(voter = %keypair.pubkey(), "authorized voter added (used from the next set-identity)");
@@ -1190,5 +1332,111 @@ fn lock_ledger(ledger: &Path) -> anyhow::Result<std::fs::File> {
             "another huione-validator is running with --ledger {}; stop it first or use another ledger directory",
             ledger.display()
         ),
+    }
+}
+
+/// A storage error as the core sees it: the one mapping, for stores and takeovers.
+fn problem(e: &StorageError) -> StorageProblem {
+    match e {
+        StorageError::LockLost(_) => StorageProblem::LockLost(e.to_string()),
+        StorageError::Tower(_) => StorageProblem::BadTower(e.to_string()),
+        e if e.is_transient() => StorageProblem::Unavailable(e.to_string()),
+        e => StorageProblem::Refused(e.to_string()),
+    }
+}
+
+/// Runs one takeover storage call. Returns the answer and the lease it produced: an
+/// acquire's, or this instance's own acquire found in the lock key (adopted). `lease` is
+/// the one a release or "finished" record is fenced by.
+async fn run_storage_call(
+    storage: &AnyTowerStorage,
+    instance_id: &str,
+    op: StorageOp,
+    lease: Option<Lease>,
+) -> (StorageAnswer, Option<Lease>) {
+    let no_lease = |fence: &huione_core::Fence| {
+        StorageProblem::LockLost(format!(
+            "no lease for {} at revision {}",
+            fence.identity, fence.revision
+        ))
+    };
+    match op {
+        StorageOp::LoadTower { identity } => {
+            let r = storage.load(&identity).await.map_err(|e| problem(&e));
+            (StorageAnswer::Tower(r), None)
+        }
+        StorageOp::Acquire {
+            identity,
+            reason,
+            sent_ms,
+        } => {
+            let owner = LockOwner {
+                acquired_at_ms: sent_ms,
+                ..LockOwner::new(identity, instance_id, reason.as_str())
+            };
+            match storage.acquire(&identity, owner).await {
+                Ok(l) => (StorageAnswer::Acquired(Ok(l.revision())), Some(l)),
+                Err(e) => (StorageAnswer::Acquired(Err(problem(&e))), None),
+            }
+        }
+        StorageOp::LockHolder { identity } => match storage.lock_holder(&identity).await {
+            Ok(record) => {
+                let lease = record
+                    .as_ref()
+                    .filter(|r| r.owner.instance_id == instance_id)
+                    .and_then(Lease::adopt);
+                let holder = record.map(|r| LockHolder {
+                    held: r.is_held(),
+                    instance_id: r.owner.instance_id,
+                    acquired_at_ms: r.owner.acquired_at_ms,
+                    revision: r.revision,
+                });
+                (StorageAnswer::Holder(Ok(holder)), lease)
+            }
+            Err(e) => (StorageAnswer::Holder(Err(problem(&e))), None),
+        },
+        StorageOp::Release { fence, reason } => {
+            let r = match &lease {
+                Some(l) => storage
+                    .release(l, &reason)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| problem(&e)),
+                None => Err(no_lease(&fence)),
+            };
+            (StorageAnswer::Released(r), None)
+        }
+        StorageOp::RecordFinished { fence, reason } => {
+            let r = match &lease {
+                Some(l) => storage
+                    .record_finished(l, &reason)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| problem(&e)),
+                None => Err(no_lease(&fence)),
+            };
+            (StorageAnswer::Recorded(r), None)
+        }
+    }
+}
+
+/// What `set-identity` answers for a takeover that did not switch.
+fn admin_error(identity: Pubkey, storage: &str, e: TakeoverError) -> AdminError {
+    match e {
+        TakeoverError::Refused(_)
+        | TakeoverError::AcquireRefused(_)
+        | TakeoverError::AcquireUnanswered(_) => AdminError::LockNotAcquired {
+            identity,
+            reason: e.to_string(),
+        },
+        TakeoverError::TowerRequired(_) => AdminError::TowerRequired {
+            identity,
+            storage: storage.to_string(),
+        },
+        TakeoverError::TowerInvalid(reason) => AdminError::TowerInvalid { identity, reason },
+        TakeoverError::StorageUnavailable(reason) => AdminError::StorageUnavailable { reason },
+        TakeoverError::Switch(e) => AdminError::Internal {
+            message: e.to_string(),
+        },
     }
 }

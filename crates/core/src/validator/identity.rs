@@ -24,11 +24,24 @@ pub struct IdentityChange {
 impl Core {
     /// Starts voting as `change.keypair` under `change.fence`. The stored tower is
     /// verified first; a bad one is an error and nothing changes.
+    ///
+    /// This is the last step of a takeover ([`Core::begin_takeover`]), which drivers use;
+    /// calling it directly skips the checks before the acquire.
     pub fn set_identity(
         &mut self,
         now_ms: u64,
         change: IdentityChange,
     ) -> Result<Vec<Command>, CoreError> {
+        self.switch_identity(now_ms, change)?;
+        Ok(self.take_outbox())
+    }
+
+    /// [`Core::set_identity`], leaving its commands in the outbox.
+    pub(super) fn switch_identity(
+        &mut self,
+        now_ms: u64,
+        change: IdentityChange,
+    ) -> Result<(), CoreError> {
         self.refuse_if_leaving()?;
         let id = change.keypair.pubkey();
         if change.fence.identity != id {
@@ -62,11 +75,12 @@ impl Core {
             first_new_vote: None,
             vote_landed,
             outage_since_ms: None,
+            finish_mark: None,
         }));
         self.announce(now_ms);
         // Store at once: it proves the lock works and starts the leader claim.
         self.issue_store(now_ms, None);
-        Ok(self.take_outbox())
+        Ok(())
     }
 
     /// The slot we lead only above after taking an identity.

@@ -7,6 +7,7 @@
 mod identity;
 mod leader;
 mod replay;
+mod takeover;
 mod voting;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,10 @@ use crate::genesis::{Genesis, ScheduleCache};
 use crate::hash::{sig_hex, Hash};
 
 pub use identity::IdentityChange;
+pub use takeover::{
+    LockAfterFailure, LockHolder, StorageAnswer, StorageCall, StorageOp, StorageProblem, Switched,
+    TakeoverError, TakeoverEvent, TakeoverReason, TakeoverRequest,
+};
 pub use voting::{VoteWithheld, WithheldRule};
 
 /// Opaque peer address, assigned by the driver (used to answer repair requests).
@@ -101,6 +106,13 @@ pub struct CoreConfig {
     pub produce_delay_ms: u64,
     /// Minimum gap between two repair requests for the same slot.
     pub repair_retry_ms: u64,
+    /// Delay before a takeover retries a storage call that failed transiently.
+    pub takeover_retry_ms: u64,
+    /// A takeover holding the lock gives it up when the tower cannot be loaded for this
+    /// long after the acquire (monotonic).
+    pub takeover_finish_ms: u64,
+    /// A restarted primary reclaims after this long even if it has not caught up.
+    pub reclaim_catch_up_limit_ms: u64,
     #[cfg(feature = "planted-bugs")]
     #[doc(hidden)]
     pub planted_bug: Option<PlantedBug>,
@@ -127,6 +139,9 @@ impl CoreConfig {
             announce_interval_ms: slot_ms * 4,
             produce_delay_ms: slot_ms / 4,
             repair_retry_ms: (slot_ms / 2).max(1),
+            takeover_retry_ms: (slot_ms / 4).clamp(1, 200),
+            takeover_finish_ms: 5_000,
+            reclaim_catch_up_limit_ms: 60_000,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -188,6 +203,13 @@ pub enum Command {
     Announce(InstanceAnnouncement),
     /// Stop the process. The core has already stopped voting and producing.
     Exit(ExitReason),
+    /// Run this tower-storage call for a takeover and answer with
+    /// [`Core::on_storage_answer`].
+    Storage(StorageCall),
+    /// How a takeover goes: log it, and answer whoever asked (by takeover id). A
+    /// `Switched` comes before the switch's own commands: install the lease for its
+    /// revision and the new gossip identity first.
+    Takeover(TakeoverEvent),
 }
 
 /// Why the core stopped.
@@ -225,6 +247,8 @@ pub enum CoreError {
     NoAuthorizedVoter(Pubkey),
     #[error("the core has exited ({0}); restart the process")]
     Halted(ExitReason),
+    #[error("a takeover of {0} is in progress; retry when it has finished")]
+    TakeoverInProgress(Pubkey),
 }
 
 /// Signed "identity X is run by instance I, which took it under lock revision R at T".
@@ -378,6 +402,8 @@ struct Voter {
     first_new_vote: Option<Slot>,
     vote_landed: bool,
     outage_since_ms: Option<u64>,
+    /// Set by a takeover: record "finished" after the first confirmed store.
+    finish_mark: Option<takeover::FinishMark>,
 }
 
 /// A node that lost its identity (lock lost, or a newer instance announced itself) but
@@ -431,6 +457,15 @@ pub struct Core {
     /// steps between ticks, each clamped to `0..=MAX_TICK_STEP_MS`. Only slot timing
     /// follows the wall clock.
     mono_ms: u64,
+    /// The identity takeover in progress (at most one).
+    takeover: Option<Box<takeover::Takeover>>,
+    next_takeover_id: u64,
+    next_storage_call: u64,
+    last_acquire_tag: u64,
+    /// "Finished" records in flight: (storage call, takeover id, fence).
+    finishing: Vec<(u64, u64, Fence)>,
+    pending_reclaim: Option<takeover::PendingReclaim>,
+    reclaim_gate: bool,
 }
 
 impl std::fmt::Debug for Core {
@@ -485,6 +520,13 @@ impl Core {
             clock_samples: Default::default(),
             last_tick_ms: None,
             mono_ms: 0,
+            takeover: None,
+            next_takeover_id: 0,
+            next_storage_call: 0,
+            last_acquire_tag: 0,
+            finishing: Vec::new(),
+            pending_reclaim: None,
+            reclaim_gate: true,
         };
         core.restore_blocks(blocks, now_ms);
         core
@@ -510,6 +552,10 @@ impl Core {
     }
     pub fn identity(&self) -> Pubkey {
         self.identity.pubkey()
+    }
+    /// The keypair of the identity the core runs (for the driver's gossip identity).
+    pub fn identity_keypair(&self) -> &Keypair {
+        &self.identity
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -751,6 +797,7 @@ impl Core {
             return self.take_outbox();
         }
         self.retry_store(now_ms);
+        self.drive_takeover(now_ms);
         self.renew_leader_claim(now_ms);
         self.after_change(now_ms);
         self.maybe_produce(now_ms);
@@ -760,5 +807,7 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod takeover_tests;
 #[cfg(test)]
 mod tests;

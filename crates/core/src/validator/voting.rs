@@ -307,6 +307,12 @@ impl Core {
             Err(StoreFailure::Unavailable(_) | StoreFailure::BadReceipt(_)) => {
                 self.store_unavailable(issued_ms, vote)
             }
+            // This process is taking the identity again (it acquired the lock anew): not
+            // a lost lock; retried until the switch replaces this voter, or fenced out for
+            // good if that takeover gives the lock up.
+            Err(StoreFailure::LockLost(_)) if self.store_superseded(&report.fence) => {
+                self.store_unavailable(issued_ms, vote)
+            }
             Err(StoreFailure::LockLost(detail)) => {
                 self.step_down(now_ms, ExitReason::LockLost(detail))
             }
@@ -322,6 +328,7 @@ impl Core {
             v.claim = Some(v.claim.map_or(claim, |c| c.max(claim)));
         }
         v.outage_since_ms = None;
+        self.record_finished();
         if let Some(vote) = vote {
             self.stats.votes_sent += 1;
             // Our own blocks carry our votes too, as Solana's leaders do: a lone
