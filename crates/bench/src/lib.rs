@@ -1,8 +1,9 @@
-//! Benchmark helpers: latency summaries printed by the bench binaries.
+//! Benchmark helpers: latency summaries printed by the bench binaries, and calls to the
+//! nodes under test.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
+
+use huione_rpc::client::{blocking::RpcClient, Endpoint};
 
 /// p50/p99/max of a set of samples.
 #[derive(Clone, Copy, Debug)]
@@ -49,24 +50,18 @@ pub fn header() {
     );
 }
 
-/// GET `path` from `127.0.0.1:port`; the body.
+/// GET `path` from `127.0.0.1:port` (`huione_rpc::client`, 3 s); the body of a 200 answer.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    http(port, "GET", path, "")
+    client(port).get_text(path).ok()
 }
 
-/// One HTTP/1.1 request to `127.0.0.1:port` (3 s read timeout); the body.
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+/// One JSON-RPC call to `127.0.0.1:port` (`huione_rpc::client`, 3 s); its `result`.
+pub fn rpc(port: u16, method: &str, params: serde_json::Value) -> Option<serde_json::Value> {
+    client(port).call(method, params).ok()
+}
+
+fn client(port: u16) -> RpcClient {
+    RpcClient::new(Endpoint::local(port)).with_timeout(Duration::from_secs(3))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Cluster tooling: genesis creation and the pieces of `huione-local-cluster` that need no
 //! processes — its configuration and validation, the node plan and each node's command
-//! line, the `cluster.json` manifest, port picking, status lines, and a minimal JSON-RPC
-//! client. The binaries in `src/bin` are thin drivers around these.
+//! line, the `cluster.json` manifest, port picking and status lines (nodes are called
+//! through `huione_rpc::client`). The binaries in `src/bin` are thin drivers around these.
 //!
 //! ```no_run
 //! use huione_cluster::genesis::{build_genesis, parse_validator_spec, write_genesis, GenesisParams};
@@ -16,5 +16,4 @@ pub mod genesis;
 pub mod manifest;
 pub mod plan;
 pub mod ports;
-pub mod rpc_client;
 pub mod status;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{all_pids, assert_all_gone, Launcher, LAUNCHER};
 use huione_cluster::manifest::{ClusterManifest, ClusterState};
 use huione_cluster::plan::Role;
-use huione_cluster::rpc_client::RpcClient;
+use huione_rpc::client::blocking::RpcClient;
 
 fn validator_bin() -> PathBuf {
     let bin = std::path::Path::new(LAUNCHER).with_file_name("huione-validator");
@@ -39,7 +39,7 @@ fn finalized(m: &ClusterManifest) -> Vec<Option<u64>> {
         .iter()
         .map(|n| {
             let addr: SocketAddr = n.rpc_url.trim_start_matches("http://").parse().unwrap();
-            RpcClient::new(addr, Duration::from_secs(1))
+            RpcClient::at(addr, Duration::from_secs(1))
                 .get_slot("finalized")
                 .ok()
         })
@@ -117,7 +117,7 @@ fn three_validators_with_etcd_finalize_slots_and_stop_cleanly() {
     // The identity each node reports is the one in cluster.json.
     for n in &m.nodes {
         let addr: SocketAddr = n.rpc_url.trim_start_matches("http://").parse().unwrap();
-        let id = RpcClient::new(addr, Duration::from_secs(2))
+        let id = RpcClient::at(addr, Duration::from_secs(2))
             .call("getIdentity", serde_json::json!([]))
             .unwrap();
         assert_eq!(id["identity"], n.identity.to_string(), "{}", n.name);

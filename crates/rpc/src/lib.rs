@@ -13,7 +13,8 @@
 //!
 //! Module map: [`snapshot`] (the data), [`jsonrpc`] (envelopes), [`methods`] (Solana's
 //! methods as pure functions of a snapshot), [`block`] (getBlock shapes), [`http`] (the
-//! server and its limits), [`metrics`] (registry + text format), [`admin`] (the socket).
+//! server and its limits), [`client`] (the one HTTP/JSON-RPC client every crate uses
+//! to call a node), [`metrics`] (registry + text format), [`admin`] (the socket).
 //!
 //! Invariants: no process-wide state (metrics and config are values); every input size,
 //! connection count and wait is bounded; a malformed request is answered or dropped and
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod block;
+pub mod client;
 pub mod http;
 pub mod jsonrpc;
 pub mod methods;

@@ -16,14 +16,14 @@
 //! assert!(rooted.is_some(), "{}", c.logs());
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use huione_core::{Genesis, GenesisValidator};
 use huione_keys::Keypair;
+use huione_rpc::client::{blocking::RpcClient, Endpoint};
 use serde_json::{json, Value};
 
 /// A 127.0.0.1 port free for both UDP and TCP a moment ago (gossip and RPC share numbers).
@@ -117,20 +117,23 @@ impl Drop for Node {
     }
 }
 
-/// One JSON-RPC call over HTTP/1.1 on 127.0.0.1.
+/// How long a test's call to a node may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One JSON-RPC call to 127.0.0.1:`port` (`huione_rpc::client`); the whole reply object
+/// (`result` or `error`), `None` if there was no JSON-RPC answer.
 pub fn rpc(port: u16, method: &str, params: Value) -> Option<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let body = resp.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str(body).ok()
+    client(port).call_raw(method, params).ok()
+}
+
+/// `GET path` on 127.0.0.1:`port` (`/metrics`, Prometheus's API, ...); the body of a 200
+/// answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    client(port).get_text(path).ok()
+}
+
+fn client(port: u16) -> RpcClient {
+    RpcClient::new(Endpoint::local(port)).with_timeout(CALL_TIMEOUT)
 }
 
 /// `n` staked validators sharing a genesis in a temp dir (removed on drop).
@@ -303,6 +306,7 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]

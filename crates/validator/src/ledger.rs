@@ -294,43 +294,26 @@ fn import_block_files(dir: &Path, store: &mut BlockStore) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Fetches a peer's snapshot of its root (`GET /ledger-snapshot` on its JSON-RPC port).
+/// Fetches a peer's snapshot of its root (`GET /ledger-snapshot` on its JSON-RPC port,
+/// through `huione_rpc::client`; at most 64 MiB, 30 s).
 pub fn fetch_snapshot(addr: &str) -> anyhow::Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    const MAX: u64 = 64 << 20;
-    let timeout = std::time::Duration::from_secs(10);
-    let sock = addr
-        .to_socket_addrs()
-        .with_context(|| format!("--snapshot-from {addr}: not a HOST:PORT"))?
-        .next()
-        .with_context(|| format!("--snapshot-from {addr}: no address"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout)
-        .with_context(|| format!("cannot connect to --snapshot-from {addr} (its JSON-RPC port)"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET /ledger-snapshot HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = Vec::new();
-    s.take(MAX)
-        .read_to_end(&mut resp)
-        .with_context(|| format!("cannot read the snapshot from {addr}"))?;
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("{addr} did not answer with HTTP"))?;
-    let head = String::from_utf8_lossy(&resp[..split]);
-    let status = head.lines().next().unwrap_or_default();
-    let body = resp[split + 4..].to_vec();
-    if !status.contains(" 200 ") {
-        anyhow::bail!(
-            "{addr} has no snapshot to give ({status}: {})",
-            String::from_utf8_lossy(&body).trim()
-        );
+    use huione_rpc::client::{blocking::RpcClient, ClientError, Endpoint};
+    const MAX: usize = 64 << 20;
+    let endpoint = Endpoint::parse(addr)
+        .map_err(|e| anyhow::anyhow!("--snapshot-from {addr}: not a HOST:PORT ({e})"))?;
+    let client = RpcClient::new(endpoint)
+        .with_timeout(std::time::Duration::from_secs(30))
+        .with_max_response_bytes(MAX);
+    match client.get("/ledger-snapshot") {
+        Ok(body) => Ok(body.to_vec()),
+        Err(ClientError::Status { status, body, .. }) => {
+            anyhow::bail!("{addr} has no snapshot to give (HTTP {status}: {body})")
+        }
+        Err(e @ ClientError::Unreachable { .. }) => Err(anyhow::anyhow!(e).context(format!(
+            "cannot connect to --snapshot-from {addr} (its JSON-RPC port)"
+        ))),
+        Err(e) => Err(anyhow::anyhow!(e).context(format!("cannot read the snapshot from {addr}"))),
     }
-    Ok(body)
 }
 
 /// Reads a ledger's genesis (`<ledger>/genesis.json`).

@@ -139,20 +139,6 @@ fn garbage_packets_and_bad_blocks_are_dropped_counted_and_harmless() {
     );
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
 /// One validator alone: `getClusterNodes` lists the answering node itself (as Agave's
 /// does), and the tower lock's owner record carries the process's one instance id, the
 /// same one its `audit.jsonl` records (and gossip announces), across every acquire.

@@ -11,7 +11,7 @@ use huione_keys::{Keypair, Pubkey};
 use crate::action::ActionConfig;
 use crate::decision::Settings;
 use crate::observe::Targets;
-use crate::rpc_client::RpcEndpoint;
+use huione_rpc::client::Endpoint;
 
 /// The shortest `--max-peer-silence-ms` accepted: a little more than gossip's push interval.
 pub const MIN_PEER_SILENCE_MS: u64 = 600;
@@ -154,7 +154,7 @@ fn bad(flag: &'static str, value: impl ToString, reason: impl ToString) -> Confi
 
 impl Args {
     pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let endpoint = |flag, url: &str| RpcEndpoint::parse(url).map_err(|e| bad(flag, url, e));
+        let endpoint = |flag, url: &str| Endpoint::parse(url).map_err(|e| bad(flag, url, e));
         let primary_rpc = endpoint("primary-rpc", &self.primary_rpc)?;
         let standby_rpc = self
             .standby_rpc

@@ -10,8 +10,7 @@
 //! ```
 //!
 //! Module map: [`decision`] (the pure state machine: thresholds, hysteresis, cooldown),
-//! [`observe`] (probes and reading their answers), [`rpc_client`] (bounded JSON-RPC over
-//! HTTP), [`action`] (hooks, set-identity, audit record), [`metrics`] (Prometheus),
+//! [`observe`] (probes and reading their answers, over `huione_rpc::client`), [`action`] (hooks, set-identity, audit record), [`metrics`] (Prometheus),
 //! [`config`] (flags → plain config), [`run`] (the driver loop).
 //!
 //! Invariants: the decision logic has no I/O and no clock; every probe, hook and admin
@@ -23,5 +22,4 @@ pub mod config;
 pub mod decision;
 pub mod metrics;
 pub mod observe;
-pub mod rpc_client;
 pub mod run;

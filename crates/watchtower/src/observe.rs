@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::decision::{Observation, PrimaryRpc, StandbyView, VoteView};
-use crate::rpc_client::{batch, ProbeError, RpcEndpoint};
+use huione_rpc::client::{ClientError, Endpoint, RpcClient};
 
 /// Solana's "node is unhealthy" JSON-RPC error code (getHealth when behind).
 pub const NODE_UNHEALTHY: i64 = -32005;
@@ -15,10 +15,10 @@ pub const NODE_UNHEALTHY: i64 = -32005;
 /// Whom to probe, and what identifies the primary.
 #[derive(Clone, Debug)]
 pub struct Targets {
-    pub primary_rpc: RpcEndpoint,
+    pub primary_rpc: Endpoint,
     /// None until known (asked from the standby's admin socket when not given).
-    pub standby_rpc: Option<RpcEndpoint>,
-    pub cluster_rpcs: Vec<RpcEndpoint>,
+    pub standby_rpc: Option<Endpoint>,
+    pub cluster_rpcs: Vec<Endpoint>,
     pub primary_identity: String,
     /// The primary's vote account; found by node identity when not given.
     pub vote_account: Option<String>,
@@ -36,9 +36,9 @@ pub struct Unreachable {
     pub standby: Option<String>,
 }
 
-fn unreachable_reason(r: &Result<Vec<Value>, ProbeError>) -> Option<String> {
+fn unreachable_reason(r: &Result<Vec<Value>, ClientError>) -> Option<String> {
     match r {
-        Err(e @ (ProbeError::Unreachable { .. } | ProbeError::Timeout { .. })) => {
+        Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
             Some(e.to_string())
         }
         _ => None,
@@ -64,11 +64,11 @@ pub async fn check(t: &Targets) -> (Observation, Unreachable) {
         ("getVoteAccounts", processed()),
         ("getClusterNodes", json!([])),
     ];
-    let primary = batch(&t.primary_rpc, &primary_calls, t.timeout);
+    let primary = probe(&t.primary_rpc, &primary_calls, t.timeout);
     let standby = async {
         match &t.standby_rpc {
-            Some(ep) => batch(ep, &standby_calls, t.timeout).await,
-            None => Err(ProbeError::Unreachable {
+            Some(ep) => probe(ep, &standby_calls, t.timeout).await,
+            None => Err(ClientError::Unreachable {
                 addr: "the standby".into(),
                 reason: "its RPC address is not known yet (no --standby-rpc, and its admin \
                          socket has not answered)"
@@ -79,7 +79,7 @@ pub async fn check(t: &Targets) -> (Observation, Unreachable) {
     let cluster = join_all(
         t.cluster_rpcs
             .iter()
-            .map(|ep| batch(ep, &cluster_calls, t.timeout))
+            .map(|ep| probe(ep, &cluster_calls, t.timeout))
             .collect(),
     );
     let (primary, standby, cluster) = tokio::join!(primary, standby, cluster);
@@ -88,6 +88,18 @@ pub async fn check(t: &Targets) -> (Observation, Unreachable) {
         standby: unreachable_reason(&standby),
     };
     (build_observation(t, primary, standby, cluster), unreachable)
+}
+
+/// One JSON-RPC batch to `ep`, bounded by `timeout`.
+async fn probe(
+    ep: &Endpoint,
+    calls: &[(&str, Value)],
+    timeout: Duration,
+) -> Result<Vec<Value>, ClientError> {
+    RpcClient::new(ep.clone())
+        .with_timeout(timeout)
+        .batch(calls)
+        .await
 }
 
 /// Awaits all futures together (each is bounded by its own timeout).
@@ -117,9 +129,9 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 /// Assembles one observation from the three probes' answers (pure).
 pub fn build_observation(
     t: &Targets,
-    primary: Result<Vec<Value>, ProbeError>,
-    standby: Result<Vec<Value>, ProbeError>,
-    cluster: Vec<Result<Vec<Value>, ProbeError>>,
+    primary: Result<Vec<Value>, ClientError>,
+    standby: Result<Vec<Value>, ClientError>,
+    cluster: Vec<Result<Vec<Value>, ClientError>>,
 ) -> Observation {
     let (primary_rpc, primary_slot, primary_silence_ms) = match &primary {
         Ok(r) => (
@@ -127,11 +139,15 @@ pub fn build_observation(
             r[1].get("result").and_then(Value::as_u64),
             r.get(2).and_then(silence_from),
         ),
-        Err(ProbeError::Unreachable { reason, .. }) => {
+        Err(ClientError::Unreachable { reason, .. }) => {
             (PrimaryRpc::Unreachable(reason.clone()), None, None)
         }
-        Err(ProbeError::Timeout { .. }) => (PrimaryRpc::Timeout, None, None),
-        Err(e @ ProbeError::Protocol { .. }) => (PrimaryRpc::Error(e.to_string()), None, None),
+        Err(ClientError::Timeout { .. }) => (PrimaryRpc::Timeout, None, None),
+        Err(
+            e @ (ClientError::Status { .. }
+            | ClientError::Protocol { .. }
+            | ClientError::Rpc { .. }),
+        ) => (PrimaryRpc::Error(e.to_string()), None, None),
     };
     let mut vote_views = Vec::new();
     let mut gossip = Vec::new();
@@ -273,7 +289,7 @@ mod tests {
     use super::*;
 
     fn targets() -> Targets {
-        let ep = RpcEndpoint::parse("127.0.0.1:1").unwrap();
+        let ep = Endpoint::parse("127.0.0.1:1").unwrap();
         Targets {
             primary_rpc: ep.clone(),
             standby_rpc: Some(ep),
@@ -356,12 +372,12 @@ mod tests {
                 accounts(95, 100),
                 json!({"result": [{"pubkey": "P"}]}),
             ]),
-            Err(ProbeError::Timeout {
+            Err(ClientError::Timeout {
                 addr: "x".into(),
                 timeout_ms: 1,
             }),
         ];
-        let primary = Err(ProbeError::Timeout {
+        let primary = Err(ClientError::Timeout {
             addr: "x".into(),
             timeout_ms: 1,
         });
@@ -379,7 +395,7 @@ mod tests {
         assert_eq!(obs.gossip_present, Some(true));
 
         let primary = Ok(vec![json!({"result": "ok"}), json!({"result": 119})]);
-        let down = Err(ProbeError::Unreachable {
+        let down = Err(ClientError::Unreachable {
             addr: "x".into(),
             reason: "refused".into(),
         });

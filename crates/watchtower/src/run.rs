@@ -125,7 +125,7 @@ fn due(last: &mut Option<Instant>) -> bool {
 async fn standby_rpc_from_admin(
     cfg: &Config,
     warned: &mut Warned,
-) -> Option<crate::rpc_client::RpcEndpoint> {
+) -> Option<huione_rpc::client::Endpoint> {
     let ledger = &cfg.action.standby_ledger;
     let asked = async {
         let client = huione_rpc::AdminClient::connect(ledger)
@@ -136,7 +136,7 @@ async fn standby_rpc_from_admin(
         let rpc = info
             .rpc
             .ok_or_else(|| "the standby serves no RPC".to_string())?;
-        crate::rpc_client::RpcEndpoint::parse(&format!("http://{rpc}"))
+        huione_rpc::client::Endpoint::parse(&format!("http://{rpc}"))
     };
     match asked.await {
         Ok(ep) => {

@@ -32,8 +32,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -42,6 +41,7 @@ use std::time::Duration;
 use common::*;
 use huione_core::audit::{Auditor, VoteRecord};
 use huione_core::ScheduleCache;
+use huione_rpc::client::{blocking::RpcClient, Endpoint};
 use huione_testkit::netns::{HostForward, NetnsLink};
 use huione_testkit::EtcdCluster;
 use serde_json::{json, Value};
@@ -63,19 +63,12 @@ struct Setup {
     ns_ip: IpAddr,
 }
 
-/// One JSON-RPC call over HTTP/1.1 to `ip:port`, bounded by 1 s to connect and 3 s to read.
+/// One JSON-RPC call to `ip:port` (`huione_rpc::client`), bounded by 3 s; the whole reply.
 fn rpc_at(ip: IpAddr, port: u16, method: &str, params: Value) -> Option<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let mut s = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {ip}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    serde_json::from_str(resp.split("\r\n\r\n").nth(1)?).ok()
+    RpcClient::new(Endpoint::from_addr((ip, port).into()))
+        .with_timeout(Duration::from_secs(3))
+        .call_raw(method, params)
+        .ok()
 }
 
 /// Makes `node` bind `bind` and reach its entrypoint on `entry_ip` (same port).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use huione_bench::{http, http_get};
+use huione_bench::{http_get, rpc};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -150,10 +150,12 @@ fn clock_ticks_per_sec() -> f64 {
 
 fn finalized(n: &Value) -> Option<u64> {
     let port = n["rpc_port"].as_u64()? as u16;
-    let body =
-        r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#;
-    let resp = http(port, "POST", "/", body)?;
-    serde_json::from_str::<Value>(&resp).ok()?["result"].as_u64()
+    rpc(
+        port,
+        "getSlot",
+        serde_json::json!([{ "commitment": "finalized" }]),
+    )?
+    .as_u64()
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -523,11 +523,9 @@ fn last_vote(rpc_url: &str, vote_account: &str) -> Option<u64> {
         .trim_end_matches('/')
         .parse()
         .ok()?;
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "getVoteAccounts"});
-    let resp: serde_json::Value =
-        serde_json::from_str(&huione_bench::http(port, "POST", "/", &body.to_string())?).ok()?;
+    let accounts = huione_bench::rpc(port, "getVoteAccounts", serde_json::json!([]))?;
     ["current", "delinquent"].iter().find_map(|k| {
-        resp["result"][k]
+        accounts[k]
             .as_array()?
             .iter()
             .find(|a| a["votePubkey"] == vote_account)?["lastVote"]

@@ -2,11 +2,8 @@
 //! (`huione_testkit::nodes`), run from the binary [`validator_bin`] builds or finds.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use huione_core::audit::{AuditRecord, Auditor, VoteRecord};
 pub use huione_testkit::nodes::*;
@@ -122,44 +119,6 @@ impl Watchtower {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-}
-
-pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let (head, body) = r.split_once("\r\n\r\n")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .replace(' ', "")
-            .starts_with("transfer-encoding:chunked")
-    });
-    if chunked {
-        dechunk(body)
-    } else {
-        Some(body.to_string())
-    }
-}
-
-/// The body of an HTTP/1.1 `Transfer-Encoding: chunked` answer (Go's servers, such as
-/// Prometheus, chunk answers over 2 KB); None if it is cut short or malformed.
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, tail) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(tail.get(..size)?);
-        rest = tail.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 

@@ -20,12 +20,12 @@ use huione_cluster::plan::{
     node_names, plan_nodes, validator_args, ArgsContext, EtcdFlags, NodePlan, Role,
 };
 use huione_cluster::ports::{auto_blocks, fixed_blocks};
-use huione_cluster::rpc_client::RpcClient;
 use huione_cluster::status::{
     progress_line, status_line, up_count, NodeState, NodeStatus, STATUS_LEGEND,
 };
 use huione_core::GenesisValidator;
 use huione_keys::{Keypair, Pubkey};
+use huione_rpc::client::blocking::RpcClient;
 use huione_testkit::EtcdCluster;
 
 use crate::signals::stop_requests;
@@ -131,7 +131,7 @@ impl Cluster {
                         if let Some(how) = &n.exit {
                             return NodeState::Exited(how.clone());
                         }
-                        let rpc = RpcClient::new(n.plan.rpc_addr(), RPC_TIMEOUT);
+                        let rpc = RpcClient::at(n.plan.rpc_addr(), RPC_TIMEOUT);
                         match (rpc.get_slot("processed"), rpc.get_slot("finalized")) {
                             (Ok(slot), Ok(finalized)) => NodeState::Up {
                                 slot,
