@@ -32,7 +32,7 @@
 //! 2. **Lost lock = stop now.** A `LockLost` report halts the core before anything else
 //!    is emitted: no vote, no block, then `Exit`. A halted core ignores every event.
 //! 3. **Fenced block production, independent of clocks.** Every store writes a *leader
-//!    claim* into the tower it stores: `slot(issue) + F` (F = 2), never lower than the
+//!    claim* into the tower it stores: `slot(issue) + F` (F = 1), never lower than the
 //!    tower's previous claim. A node leads slot `s` only if a store whose claim is `≥ s`
 //!    was confirmed under its current fence, and `s` is above its floor: the claim of the
 //!    tower it loaded right after acquiring the lock. Why no slot is led twice: every

@@ -160,7 +160,7 @@ fn a_primary_killed_just_before_its_window_costs_only_its_claim_and_the_detectio
             .unwrap_or_else(|f| panic!("{f}"));
         let produced = produced_in(&sim, w);
         let skipped = LEADER_SLOTS - produced.len() as u64;
-        // The dead primary's claim reaches at most F = 2 slots past the fault, which the
+        // The dead primary's claim reaches at most F = 1 slot past the fault, which the
         // detection time covers; allow one slot more for the taker's first store.
         assert!(
             skipped <= detect_slots + 1,

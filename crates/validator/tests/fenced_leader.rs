@@ -35,7 +35,7 @@ use huione_testkit::EtcdCluster;
 
 /// The core's `leader_fence_slots` (F): a confirmed store issued in slot `i` covers
 /// leader slots up to `i + F`; a taker leads only above the claim stored in the tower.
-const F: u64 = 2;
+const F: u64 = 1;
 
 fn instances_in(records: &[AuditRecord]) -> BTreeSet<String> {
     records

@@ -87,6 +87,10 @@ pub struct CoreConfig {
     pub instance_id: String,
     /// F: a store issued in slot s claims the slots up to s + F; once confirmed, the node
     /// may lead them. The claim is stored in the tower, and a taker leads only above it.
+    /// 1 by default: a taker after a crash just before the identity's leader window can
+    /// lead from the window's second slot (with 2, from its third: about 1.0 s to the first
+    /// vote at 400 ms slots). The safety argument does not depend on F; a smaller F only
+    /// asks that the store renewing the claim (issued the slot before) confirm in time.
     pub leader_fence_slots: u64,
     /// Extra slots a taker waits after `slot(now) + LEGACY_LEADER_FENCE_SLOTS` when the
     /// tower it loaded carries no claim (saved by a release before format version 2).
@@ -131,7 +135,7 @@ impl CoreConfig {
             vote_account,
             authorized_voters,
             instance_id,
-            leader_fence_slots: 2,
+            leader_fence_slots: 1,
             fence_skew_slots: 1,
             max_clock_offset_ms: slot_ms,
             store_retry_ms: (slot_ms / 4).max(1),

@@ -22,6 +22,12 @@ struct Node {
 
 /// A one-validator cluster: the node leads every slot and its vote is 2/3 of stake.
 fn node() -> Node {
+    node_with_fence(None)
+}
+
+/// A node whose leader claim reaches `leader_fence_slots` past each store (None: the
+/// default).
+fn node_with_fence(leader_fence_slots: Option<u64>) -> Node {
     let id = Keypair::from_secret(&[1; 32]);
     let vote_account = Pubkey::from_seed_byte(50);
     let genesis = Arc::new(
@@ -38,7 +44,10 @@ fn node() -> Node {
         )
         .unwrap(),
     );
-    let cfg = CoreConfig::new(&genesis, vote_account, vec![id.clone()], "test-1".into());
+    let mut cfg = CoreConfig::new(&genesis, vote_account, vec![id.clone()], "test-1".into());
+    if let Some(f) = leader_fence_slots {
+        cfg.leader_fence_slots = f;
+    }
     let core = Core::new(
         genesis.clone(),
         cfg,
@@ -264,8 +273,20 @@ fn a_lost_lock_without_a_claim_exits_at_once() {
 }
 
 #[test]
-fn a_lost_lock_stops_voting_at_once_and_exits_after_the_claimed_leader_slots() {
+fn by_default_a_store_claims_one_slot_past_the_slot_it_was_issued_in() {
     let mut n = node();
+    let _ticket = voted_block_1(&mut n, 150);
+    assert_eq!(
+        n.core.status().leader_claim,
+        Some(1),
+        "issued in slot 0, F = 1"
+    );
+}
+
+#[test]
+fn a_lost_lock_stops_voting_at_once_and_exits_after_the_claimed_leader_slots() {
+    // F = 2 (not the default 1), so the claim reaches a slot after the vote's.
+    let mut n = node_with_fence(Some(2));
     let ticket = voted_block_1(&mut n, 150);
     let claim = n
         .core
