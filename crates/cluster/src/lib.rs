@@ -12,6 +12,7 @@
 //! ```
 
 pub mod config;
+pub mod etcd;
 pub mod genesis;
 pub mod manifest;
 pub mod plan;

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use huione_bench::{header, http_get, row, Summary};
+use huione_cluster::etcd::EtcdCluster;
 use huione_core::audit::{AuditRecord, VoteRecord};
 use huione_core::{Genesis, GenesisValidator, Hash};
 use huione_keys::{Keypair, Pubkey};
-use huione_testkit::EtcdCluster;
 use huione_tower::{SavedTower, Tower};
 use huione_tower_storage::{EtcdConfig, EtcdTowerStorage, LockOwner, TowerStorage};
 use huione_validator::ledger::generate::ChainGen;
@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         "\n== 1. {} tower stores into etcd (quota {} MiB, huione's compaction, etcd's periodic auto-compaction {})",
         args.stores,
         args.quota_bytes >> 20,
-        huione_testkit::AUTO_COMPACTION_RETENTION
+        huione_cluster::etcd::AUTO_COMPACTION_RETENTION
     );
     let start_size = db_size(&etcd)?;
     println!("etcd db size at start: {}", mib(start_size));

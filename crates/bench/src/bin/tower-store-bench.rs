@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions, Txn, TxnOp};
 use huione_bench::{header, row, Summary};
+use huione_cluster::etcd::EtcdCluster;
 use huione_keys::Keypair;
-use huione_testkit::EtcdCluster;
 use huione_tower::{SavedTower, Tower};
 use huione_tower_storage::{
     EtcdConfig, EtcdTowerStorage, FileTowerStorage, LockOwner, TowerStorage,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use huione_cluster::config::{ClusterConfig, PortChoice};
+use huione_cluster::etcd::EtcdCluster;
 use huione_cluster::genesis::{build_genesis, write_genesis, GenesisParams};
 use huione_cluster::manifest::{
     ClusterManifest, ClusterState, EtcdEntry, NodeEntry, FORMAT_VERSION,
@@ -26,7 +27,6 @@ use huione_cluster::status::{
 use huione_core::GenesisValidator;
 use huione_keys::{Keypair, Pubkey};
 use huione_rpc::client::blocking::RpcClient;
-use huione_testkit::EtcdCluster;
 
 use crate::signals::stop_requests;
 
@@ -264,7 +264,7 @@ fn spawn(bin: &Path, args: &[String], plan: &NodePlan) -> anyhow::Result<Child> 
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    huione_testkit::detach_from_terminal_and_die_with_parent(&mut cmd);
+    huione_cluster::etcd::detach_from_terminal_and_die_with_parent(&mut cmd);
     cmd.spawn()
         .with_context(|| format!("cannot start {} for {}", bin.display(), plan.name))
 }

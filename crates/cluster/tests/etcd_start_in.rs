@@ -1,7 +1,7 @@
 //! `EtcdCluster::start_in`: certificates and member data in a given directory, kept after
 //! the cluster is stopped, members gone after `stop`.
 
-use huione_testkit::EtcdCluster;
+use huione_cluster::etcd::EtcdCluster;
 use std::time::Duration;
 
 fn process_exists(pid: u32) -> bool {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Finds `name` via the env var `env` or PATH; the error says which Debian package to install.
-pub(crate) fn find_binary(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
+pub fn find_binary(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         if path.is_file() {
@@ -46,7 +46,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A 127.0.0.1 port that was free a moment ago and that this process has not handed out
 /// before. Another process may still take it: callers retry on "address already in use".
-pub(crate) fn pick_port() -> u16 {
+pub fn pick_port() -> u16 {
     let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let used = guard.get_or_insert_with(HashSet::new);
     loop {
@@ -61,7 +61,7 @@ pub(crate) fn pick_port() -> u16 {
 }
 
 /// Sends `sig` to `pid` (errors ignored: the process may be gone).
-pub(crate) fn signal(pid: u32, sig: libc::c_int) {
+pub fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe {
@@ -103,7 +103,7 @@ pub fn detach_from_terminal_and_die_with_parent(cmd: &mut std::process::Command)
 }
 
 /// The last `lines` lines of the file at `path` ("" if unreadable).
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
@@ -111,14 +111,14 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// The last `lines` lines of `text`.
-pub(crate) fn last_lines(text: &str, lines: usize) -> String {
+pub fn last_lines(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The log at `path` reports a port that could not be bound.
 /// Only the part after byte `from` is read (the current run's messages).
-pub(crate) fn mentions_port_in_use(path: &Path, from: u64) -> bool {
+pub fn mentions_port_in_use(path: &Path, from: u64) -> bool {
     let from = usize::try_from(from).unwrap_or(usize::MAX);
     std::fs::read(path)
         .map(|b| {
@@ -129,7 +129,7 @@ pub(crate) fn mentions_port_in_use(path: &Path, from: u64) -> bool {
 }
 
 /// Writes `content` to `path` with `mode` (replacing it).
-pub(crate) fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
+pub fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()

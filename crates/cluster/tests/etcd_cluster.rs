@@ -1,7 +1,7 @@
 //! Real-etcd tests of the testkit launcher: single member over mutual TLS, three members
 //! surviving a kill and coming back after restart, freeze/thaw, and bad client certificates.
 
-use huione_testkit::{ClientTls, EtcdCluster};
+use huione_cluster::etcd::{ClientTls, EtcdCluster};
 use std::process::Command;
 
 /// Runs curl against `https://<endpoint>/` and returns the HTTP status (None if curl
