@@ -17,10 +17,15 @@
 //!                 ─▶ Command::SendVote(OutgoingVote)                       [vote released]
 //!                 (transient failure: withheld, retried; LockLost: Command::Exit)
 //!
-//! set-identity ─▶ driver: acquire lock (lease) ─▶ load stored tower
-//!              ─▶ Core::set_identity(keypair, tower, fence) ─▶ verify tower
+//! set-identity ─▶ Core::begin_takeover ─▶ Command::Storage: load, verify ─▶ acquire
+//!              ─▶ load after the acquire, verify ─▶ switch (Command::Takeover(Switched))
 //!              ─▶ StoreTower (proves the lock) ─▶ votes as the new identity
+//!              ─▶ first confirmed store ─▶ "finished" in the lock history
 //! ```
+//!
+//! Every takeover (start-up, set-identity, failover, a restarted primary's reclaim) is
+//! that one sequence, in [`Core::begin_takeover`]'s module; drivers run its storage calls
+//! and hand the answers back with [`Core::on_storage_answer`].
 //!
 //! # Invariants this crate keeps
 //!
@@ -63,7 +68,21 @@
 //!    start); the one with the lower revision (then earlier start) exits. Fencing stops
 //!    the old one at its next store anyway; the announcement is a second, independent
 //!    stop.
-//! 6. **Bad input never panics.** Bad blocks, votes, signatures and announcements are
+//! 6. **No half-finished takeover.** Once an acquire may have been applied, the core
+//!    alone carries the takeover to one of two ends: it votes under that lock, or it gave
+//!    the lock up with a fenced release. An acquire whose answer was lost is resolved from
+//!    the lock key (our own record, recognised by instance id and the acquire's tag, is
+//!    adopted; anything else is settled by acquiring again, after which no earlier attempt
+//!    can apply: etcd guards each attempt on the lock key's revision as seen); a load,
+//!    verification or switch failing after the acquire releases the lock (loads are
+//!    retried for `takeover_finish_ms` first). Why this is safe, not only live: a release
+//!    is compared on our own lease like a store, so it can never undo a newer holder's
+//!    acquire; an adopted record is still compared inside storage on every store; and
+//!    while a takeover runs, a lost-lock report for the identity being re-taken is
+//!    treated as transient (the lock was moved by this very process), so nothing is
+//!    voted under it. One takeover at a time: a second is refused, so no check that fails
+//!    before a new acquire can abandon a lock the first one took.
+//! 7. **Bad input never panics.** Bad blocks, votes, signatures and announcements are
 //!    dropped and counted in [`Stats`]; every queue and cache has a bound.
 //!
 //! The [`audit`] module checks invariants 3 and 4 of PRODUCT.md (no double votes or

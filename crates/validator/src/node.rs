@@ -1374,6 +1374,8 @@ async fn run_storage_call(
                 acquired_at_ms: sent_ms,
                 ..LockOwner::new(identity, instance_id, reason.as_str())
             };
+            tracing::info!(identity = %identity, reason = reason.as_str(),
+                "taking the tower lock: acquire sent to {}", storage.describe());
             match storage.acquire(&identity, owner).await {
                 Ok(l) => (StorageAnswer::Acquired(Ok(l.revision())), Some(l)),
                 Err(e) => (StorageAnswer::Acquired(Err(problem(&e))), None),
