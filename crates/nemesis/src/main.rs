@@ -8,7 +8,13 @@
 //! both standbys run their own identities, the watchtower is armed) and injects one fault
 //! drawn from the seed: SIGKILL or SIGSTOP/SIGCONT of the primary or the secondary, a
 //! planned `set-identity` on the secondary, both standbys calling `set-identity` at once,
-//! an etcd member killed or frozen (3 members) or the whole etcd frozen (1 member). It
+//! an etcd member killed or frozen (3 members) or the whole etcd frozen (1 member), a
+//! wall-clock step of 0.3-3 s either way on the primary's or the secondary's machine
+//! (both run under libfaketime reading their offset from a file, so the running process's
+//! clock steps; the monotonic clock does not), and with `--netns` the primary cut off the
+//! network (its veth drops everything) with or without the watchtower's path (the
+//! watchtower reaches the primary's RPC over a separate forwarder into the namespace, a
+//! "management network", which the cut blackholes or spares). It
 //! plays systemd: a validator that exits or was killed is started again with its own
 //! command line, so every failover ends with the restart cycle (the primary comes back,
 //! catches up and reclaims; the standby that held the identity exits and restarts as
@@ -22,9 +28,11 @@
 //! pair always settled again. A failing run keeps its directory (every log, the seed).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -74,6 +82,10 @@ struct Args {
     /// to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Only these faults (comma-separated names as the report prints them; default:
+    /// every fault the set-up can take).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
 }
 
 /// One kind of fault.
@@ -89,6 +101,8 @@ enum Fault {
     EtcdMemberFreeze,
     EtcdFreeze,
     CutPrimary,
+    CutPrimarySparingWatchtower,
+    ClockStep,
 }
 
 impl Fault {
@@ -104,6 +118,8 @@ impl Fault {
             Fault::EtcdMemberFreeze => "etcd-member-freeze",
             Fault::EtcdFreeze => "etcd-freeze",
             Fault::CutPrimary => "cut-primary-off-network",
+            Fault::CutPrimarySparingWatchtower => "cut-primary-sparing-watchtower",
+            Fault::ClockStep => "clock-step",
         }
     }
 
@@ -116,6 +132,7 @@ impl Fault {
             Fault::StopSecondary,
             Fault::Planned,
             Fault::PlannedRace,
+            Fault::ClockStep,
         ];
         if members >= 3 {
             m.extend([Fault::EtcdMemberKill, Fault::EtcdMemberFreeze]);
@@ -123,7 +140,7 @@ impl Fault {
             m.push(Fault::EtcdFreeze);
         }
         if netns {
-            m.push(Fault::CutPrimary);
+            m.extend([Fault::CutPrimary, Fault::CutPrimarySparingWatchtower]);
         }
         m
     }
@@ -168,6 +185,10 @@ struct Supervised {
     ip: IpAddr,
     /// Started inside the network namespace.
     in_netns: bool,
+    /// Its wall clock's offset, read by libfaketime (`FAKETIME_TIMESTAMP_FILE`, re-read
+    /// every second): writing it steps the running process's clock. The pair's primary
+    /// and secondary only.
+    clock_file: Option<PathBuf>,
 }
 
 struct FaultRecord {
@@ -191,6 +212,11 @@ struct Campaign {
     watchtower: Option<Child>,
     /// The primary's namespace and link (`--netns`).
     net: Option<NetnsLink>,
+    /// The watchtower's path to the primary's RPC (`--netns`): a forwarder from the host
+    /// into the namespace that does not use the veth, so cutting the link can spare it.
+    wt_path: Option<Blackhole>,
+    /// libfaketime, preloaded into the pair's primary and secondary.
+    faketime_lib: PathBuf,
     /// Where the other nodes bind: 127.0.0.1, or the host end of the veth.
     host_ip: IpAddr,
     wt_metrics_port: u16,
@@ -269,6 +295,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
         args.slot_ms,
         if args.netns { " --netns" } else { "" }
     );
+    if !args.faults.is_empty() {
+        println!("  (with --faults {})", args.faults.join(","));
+    }
     // Validators' temp dirs (keys, genesis, ledgers, logs) go under the run directory, so
     // a failing run keeps them. Set before any thread exists.
     std::env::set_var("TMPDIR", &run_dir);
@@ -305,6 +334,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
 impl Campaign {
     fn start(args: Args, seed: u64, run_dir: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
+        let faketime_lib = find_libfaketime()?;
         let net = if args.netns {
             Some(NetnsLink::create().context(
                 "--netns needs a network namespace (run as root: `ip netns add` needs \
@@ -359,21 +389,36 @@ impl Campaign {
             child: c.nodes[PAIR].child.take(),
             bin: c.nodes[PAIR].bin.clone(),
         };
-        let mut pair: Vec<Supervised> = [primary, secondary, standby2]
-            .into_iter()
-            .enumerate()
-            .map(|(i, node)| Supervised {
+        let mut pair: Vec<Supervised> = Vec::new();
+        for (i, node) in [primary, secondary, standby2].into_iter().enumerate() {
+            let clock_file = if i == STANDBY2 {
+                None
+            } else {
+                let f = run_dir.join(format!("clock-{}", node.name));
+                std::fs::write(&f, "+0s\n")
+                    .with_context(|| format!("cannot write {}", f.display()))?;
+                Some(f)
+            };
+            pair.push(Supervised {
                 node,
                 restart_at: None,
                 frozen_until: None,
                 restarts: 0,
                 ip: if i == PRIMARY { primary_ip } else { host_ip },
                 in_netns: i == PRIMARY && net.is_some(),
-            })
-            .collect();
-        for p in &mut pair {
-            p.start(net.as_ref());
+                clock_file,
+            });
         }
+        for p in &mut pair {
+            p.start(net.as_ref(), &faketime_lib);
+        }
+        let wt_path = match &net {
+            Some(n) => Some(
+                Blackhole::start(n, SocketAddr::new(primary_ip, pair[PRIMARY].node.rpc_port))
+                    .context("start the watchtower's path to the primary")?,
+            ),
+            None => None,
+        };
         let wt_audit = run_dir.join("watchtower-audit.jsonl");
         let mut campaign = Campaign {
             rng: Rng(seed),
@@ -385,6 +430,8 @@ impl Campaign {
             pair,
             watchtower: None,
             net,
+            wt_path,
+            faketime_lib,
             host_ip,
             wt_metrics_port: free_port(),
             wt_audit,
@@ -410,7 +457,10 @@ impl Campaign {
     fn start_watchtower(&mut self) -> anyhow::Result<()> {
         let p = &self.pair[PRIMARY].node;
         let s = &self.pair[SECONDARY].node;
-        let url_p = format!("http://{}:{}", self.pair[PRIMARY].ip, p.rpc_port);
+        let url_p = match &self.wt_path {
+            Some(path) => format!("http://{}", path.addr()),
+            None => format!("http://{}:{}", self.pair[PRIMARY].ip, p.rpc_port),
+        };
         let url = |port: u16| format!("http://{}:{port}", self.host_ip);
         let log = std::fs::File::create(self.run_dir.join("watchtower.log"))?;
         let child = Command::new(self.bin_dir.join("huione-watchtower"))
@@ -438,7 +488,20 @@ impl Campaign {
     /// Injects faults until the time is up; each one after the pair settled again.
     fn run_faults(&mut self) -> anyhow::Result<()> {
         let end = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
-        let menu = Fault::menu(self.args.etcd_members, self.net.is_some());
+        let mut menu = Fault::menu(self.args.etcd_members, self.net.is_some());
+        if !self.args.faults.is_empty() {
+            for f in &self.args.faults {
+                if !menu.iter().any(|k| k.name() == f) {
+                    let names: Vec<&str> = menu.iter().map(|k| k.name()).collect();
+                    bail!(
+                        "--faults {f}: not a fault this set-up can take (it can: {}; the \
+                         network cuts need --netns)",
+                        names.join(", ")
+                    );
+                }
+            }
+            menu.retain(|k| self.args.faults.iter().any(|f| f == k.name()));
+        }
         let mut next_audit = Instant::now() + Duration::from_secs(self.args.audit_every_secs);
         while Instant::now() < end {
             self.wait_until(Duration::from_secs(120), "the pair settles", Self::settled)?;
@@ -520,12 +583,44 @@ impl Campaign {
                 self.idle(Duration::from_millis(down_ms));
                 self.etcd.restart(i).context("restart the etcd member")?;
             }
-            Fault::CutPrimary => {
+            Fault::CutPrimary | Fault::CutPrimarySparingWatchtower => {
+                // The veth carries the cluster, etcd and (unless spared) the watchtower's
+                // path: its forwarder is blackholed with the link.
+                let spare = kind == Fault::CutPrimarySparingWatchtower;
                 let net = self.net.as_mut().expect("only in the menu with --netns");
                 net.cut().context("cut the primary's link")?;
+                let path = self.wt_path.as_ref().expect("with --netns");
+                path.set_blocked(!spare);
                 self.idle(Duration::from_millis(down_ms));
                 let net = self.net.as_mut().expect("still there");
                 net.heal().context("heal the primary's link")?;
+                self.wt_path
+                    .as_ref()
+                    .expect("with --netns")
+                    .set_blocked(false);
+            }
+            Fault::ClockStep => {
+                // One machine's wall clock steps by 0.3-3 s either way (its monotonic clock
+                // does not), stays there a while, then steps back.
+                let who = if self.rng.range(0, 2) == 0 {
+                    PRIMARY
+                } else {
+                    SECONDARY
+                };
+                let step_ms = self.rng.range(300, 3_000) as i64;
+                let step_ms = if self.rng.range(0, 2) == 0 {
+                    step_ms
+                } else {
+                    -step_ms
+                };
+                let hold_ms = self.rng.range(3_000, 12_000);
+                println!(
+                    "           {}'s clock {:+} ms for {} ms",
+                    self.pair[who].node.name, step_ms, hold_ms
+                );
+                self.set_clock(who, step_ms)?;
+                self.idle(Duration::from_millis(hold_ms));
+                self.set_clock(who, 0)?;
             }
             Fault::EtcdMemberFreeze | Fault::EtcdFreeze => {
                 let members: Vec<usize> = if kind == Fault::EtcdFreeze {
@@ -548,6 +643,21 @@ impl Campaign {
             first_sent_ms: None,
             first_landed_ms: None,
         });
+        Ok(())
+    }
+
+    /// Steps `who`'s wall clock to `offset_ms` from the real one (libfaketime re-reads the
+    /// file within a second).
+    fn set_clock(&self, who: usize, offset_ms: i64) -> anyhow::Result<()> {
+        let f = self.pair[who]
+            .clock_file
+            .as_ref()
+            .context("only the pair's primary and secondary run under libfaketime")?;
+        let text = format!("{:+.3}s\n", offset_ms as f64 / 1000.0);
+        // Write-then-rename: the library never reads half a line.
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, f)?;
         Ok(())
     }
 
@@ -616,7 +726,7 @@ impl Campaign {
             if p.restart_at.is_some_and(|t| now >= t) {
                 p.restart_at = None;
                 p.restarts += 1;
-                p.start(self.net.as_ref());
+                p.start(self.net.as_ref(), &self.faketime_lib);
             }
         }
         if let Some(last) = self.witness_last_vote() {
@@ -801,14 +911,14 @@ impl Campaign {
         }
         line(format!("faults: {} in all", self.faults.len()));
         line(format!(
-            "  {:<28} {:>5}  {:>26}  {:>26}",
+            "  {:<30} {:>5}  {:>26}  {:>26}",
             "kind", "n", "-> first vote sent p50/p99/max", "-> landed p50/p99/max (ms)"
         ));
         for (kind, fs) in &by_kind {
             let sent: Vec<u64> = fs.iter().filter_map(|f| f.first_sent_ms).collect();
             let landed: Vec<u64> = fs.iter().filter_map(|f| f.first_landed_ms).collect();
             line(format!(
-                "  {:<28} {:>5}  {:>26}  {:>26}",
+                "  {:<30} {:>5}  {:>26}  {:>26}",
                 kind.name(),
                 fs.len(),
                 percentiles(&sent),
@@ -822,7 +932,7 @@ impl Campaign {
             .filter_map(|f| f.first_landed_ms)
             .collect();
         line(format!(
-            "  {:<28} {:>5}  {:>26}  {:>26}",
+            "  {:<30} {:>5}  {:>26}  {:>26}",
             "all",
             self.faults.len(),
             percentiles(&all_sent),
@@ -867,14 +977,16 @@ impl Campaign {
             "vote slots missed: {missed} of {witness_voted} the witness voted on; \
              leader slots skipped: {skipped} of {led} the identity led"
         ));
-        let longest = self
+        let (longest, from) = self
             .landed
             .windows(2)
-            .map(|w| w[1].0 - w[0].0)
+            .map(|w| (w[1].0 - w[0].0, w[0].0))
             .max()
-            .unwrap_or(0);
+            .unwrap_or((0, self.started_ms));
         line(format!(
-            "longest time without a landed vote: {longest} ms ({} landed-vote changes seen)",
+            "longest time without a landed vote: {longest} ms, from {:.1} s ({} landed-vote \
+             changes seen)",
+            from.saturating_sub(self.started_ms) as f64 / 1000.0,
             self.landed.len()
         ));
         line(format!("audits run: {}", self.audits));
@@ -976,6 +1088,7 @@ impl Campaign {
             self.etcd.thaw(i);
         }
         self.etcd.stop(Duration::from_secs(5));
+        drop(self.wt_path.take());
         if let Some(mut net) = self.net.take() {
             let _ = net.heal();
             drop(net);
@@ -990,26 +1103,29 @@ impl Campaign {
 impl Supervised {
     /// Starts the process (inside the namespace for the primary with `--netns`), stderr
     /// appended to `<ledger>.log` as `Node::start` does.
-    fn start(&mut self, net: Option<&NetnsLink>) {
-        match net.filter(|_| self.in_netns) {
-            None => self.node.start(),
-            Some(net) => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.node.ledger.with_extension("log"))
-                    .expect("open the node's log");
-                let child = net
-                    .command(&self.node.bin)
-                    .args(&self.node.args)
-                    .env("RUST_LOG", "info")
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("start the validator in the namespace");
-                self.node.child = Some(child);
-            }
+    /// With a clock file, under libfaketime: only the wall clock follows the file (the
+    /// monotonic clock stays real, as after an NTP step).
+    fn start(&mut self, net: Option<&NetnsLink>, faketime_lib: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.node.ledger.with_extension("log"))
+            .expect("open the node's log");
+        let mut cmd = match net.filter(|_| self.in_netns) {
+            None => Command::new(&self.node.bin),
+            Some(net) => net.command(&self.node.bin),
+        };
+        cmd.args(&self.node.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(f) = &self.clock_file {
+            cmd.env("LD_PRELOAD", faketime_lib)
+                .env("FAKETIME_TIMESTAMP_FILE", f)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
+        self.node.child = Some(cmd.spawn().expect("start the validator"));
     }
 }
 
@@ -1071,4 +1187,136 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
     Some(r.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// libfaketime's shared library (`scripts/deps.sh` installs the `faketime` package).
+fn find_libfaketime() -> anyhow::Result<PathBuf> {
+    let dirs = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ];
+    dirs.iter()
+        .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
+        .context(
+            "libfaketime.so.1 not found under /usr/lib/*/faketime/ (the clock-step fault needs \
+             it): install it with scripts/deps.sh (apt-get install -y faketime)",
+        )
+}
+
+/// A TCP path from 127.0.0.1 on the host to an address inside the namespace that does
+/// not use the veth (its connecting threads join the namespace), like a management
+/// network; unlike the link it can be blackholed on its own: while blocked, nothing is
+/// copied either way and new connections get no answer (as through a cut link).
+struct Blackhole {
+    addr: SocketAddr,
+    blocked: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Blackhole {
+    fn start(net: &NetnsLink, target: SocketAddr) -> anyhow::Result<Blackhole> {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let ns_path = format!("/var/run/netns/{}", net.name());
+        let ns = std::fs::File::open(&ns_path).with_context(|| format!("open {ns_path}"))?;
+        let (blocked, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (b, st) = (blocked.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // Threads spawned from here inherit the namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            let _ = tx.send(rc == 0);
+            if rc != 0 {
+                return;
+            }
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let (b, st) = (b.clone(), st.clone());
+                        std::thread::spawn(move || relay(client, target, &b, &st));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        if !rx.recv().unwrap_or(false) {
+            bail!("cannot join the namespace {ns_path} (setns)");
+        }
+        Ok(Blackhole {
+            addr,
+            blocked,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies both ways between `client` and a new connection to `target` until either side
+/// closes; nothing moves while `blocked`.
+fn relay(client: std::net::TcpStream, target: SocketAddr, blocked: &AtomicBool, stop: &AtomicBool) {
+    use std::io::{ErrorKind, Read, Write};
+    let held = |stop: &AtomicBool| {
+        while blocked.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    held(stop);
+    let Ok(server) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
+        return;
+    };
+    let mut ends = [client, server];
+    for e in &ends {
+        if e.set_read_timeout(Some(Duration::from_millis(50))).is_err() {
+            return;
+        }
+    }
+    let mut buf = [0u8; 16 * 1024];
+    let mut open = [true, true];
+    while (open[0] || open[1]) && !stop.load(Ordering::Relaxed) {
+        held(stop);
+        for from in 0..2 {
+            if !open[from] {
+                continue;
+            }
+            let to = 1 - from;
+            match ends[from].read(&mut buf) {
+                Ok(0) => {
+                    open[from] = false;
+                    let _ = ends[to].shutdown(std::net::Shutdown::Write);
+                }
+                Ok(n) => {
+                    if ends[to].write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    }
 }

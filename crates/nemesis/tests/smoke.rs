@@ -1,6 +1,8 @@
-//! A short nemesis campaign (1.5 minutes of faults) on real processes, the primary in its
+//! A short nemesis campaign (2 minutes of faults) on real processes, the primary in its
 //! own network namespace (needs root, as CI runs; fails, never skips, without it): the
-//! pair fails over repeatedly and the auditor finds nothing.
+//! pair fails over repeatedly and the auditor finds nothing. Seed 80's schedule starts
+//! with a SIGSTOP of the secondary, a cut sparing the watchtower's path, a clock step, a
+//! frozen etcd, a SIGKILL of the primary and a full cut.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,11 +40,12 @@ fn a_short_campaign_fails_over_and_audits_clean() {
     let out = Command::new(env!("CARGO_BIN_EXE_huione-nemesis"))
         .args([
             "--minutes",
-            "1.5",
+            "2",
             "--seed",
-            "7",
+            "80",
             "--audit-every-secs",
             "40",
+            "--netns",
         ])
         .arg("--bin-dir")
         .arg(&bin_dir)
@@ -52,7 +55,14 @@ fn a_short_campaign_fails_over_and_audits_clean() {
     let err = String::from_utf8_lossy(&out.stderr);
     println!("{text}\n{err}");
     assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
-    assert!(text.contains("seed 7"), "the seed is printed");
+    assert!(text.contains("seed 80"), "the seed is printed");
+    // The machine-level faults ran (and are in the report's table).
+    for kind in ["clock-step", "cut-primary-sparing-watchtower"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(kind)),
+            "no {kind} in the report:\n{text}"
+        );
+    }
     assert!(
         text.contains("audit (final)") && text.contains(" 0 violations"),
         "{text}"
