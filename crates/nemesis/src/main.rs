@@ -1046,8 +1046,11 @@ impl Campaign {
         let v: Value =
             serde_json::from_slice(&out.stdout).context("huione-tower history --json")?;
         let list = v.as_array().context("huione-tower history: not a list")?;
+        // Only acquires: the history also holds the `finished` and `released` records
+        // that end them (their `event`; a record without one is an acquire).
         Ok(list
             .iter()
+            .filter(|r| r["owner"]["event"].as_str().is_none_or(|e| e == "acquired"))
             .map(|r| r["owner"]["reason"].as_str().unwrap_or("?").to_string())
             .collect())
     }
