@@ -21,6 +21,9 @@
 //!
 //! Dropping the value deletes the veth pair and the namespace (even while unwinding from a
 //! failed assertion). Stop the processes you started in it first.
+//!
+//! [`Subnet`] is the other shape: several "machines" on one private subnet and nothing
+//! else (no link to the host at all), for tests that run a whole multi-machine set-up.
 
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -268,6 +271,212 @@ impl Drop for NetnsLink {
     }
 }
 
+/// Machines on one private subnet: a hub namespace holding a bridge, and one namespace per
+/// machine joined to the bridge by a veth pair, each machine with its own address in a /24
+/// of 10.232.0.0/16. Nothing is joined to the host (no interface of it appears on the host,
+/// and no namespace has a default route), so the machines reach each other and nothing
+/// else, and each has its own loopback and its own ports (every machine can use the
+/// default ports). Names carry the test process's pid and a counter, so parallel tests do
+/// not collide. Dropping it deletes every namespace, also while unwinding from a failed
+/// assertion (stop the processes you started in them first).
+///
+/// ```text
+///   ns "huione-<pid>-s<k>-<i>": eth0 10.232.<x>.<i+1>/24 <-- veth --> m<i> in ns "huione-<pid>-s<k>-hub" (bridge br0)
+/// ```
+#[derive(Debug)]
+pub struct Subnet {
+    hub: String,
+    /// Whether the hub namespace exists (for Drop after a partial set-up).
+    created_hub: bool,
+    machines: Vec<(String, Ipv4Addr)>,
+}
+
+impl Subnet {
+    /// Creates the hub and `n` machines (1 to 200), every link up. Needs root, like
+    /// [`NetnsLink::create`]; the error says so.
+    pub fn create(n: usize) -> anyhow::Result<Subnet> {
+        anyhow::ensure!(
+            (1..=200).contains(&n),
+            "a subnet has 1 to 200 machines, not {n}"
+        );
+        let pid = std::process::id();
+        let k = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut subnet = Subnet {
+            hub: format!("huione-{pid}-s{k}-hub"),
+            created_hub: false,
+            machines: Vec::new(),
+        };
+        ip(&["netns", "add", &subnet.hub]).with_context(|| {
+            format!(
+                "cannot create a network namespace with `ip netns add {}`: this test must run \
+                 as root (CAP_SYS_ADMIN and CAP_NET_ADMIN) with iproute2 installed \
+                 (scripts/deps.sh installs it)",
+                subnet.hub
+            )
+        })?;
+        subnet.created_hub = true;
+        let hub = subnet.hub.clone();
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
+        // The subnets of different tests never meet (separate namespaces); spreading the
+        // third byte only keeps logs of parallel tests apart for a reader.
+        let third = ((pid as usize).wrapping_mul(7).wrapping_add(k) % 250) as u8 + 1;
+        for i in 0..n {
+            let name = format!("huione-{pid}-s{k}-{i}");
+            ip(&["netns", "add", &name])?;
+            let addr = Ipv4Addr::new(10, 232, third, i as u8 + 1);
+            subnet.machines.push((name.clone(), addr));
+            // Made inside the namespaces: no interface name on the host to collide with.
+            let port = format!("m{i}");
+            ip(&[
+                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &name,
+            ])?;
+            ip(&["-n", &hub, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &hub, "link", "set", &port, "up"])?;
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &name, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        }
+        Ok(subnet)
+    }
+
+    /// How many machines.
+    pub fn len(&self) -> usize {
+        self.machines.len()
+    }
+
+    /// Never: a subnet has at least one machine.
+    pub fn is_empty(&self) -> bool {
+        self.machines.is_empty()
+    }
+
+    /// Machine `i`'s address.
+    pub fn ip(&self, i: usize) -> Ipv4Addr {
+        self.machines[i].1
+    }
+
+    /// Machine `i`'s namespace name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.machines[i].0
+    }
+
+    /// `ip netns exec NAME program` on machine `i`: `ip` execs the program without
+    /// forking, so the child's pid is the program's.
+    pub fn command(&self, i: usize, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.name(i)]).arg(program);
+        cmd
+    }
+
+    /// A TCP connection to `addr` made from inside machine `i` (a short-lived thread joins
+    /// the namespace to open it; the socket stays in that namespace), so a test on the host
+    /// can talk to services on the subnet, which has no link to the host.
+    pub fn connect(
+        &self,
+        i: usize,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<TcpStream> {
+        let ns_path = format!("/var/run/netns/{}", self.name(i));
+        let ns_file = std::fs::File::open(&ns_path)?;
+        std::thread::spawn(move || {
+            // Network namespaces are per thread: this one's only.
+            if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            TcpStream::connect_timeout(&addr, timeout)
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the connecting thread panicked"))?
+    }
+
+    /// Cuts machine `i` off the subnet: every packet on its link dropped silently, both
+    /// ways (a zero-length `pfifo` on the egress of each end, as [`NetnsLink::cut`]).
+    pub fn cut(&self, i: usize) -> anyhow::Result<()> {
+        let drop_all = ["root", "pfifo", "limit", "0"];
+        let port = format!("m{i}");
+        let mut hub_side = vec!["qdisc", "replace", "dev", port.as_str()];
+        hub_side.extend(drop_all);
+        tc(Some(&self.hub), &hub_side)?;
+        let mut machine_side = vec!["qdisc", "replace", "dev", "eth0"];
+        machine_side.extend(drop_all);
+        tc(Some(self.name(i)), &machine_side)?;
+        Ok(())
+    }
+
+    /// Drops every UDP packet on machine `i`'s link, both ways, while TCP still passes:
+    /// the node there loses gossip, blocks, votes and repair (all UDP) but still reaches
+    /// etcd and serves RPC, like a machine whose cluster traffic is firewalled. An `htb`
+    /// root with a `u32` filter sending UDP to a class whose queue holds nothing, on each
+    /// end's egress. [`Subnet::heal`] removes it.
+    pub fn drop_udp(&self, i: usize) -> anyhow::Result<()> {
+        let port = format!("m{i}");
+        for (ns, dev) in [(self.name(i), "eth0"), (self.hub.as_str(), port.as_str())] {
+            let ns = Some(ns);
+            tc(
+                ns,
+                &[
+                    "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
+                ],
+            )?;
+            for class in ["1:1", "1:2"] {
+                tc(
+                    ns,
+                    &[
+                        "class", "add", "dev", dev, "parent", "1:", "classid", class, "htb",
+                        "rate", "10gbit",
+                    ],
+                )?;
+            }
+            tc(
+                ns,
+                &[
+                    "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "2:", "pfifo", "limit",
+                    "0",
+                ],
+            )?;
+            tc(
+                ns,
+                &[
+                    "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
+                    "u32", "match", "ip", "protocol", "17", "0xff", "flowid", "1:2",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Restores machine `i`'s link after [`Subnet::cut`] or [`Subnet::drop_udp`].
+    pub fn heal(&self, i: usize) -> anyhow::Result<()> {
+        tc(Some(self.name(i)), &["qdisc", "del", "dev", "eth0", "root"])?;
+        let port = format!("m{i}");
+        tc(Some(&self.hub), &["qdisc", "del", "dev", &port, "root"])?;
+        Ok(())
+    }
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth ends in it (and so the pairs).
+        let hub = self.created_hub.then(|| self.hub.clone());
+        for name in self.machines.iter().map(|(n, _)| n.clone()).chain(hub) {
+            if let Err(e) = ip(&["netns", "del", &name]) {
+                eprintln!("huione-testkit: {e:#}");
+            }
+        }
+    }
+}
+
 /// A TCP forwarder from the host into a namespace ([`NetnsLink::forward_from_host`]).
 #[derive(Debug)]
 pub struct HostForward {
@@ -407,5 +616,63 @@ mod tests {
         drop(link);
         assert!(!ip(&["netns", "list"]).unwrap().contains(&name));
         assert!(ip(&["link", "show", &host_if]).is_err());
+    }
+
+    /// Needs root (CI runs as root); fails otherwise.
+    #[test]
+    fn subnet_machines_reach_each_other_and_clean_up() {
+        let net = Subnet::create(3).unwrap_or_else(|e| panic!("{e:#}"));
+        let names: Vec<String> = (0..3).map(|i| net.name(i).to_string()).collect();
+        // Machine 0 listens on its own address; 1 and 2 connect with bash's /dev/tcp.
+        let probe = |from: usize, to: Ipv4Addr, port: u16| {
+            net.command(from, "timeout")
+                .args(["2", "bash", "-c"])
+                .arg(format!("echo > /dev/tcp/{to}/{port}"))
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        // `ip netns exec` execs python3: the child is the server, killed below.
+        let mut server = net
+            .command(0, "python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('{}', 7000))\ns.listen(8)\nwhile True: s.accept()[0].close()",
+                net.ip(0)
+            ))
+            .spawn()
+            .unwrap();
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            probe(1, net.ip(0), 7000)
+        });
+        assert!(up, "machine 1 cannot reach machine 0 at {}", net.ip(0));
+        assert!(
+            probe(2, net.ip(0), 7000),
+            "machine 2 cannot reach machine 0"
+        );
+        net.cut(2).unwrap();
+        assert!(
+            !probe(2, net.ip(0), 7000),
+            "the cut machine still reaches the subnet"
+        );
+        assert!(
+            probe(1, net.ip(0), 7000),
+            "cutting machine 2 cut machine 1 too"
+        );
+        net.heal(2).unwrap();
+        assert!(
+            probe(2, net.ip(0), 7000),
+            "the healed machine cannot reach the subnet"
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+        drop(net);
+        let list = ip(&["netns", "list"]).unwrap();
+        for n in names {
+            assert!(!list.contains(&n), "{n} left behind");
+        }
     }
 }
