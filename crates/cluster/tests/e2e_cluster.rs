@@ -20,7 +20,9 @@ use huione_rpc::client::blocking::RpcClient;
 
 fn validator_bin() -> PathBuf {
     let bin = std::path::Path::new(LAUNCHER).with_file_name("huione-validator");
-    let out = Command::new(env!("CARGO"))
+    // Without the test's cargo variables (they would make the inner build rebuild ring
+    // and everything above it).
+    let out = huione_cluster::etcd::without_cargo_test_env(&mut Command::new(env!("CARGO")))
         .args(["build", "-p", "huione-validator"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

@@ -10,7 +10,9 @@ use std::process::Command;
 /// Builds the binaries the campaign runs (they sit next to huione-nemesis).
 fn build_tools() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    // Without the variables cargo sets for this test: the inner build would otherwise
+    // see another CARGO_MANIFEST_DIR and rebuild ring and everything above it.
+    let out = huione_testkit::without_cargo_test_env(&mut Command::new(cargo))
         .args([
             "build",
             "-q",

@@ -23,6 +23,9 @@ fn build_new_version(dest: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let build = |version: Option<&str>| {
         let mut cmd = Command::new(&cargo);
+        // Without the test's cargo variables (they would make the inner build rebuild ring
+        // and everything above it).
+        huione_testkit::without_cargo_test_env(&mut cmd);
         cmd.args([
             "build",
             "-q",
