@@ -9,29 +9,13 @@ use huione_tower::{SavedTower, Tower};
 
 use super::*;
 use crate::block::Ed25519Verifier;
-use crate::genesis::GenesisValidator;
-
-const SLOT_MS: u64 = 100;
 
 /// A standby: its own identity `own`, the validator identity `id` as authorized voter.
 fn standby() -> (Core, Keypair) {
     let id = Keypair::from_secret(&[1; 32]);
     let own = Keypair::from_secret(&[2; 32]);
     let vote_account = Pubkey::from_seed_byte(50);
-    let genesis = Arc::new(
-        Genesis::new(
-            vec![GenesisValidator {
-                identity: id.pubkey(),
-                vote_account,
-                authorized_voter: id.pubkey(),
-                stake: 10,
-            }],
-            SLOT_MS,
-            64,
-            0,
-        )
-        .unwrap(),
-    );
+    let genesis = super::tests::one_validator_genesis(&id, vote_account);
     let cfg = CoreConfig::new(&genesis, vote_account, vec![id.clone()], "standby-1".into());
     let core = Core::new(genesis, cfg, own, Arc::new(Ed25519Verifier), None, 0);
     (core, id)

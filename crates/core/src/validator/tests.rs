@@ -20,17 +20,9 @@ struct Node {
     genesis: Arc<Genesis>,
 }
 
-/// A one-validator cluster: the node leads every slot and its vote is 2/3 of stake.
-fn node() -> Node {
-    node_with_fence(None)
-}
-
-/// A node whose leader claim reaches `leader_fence_slots` past each store (None: the
-/// default).
-fn node_with_fence(leader_fence_slots: Option<u64>) -> Node {
-    let id = Keypair::from_secret(&[1; 32]);
-    let vote_account = Pubkey::from_seed_byte(50);
-    let genesis = Arc::new(
+/// The genesis of a cluster whose one validator is `id` (all the stake; 100 ms slots).
+pub(super) fn one_validator_genesis(id: &Keypair, vote_account: Pubkey) -> Arc<Genesis> {
+    Arc::new(
         Genesis::new(
             vec![GenesisValidator {
                 identity: id.pubkey(),
@@ -43,7 +35,20 @@ fn node_with_fence(leader_fence_slots: Option<u64>) -> Node {
             0,
         )
         .unwrap(),
-    );
+    )
+}
+
+/// A one-validator cluster: the node leads every slot and its vote is 2/3 of stake.
+fn node() -> Node {
+    node_with_fence(None)
+}
+
+/// A node whose leader claim reaches `leader_fence_slots` past each store (None: the
+/// default).
+fn node_with_fence(leader_fence_slots: Option<u64>) -> Node {
+    let id = Keypair::from_secret(&[1; 32]);
+    let vote_account = Pubkey::from_seed_byte(50);
+    let genesis = one_validator_genesis(&id, vote_account);
     let mut cfg = CoreConfig::new(&genesis, vote_account, vec![id.clone()], "test-1".into());
     if let Some(f) = leader_fence_slots {
         cfg.leader_fence_slots = f;
