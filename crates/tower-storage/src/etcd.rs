@@ -347,8 +347,6 @@ impl EtcdTowerStorage {
         .into())
     }
 
-    /// Runs `op` against the endpoints until it succeeds, fails definitely, or the deadline
-    /// passes. `what` names the operation in errors.
     /// One transaction, fenced like a store (the lock key is exactly `lease`'s): appends
     /// `record` to the history and, if `to_lock`, writes it into the lock key. A retry of
     /// an attempt whose answer was lost finds the lock changed by that attempt (a release)
@@ -399,6 +397,8 @@ impl EtcdTowerStorage {
         .await
     }
 
+    /// Runs `op` against the endpoints until it succeeds, fails definitely, or the deadline
+    /// passes. `what` names the operation in errors.
     async fn call_at<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StorageError>
     where
         F: FnMut(KvClient, String) -> Fut,
