@@ -25,32 +25,34 @@ use huione_testkit::EtcdCluster;
 
 const AHEAD_SLOTS: u64 = 2;
 
-/// Runs the pair's primary under `faketime`, `AHEAD_SLOTS` slots ahead.
+/// Runs the pair's primary under libfaketime, `AHEAD_SLOTS` slots ahead. Preloaded through
+/// `env` (which execs the validator) rather than the `faketime` wrapper, which forks: the
+/// test's process handle is then the validator itself, so a failing test still stops it.
 fn run_primary_ahead(c: &mut Cluster) {
-    let faketime = which("faketime").expect(
-        "faketime is not installed: scripts/deps.sh installs it (apt-get install -y faketime)",
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join("faketime/libfaketime.so.1"))
+    .find(|p| p.is_file())
+    .expect(
+        "libfaketime.so.1 is not installed: scripts/deps.sh installs it \
+             (apt-get install -y faketime)",
     );
     let node = &mut c.nodes[PAIR];
     let ahead = format!("+{}s", (AHEAD_SLOTS * SLOT_MS) as f64 / 1000.0);
     let mut args = vec![
+        format!("LD_PRELOAD={}", lib.display()),
+        format!("FAKETIME={ahead}"),
         // Only the wall clock runs ahead; timers keep the real monotonic clock.
         "FAKETIME_DONT_FAKE_MONOTONIC=1".to_string(),
-        faketime,
-        "-f".into(),
-        ahead,
         node.bin.display().to_string(),
     ];
     args.append(&mut node.args);
     node.bin = "/usr/bin/env".into();
     node.args = args;
-}
-
-fn which(name: &str) -> Option<String> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::path::Path::new(p).is_file())
 }
 
 fn takeover_with_clock_ahead(guarded: bool) {
