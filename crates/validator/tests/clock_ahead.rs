@@ -117,20 +117,7 @@ fn takeover_with_clock_ahead(guarded: bool) {
             c.nodes[PAIR].log()
         );
     }
-    let later = next_window(&c, 1);
-    let standby_ledger = standby.ledger.clone();
-    let led = wait_for(Duration::from_secs(60), || {
-        let recs = audit_records(&[standby_ledger.as_path()]);
-        producers(&recs, &id)
-            .keys()
-            .any(|s| *s >= later)
-            .then_some(())
-    });
-    assert!(
-        led.is_some(),
-        "the standby never led a window of the identity from slot {later}:\n{}",
-        standby.log()
-    );
+    wait_standby_leads_a_later_window(&c, &standby, &id);
     let recs = audit_records(&[c.nodes[PAIR].ledger.as_path(), standby.ledger.as_path()]);
     let twice: Vec<_> = producers(&recs, &id)
         .into_iter()

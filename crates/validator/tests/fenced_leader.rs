@@ -103,21 +103,7 @@ fn failover_in_leader_window(freeze: bool) {
         c.nodes[PAIR].log()
     );
 
-    // The standby must lead a later window of the identity.
-    let later = next_window(&c, 1);
-    let standby_ledger = standby.ledger.clone();
-    let led = wait_for(Duration::from_secs(60), || {
-        let recs = audit_records(&[standby_ledger.as_path()]);
-        producers(&recs, &id)
-            .keys()
-            .any(|s| *s >= later)
-            .then_some(())
-    });
-    assert!(
-        led.is_some(),
-        "the standby never led a window of the identity from slot {later}:\n{}",
-        standby.log()
-    );
+    wait_standby_leads_a_later_window(&c, &standby, &id);
 
     let primary_recs = audit_records(&[c.nodes[PAIR].ledger.as_path()]);
     let standby_recs = audit_records(&[standby.ledger.as_path()]);

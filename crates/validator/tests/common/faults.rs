@@ -320,3 +320,21 @@ pub fn producers(records: &[AuditRecord], leader: &str) -> BTreeMap<u64, BTreeSe
     }
     by_slot
 }
+
+/// Waits (up to 60 s) until `standby` has produced a block of `identity` in one of its
+/// leader windows after the current one; fails the test if it never does.
+pub fn wait_standby_leads_a_later_window(c: &Cluster, standby: &Node, identity: &str) {
+    let later = next_window(c, 1);
+    let led = wait_for(Duration::from_secs(60), || {
+        let recs = audit_records(&[standby.ledger.as_path()]);
+        producers(&recs, identity)
+            .keys()
+            .any(|s| *s >= later)
+            .then_some(())
+    });
+    assert!(
+        led.is_some(),
+        "the standby never led a window of the identity from slot {later}:\n{}",
+        standby.log()
+    );
+}
