@@ -167,7 +167,11 @@ fn the_half_finished_check_catches_a_lock_nobody_votes_under() {
 }
 
 /// Chaos with the takeover faults turned up: every run audit-clean, no lock left held
-/// idle past the bound, and the faults really produce adopted and released takeovers.
+/// idle past the bound, and the faults really produce takeovers finished after a lost
+/// answer. (A release needs loads failing for the whole 5 s `takeover_finish_ms`, which
+/// per-call faults almost never make; `a_load_failing_after_the_acquire_releases_the_lock_within_the_bound`
+/// forces it. The releases this run used to see came from a node exiting on a rival's
+/// announcement while its own acquire was out, which no longer happens.)
 #[test]
 fn chaos_with_lost_and_late_acquires_keeps_every_invariant() {
     let (mut adopted, mut released, mut takeovers) = (0, 0, 0);
@@ -188,8 +192,5 @@ fn chaos_with_lost_and_late_acquires_keeps_every_invariant() {
         }
     }
     println!("takeovers {takeovers}, finished after a lost answer {adopted}, released {released}");
-    assert!(
-        adopted > 0 && released > 0,
-        "adopted {adopted}, released {released}"
-    );
+    assert!(adopted > 0, "adopted {adopted}, released {released}");
 }

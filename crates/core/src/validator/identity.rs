@@ -224,11 +224,17 @@ impl Core {
     }
 
     /// Another instance announced itself. If it runs our identity and is newer, we exit.
+    ///
+    /// While our own acquire of this identity may have been applied (a `set-identity` of
+    /// the identity this node already runs, racing another machine's), the rival's
+    /// revision cannot be compared yet: ours is about to change. The announcement is kept
+    /// and judged once that takeover has ended, against the lock we then hold; stepping
+    /// down now would leave the lock with an instance that is exiting, and nobody voting.
     pub fn on_announcement(&mut self, now_ms: u64, a: InstanceAnnouncement) -> Vec<Command> {
-        let Role::Voting(v) = &self.role else {
-            return Vec::new();
-        };
-        if a.identity != self.identity.pubkey() || a.instance_id == self.cfg.instance_id {
+        if !matches!(self.role, Role::Voting(_))
+            || a.identity != self.identity.pubkey()
+            || a.instance_id == self.cfg.instance_id
+        {
             return Vec::new();
         }
         if a.instance_id.len() > MAX_INSTANCE_ID_LEN
@@ -238,6 +244,31 @@ impl Core {
         {
             self.stats.announcements_dropped += 1;
             return Vec::new();
+        }
+        if self.acquire_unsettled(&a.identity) {
+            if self.rival.as_ref().is_none_or(|r| a.rank() > r.rank()) {
+                self.rival = Some(a);
+            }
+        } else {
+            self.judge_rival(now_ms, a);
+        }
+        self.take_outbox()
+    }
+
+    /// Called from `tick`: judges a rival heard during a takeover that has since ended.
+    pub(super) fn settle_rival(&mut self, now_ms: u64) {
+        if self.takeover.is_none() {
+            if let Some(a) = self.rival.take() {
+                self.judge_rival(now_ms, a);
+            }
+        }
+    }
+
+    /// Steps down if `a` outranks the lock we vote under, or makes sure it hears of us.
+    fn judge_rival(&mut self, now_ms: u64, a: InstanceAnnouncement) {
+        let Role::Voting(v) = &self.role else { return };
+        if a.identity != self.identity.pubkey() {
+            return;
         }
         let ours = (v.fence.revision, v.since_ms, self.cfg.instance_id.as_str());
         if a.rank() > ours {
@@ -252,6 +283,5 @@ impl Core {
             // Make sure the older one hears about us soon.
             self.announce(now_ms);
         }
-        self.take_outbox()
     }
 }

@@ -470,6 +470,10 @@ pub struct Core {
     finishing: Vec<(u64, u64, Fence)>,
     pending_reclaim: Option<takeover::PendingReclaim>,
     reclaim_gate: bool,
+    /// The highest-ranked announcement of a rival instance of our identity, heard while
+    /// our own acquire of it may have been applied: judged once that takeover has ended
+    /// (see `Core::on_announcement`).
+    rival: Option<InstanceAnnouncement>,
 }
 
 impl std::fmt::Debug for Core {
@@ -530,6 +534,7 @@ impl Core {
             last_acquire_tag: 0,
             finishing: Vec::new(),
             pending_reclaim: None,
+            rival: None,
             reclaim_gate: true,
         };
         core.restore_blocks(blocks, now_ms);
@@ -802,6 +807,7 @@ impl Core {
         }
         self.retry_store(now_ms);
         self.drive_takeover(now_ms);
+        self.settle_rival(now_ms);
         self.renew_leader_claim(now_ms);
         self.after_change(now_ms);
         self.maybe_produce(now_ms);

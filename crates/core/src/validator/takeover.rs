@@ -786,13 +786,22 @@ impl Core {
     }
 
     /// A store report under a fence a takeover in progress is replacing (same identity,
-    /// already past its acquire) is stale: the old lock was taken by this very process.
+    /// its acquire sent) is stale: the old lock may have been taken by this very process.
     pub(super) fn store_superseded(&self, fence: &Fence) -> bool {
+        self.acquire_unsettled(&fence.identity)
+    }
+
+    /// True while a takeover of `identity` has sent an acquire that may have been applied
+    /// and has not ended: the lock this process will hold is not known yet.
+    pub(super) fn acquire_unsettled(&self, identity: &Pubkey) -> bool {
         self.takeover.as_ref().is_some_and(|t| {
-            t.keypair.pubkey() == fence.identity
+            t.keypair.pubkey() == *identity
                 && matches!(
                     t.stage,
-                    Stage::Resolve { .. } | Stage::LoadAfter { .. } | Stage::Release { .. }
+                    Stage::Acquire { .. }
+                        | Stage::Resolve { .. }
+                        | Stage::LoadAfter { .. }
+                        | Stage::Release { .. }
                 )
         })
     }

@@ -421,3 +421,88 @@ fn a_reclaim_waits_for_the_gate_and_catch_up_then_takes_the_identity() {
         }
     );
 }
+
+/// Runs a whole takeover of `id` (no stored tower) to the switch under `revision`,
+/// answering at `at`; returns the switch's store, unconfirmed.
+fn take(core: &mut Core, id: &Keypair, at: u64, revision: i64) -> crate::fence::StoreTicket {
+    let (_, cmds) = core.begin_takeover(request(id)).unwrap();
+    let cmds = core.on_storage_answer(at, call(&cmds).call, StorageAnswer::Tower(Ok(None)));
+    let cmds = core.on_storage_answer(at, call(&cmds).call, StorageAnswer::Acquired(Ok(revision)));
+    let cmds = core.on_storage_answer(at, call(&cmds).call, StorageAnswer::Tower(Ok(None)));
+    assert!(
+        matches!(&events(&cmds)[..], [TakeoverEvent::Switched(s)] if s.revision == revision),
+        "{cmds:?}"
+    );
+    cmds.into_iter()
+        .find_map(|c| match c {
+            Command::StoreTower(t) => Some(t),
+            _ => None,
+        })
+        .expect("a store under the new lock")
+}
+
+fn exits(cmds: &[Command]) -> bool {
+    cmds.iter().any(|c| matches!(c, Command::Exit(_)))
+}
+
+/// A `set-identity` of the identity this node already runs, racing another machine's
+/// (seen in CI: three machines at once). The rival's announcement carries a revision above
+/// our current lock but below the one our acquire gets: it must not make this node exit
+/// while its acquire is out (the lock would be left with an exiting process, and nobody
+/// voting), nor must the store under the old lock failing as "lock lost". Judged once
+/// the switch is done, the rival is the older one and hears about us.
+#[test]
+fn a_rival_heard_while_our_own_acquire_is_out_is_judged_against_the_lock_we_end_up_with() {
+    let (mut core, id) = standby();
+    let old_store = take(&mut core, &id, 10, 7);
+    let (_, cmds) = core.begin_takeover(request(&id)).unwrap();
+    let cmds = core.on_storage_answer(30, call(&cmds).call, StorageAnswer::Tower(Ok(None)));
+    let acquire = call(&cmds);
+    assert!(matches!(acquire.op, StorageOp::Acquire { .. }));
+
+    let rival = InstanceAnnouncement::sign(&id, "rival".into(), 30, 25);
+    assert!(!exits(&core.on_announcement(40, rival.clone())));
+    let report = old_store.failed(crate::StoreFailure::LockLost("taken at revision 30".into()));
+    assert!(!exits(&core.on_store_report(45, report)));
+    assert!(
+        !exits(&tick(&mut core, 50, 80)),
+        "judged before the acquire ended"
+    );
+
+    let cmds = core.on_storage_answer(90, acquire.call, StorageAnswer::Acquired(Ok(31)));
+    let cmds = core.on_storage_answer(95, call(&cmds).call, StorageAnswer::Tower(Ok(None)));
+    assert!(matches!(&events(&cmds)[..], [TakeoverEvent::Switched(s)] if s.revision == 31));
+    let cmds = tick(&mut core, 100, 100);
+    assert!(!exits(&cmds), "{cmds:?}");
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Announce(a) if a.fence_revision == 31)),
+        "the rival must hear of the newer lock: {cmds:?}"
+    );
+    assert!(!exits(&core.on_announcement(110, rival)));
+    assert_eq!(core.status().fence.map(|f| f.revision), Some(31));
+}
+
+/// The same race where storage refuses our acquire: the rival, kept while it was out, is
+/// judged when the takeover ends, and outranks the lock this node still votes under.
+#[test]
+fn a_rival_heard_during_an_acquire_storage_refused_makes_the_node_exit_after_it() {
+    let (mut core, id) = standby();
+    take(&mut core, &id, 10, 7);
+    let (_, cmds) = core.begin_takeover(request(&id)).unwrap();
+    let cmds = core.on_storage_answer(30, call(&cmds).call, StorageAnswer::Tower(Ok(None)));
+    let acquire = call(&cmds);
+    let rival = InstanceAnnouncement::sign(&id, "rival".into(), 30, 25);
+    assert!(!exits(&core.on_announcement(40, rival)));
+    let refused = StorageProblem::Refused("etcd: permission denied".into());
+    let cmds = core.on_storage_answer(50, acquire.call, StorageAnswer::Acquired(Err(refused)));
+    assert!(!exits(&cmds));
+    let cmds = tick(&mut core, 60, 60);
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Exit(ExitReason::DuplicateInstance { other, .. }) if other == "rival"
+        )),
+        "{cmds:?}"
+    );
+}
