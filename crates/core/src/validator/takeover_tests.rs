@@ -488,7 +488,7 @@ fn a_rival_heard_while_our_own_acquire_is_out_is_judged_against_the_lock_we_end_
 #[test]
 fn a_rival_heard_during_an_acquire_storage_refused_makes_the_node_exit_after_it() {
     let (mut core, id) = standby();
-    take(&mut core, &id, 10, 7);
+    let _unconfirmed = take(&mut core, &id, 10, 7);
     let (_, cmds) = core.begin_takeover(request(&id)).unwrap();
     let cmds = core.on_storage_answer(30, call(&cmds).call, StorageAnswer::Tower(Ok(None)));
     let acquire = call(&cmds);
