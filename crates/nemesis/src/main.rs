@@ -42,6 +42,7 @@ use huione_core::ScheduleCache;
 use huione_testkit::netns::NetnsLink;
 use huione_testkit::nodes::{free_port, now_ms, Cluster, Node};
 use huione_testkit::EtcdCluster;
+use huione_validator::ledger::blockstore::BlockStore;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -78,6 +79,15 @@ struct Args {
     /// dropped, the watchtower's path included).
     #[arg(long)]
     netns: bool,
+    /// Put the pair's primary's and secondary's ledgers (block store, snapshots, audit
+    /// log) each on its own small tmpfs the campaign mounts (needs root) and add the faults
+    /// "full disk under the primary's / the secondary's ledger" (a filler file takes every
+    /// free byte for a while, then is deleted). Unmounted at the end.
+    #[arg(long)]
+    full_disk: bool,
+    /// Size of each ledger's tmpfs with --full-disk, in MiB.
+    #[arg(long, default_value_t = 128)]
+    disk_mb: u64,
     /// Directory of huione-validator, huione-watchtower and huione-audit (default: next
     /// to this binary).
     #[arg(long)]
@@ -103,6 +113,8 @@ enum Fault {
     CutPrimary,
     CutPrimarySparingWatchtower,
     ClockStep,
+    FullDiskPrimary,
+    FullDiskSecondary,
 }
 
 impl Fault {
@@ -120,11 +132,13 @@ impl Fault {
             Fault::CutPrimary => "cut-primary-off-network",
             Fault::CutPrimarySparingWatchtower => "cut-primary-sparing-watchtower",
             Fault::ClockStep => "clock-step",
+            Fault::FullDiskPrimary => "full-disk-primary",
+            Fault::FullDiskSecondary => "full-disk-secondary",
         }
     }
 
     /// The faults a cluster with `members` etcd members can take.
-    fn menu(members: usize, netns: bool) -> Vec<Fault> {
+    fn menu(members: usize, netns: bool, full_disk: bool) -> Vec<Fault> {
         let mut m = vec![
             Fault::KillPrimary,
             Fault::StopPrimary,
@@ -141,6 +155,9 @@ impl Fault {
         }
         if netns {
             m.extend([Fault::CutPrimary, Fault::CutPrimarySparingWatchtower]);
+        }
+        if full_disk {
+            m.extend([Fault::FullDiskPrimary, Fault::FullDiskSecondary]);
         }
         m
     }
@@ -185,6 +202,8 @@ struct Supervised {
     ip: IpAddr,
     /// Started inside the network namespace.
     in_netns: bool,
+    /// The tmpfs its ledger is on (`--full-disk`; the pair's primary and secondary only).
+    disk: Option<Disk>,
     /// Its wall clock's offset, read by libfaketime (`FAKETIME_TIMESTAMP_FILE`, re-read
     /// every second): writing it steps the running process's clock. The pair's primary
     /// and secondary only.
@@ -229,6 +248,11 @@ struct Campaign {
     audits: u64,
     problems: Vec<String>,
     started_ms: u64,
+    /// "No space left on device" lines the full-disk faults drew from the nodes.
+    disk_errors: u64,
+    /// Votes of the vote account found in stored blocks, and those with no audit record
+    /// (after the processes are stopped).
+    landed_votes_checked: Option<(usize, usize)>,
 }
 
 fn main() -> ExitCode {
@@ -293,7 +317,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
         args.minutes,
         args.etcd_members,
         args.slot_ms,
-        if args.netns { " --netns" } else { "" }
+        match (args.netns, args.full_disk) {
+            (false, false) => String::new(),
+            (true, false) => " --netns".into(),
+            (false, true) => format!(" --full-disk --disk-mb {}", args.disk_mb),
+            (true, true) => format!(" --netns --full-disk --disk-mb {}", args.disk_mb),
+        }
     );
     if !args.faults.is_empty() {
         println!("  (with --faults {})", args.faults.join(","));
@@ -305,6 +334,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let mut campaign = Campaign::start(args, seed, run_dir.clone(), bin_dir)?;
     let outcome = campaign.run_faults();
     let audit = campaign.audit("final");
+    campaign.stop_validators();
+    campaign.check_landed_votes_recorded();
     let report = campaign.report();
     println!("{report}");
     std::fs::write(run_dir.join("report.txt"), &report)?;
@@ -399,6 +430,11 @@ impl Campaign {
                     .with_context(|| format!("cannot write {}", f.display()))?;
                 Some(f)
             };
+            let disk = if args.full_disk && i != STANDBY2 {
+                Some(Disk::mount(&node.ledger, args.disk_mb)?)
+            } else {
+                None
+            };
             pair.push(Supervised {
                 node,
                 restart_at: None,
@@ -406,6 +442,7 @@ impl Campaign {
                 restarts: 0,
                 ip: if i == PRIMARY { primary_ip } else { host_ip },
                 in_netns: i == PRIMARY && net.is_some(),
+                disk,
                 clock_file,
             });
         }
@@ -442,6 +479,8 @@ impl Campaign {
             audits: 0,
             problems: Vec::new(),
             started_ms: now_ms(),
+            disk_errors: 0,
+            landed_votes_checked: None,
             args,
         };
         // The watchtower starts once the primary votes and the secondary is caught up.
@@ -488,14 +527,18 @@ impl Campaign {
     /// Injects faults until the time is up; each one after the pair settled again.
     fn run_faults(&mut self) -> anyhow::Result<()> {
         let end = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
-        let mut menu = Fault::menu(self.args.etcd_members, self.net.is_some());
+        let mut menu = Fault::menu(
+            self.args.etcd_members,
+            self.net.is_some(),
+            self.args.full_disk,
+        );
         if !self.args.faults.is_empty() {
             for f in &self.args.faults {
                 if !menu.iter().any(|k| k.name() == f) {
                     let names: Vec<&str> = menu.iter().map(|k| k.name()).collect();
                     bail!(
                         "--faults {f}: not a fault this set-up can take (it can: {}; the \
-                         network cuts need --netns)",
+                         network cuts need --netns, the full disks --full-disk)",
                         names.join(", ")
                     );
                 }
@@ -621,6 +664,52 @@ impl Campaign {
                 self.set_clock(who, step_ms)?;
                 self.idle(Duration::from_millis(hold_ms));
                 self.set_clock(who, 0)?;
+            }
+            Fault::FullDiskPrimary | Fault::FullDiskSecondary => {
+                // Every free byte of the ledger's tmpfs taken by a filler file for 1-10 s
+                // (long enough, at the upper end, for the watchtower's vote-lag rule), then
+                // deleted. The node must not send what it cannot record, must say which
+                // path is full, and must recover (or exit and come back) once it is freed.
+                let who = if kind == Fault::FullDiskPrimary {
+                    PRIMARY
+                } else {
+                    SECONDARY
+                };
+                let hold_ms = self.rng.range(1_000, 10_000);
+                let log_from = self.pair[who].log_len();
+                let disk = self.pair[who].disk.as_ref().expect("with --full-disk");
+                let filled = disk.fill()?;
+                println!(
+                    "           {}'s ledger full ({} MiB filler) for {} ms",
+                    self.pair[who].node.name,
+                    filled >> 20,
+                    hold_ms
+                );
+                self.idle(Duration::from_millis(hold_ms));
+                let disk = self.pair[who].disk.as_ref().expect("with --full-disk");
+                disk.free()?;
+                let mount = disk.mount.to_string_lossy().into_owned();
+                let name = self.pair[who].node.name.clone();
+                // What the node said about it (its log, from the fault on).
+                let log = self.pair[who].log_since(log_from);
+                let enospc: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("No space left on device"))
+                    .collect();
+                let unnamed: Vec<&&str> = enospc.iter().filter(|l| !l.contains(&mount)).collect();
+                println!(
+                    "           {name} logged {} full-disk error(s), {} not naming a path under {mount}",
+                    enospc.len(),
+                    unnamed.len(),
+                );
+                self.disk_errors += enospc.len() as u64;
+                if let Some(first) = unnamed.first() {
+                    self.problems.push(format!(
+                        "{name}: {} full-disk error(s) in {} do not name the path (first: {first})",
+                        unnamed.len(),
+                        self.pair[who].log_path().display(),
+                    ));
+                }
             }
             Fault::EtcdMemberFreeze | Fault::EtcdFreeze => {
                 let members: Vec<usize> = if kind == Fault::EtcdFreeze {
@@ -990,6 +1079,18 @@ impl Campaign {
             self.landed.len()
         ));
         line(format!("audits run: {}", self.audits));
+        if self.args.full_disk {
+            line(format!(
+                "full-disk errors the nodes logged (votes and blocks not sent): {}",
+                self.disk_errors
+            ));
+        }
+        match self.landed_votes_checked {
+            Some((n, missing)) => line(format!(
+                "votes of the vote account in stored blocks: {n}, without an audit record: {missing}"
+            )),
+            None => line("votes of the vote account in stored blocks: not checked".into()),
+        }
         out
     }
 
@@ -1055,6 +1156,73 @@ impl Campaign {
             .collect())
     }
 
+    /// Stops the watchtower and every validator (SIGKILL), so that their block stores
+    /// and audit logs can be read as they are.
+    fn stop_validators(&mut self) {
+        if let Some(mut w) = self.watchtower.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        for p in &mut self.pair {
+            p.node.signal(libc::SIGCONT);
+            p.node.kill9();
+            p.frozen_until = None;
+        }
+        for n in &mut self.c.nodes {
+            n.kill9();
+        }
+    }
+
+    /// Every vote of the vote account that some stored block carries (it left its
+    /// sender, in a vote or in a block) has a record in some audit log: a vote that
+    /// left without one is evidence lost. Run with the validators stopped.
+    fn check_landed_votes_recorded(&mut self) {
+        let va = self.c.keys[PAIR].1.pubkey();
+        let recorded: BTreeSet<(u64, [u8; 32])> = self
+            .records()
+            .into_iter()
+            .filter_map(|r| match r {
+                AuditRecord::Vote(v) if v.vote_account == va => Some((v.slot, v.hash.0)),
+                _ => None,
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut missing = BTreeSet::new();
+        for ledger in self.ledgers() {
+            let blocks = ledger.join("blocks");
+            let read = BlockStore::open(&blocks, 64 << 20).and_then(|(s, _)| s.read_from(0));
+            let blocks = match read {
+                Ok(b) => b,
+                Err(e) => {
+                    self.problems.push(format!(
+                        "cannot read the block store {}: {e:#}",
+                        blocks.display()
+                    ));
+                    continue;
+                }
+            };
+            for b in blocks {
+                for v in b.votes.iter().filter(|v| v.vote_account == va) {
+                    let key = (v.slot, v.hash.0);
+                    seen.insert(key);
+                    if !recorded.contains(&key) {
+                        missing.insert((key.0, b.slot, ledger.clone()));
+                    }
+                }
+            }
+        }
+        let missing_votes: BTreeSet<u64> = missing.iter().map(|m| m.0).collect();
+        if let Some((slot, block, ledger)) = missing.first() {
+            self.problems.push(format!(
+                "{} vote(s) of the vote account landed without an audit record (first: the \
+                 vote for slot {slot} in block {block}, stored in {})",
+                missing_votes.len(),
+                ledger.display()
+            ));
+        }
+        self.landed_votes_checked = Some((seen.len(), missing_votes.len()));
+    }
+
     fn diagnostics(&self) -> String {
         let mut s = String::new();
         for p in &self.pair {
@@ -1087,6 +1255,14 @@ impl Campaign {
         for n in &mut self.c.nodes {
             n.kill9();
         }
+        // The ledgers on tmpfs: a kept run keeps their files (copied out, then unmounted).
+        for p in &mut self.pair {
+            if let Some(mut d) = p.disk.take() {
+                if let Err(e) = d.unmount(keep) {
+                    eprintln!("{e:#}");
+                }
+            }
+        }
         for i in 0..self.args.etcd_members {
             self.etcd.thaw(i);
         }
@@ -1104,6 +1280,27 @@ impl Campaign {
 }
 
 impl Supervised {
+    fn log_path(&self) -> PathBuf {
+        self.node.ledger.with_extension("log")
+    }
+
+    /// The length of its log now.
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(self.log_path()).map_or(0, |m| m.len())
+    }
+
+    /// Its log from byte `from` on.
+    fn log_since(&self, from: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(self.log_path()) {
+            if f.seek(SeekFrom::Start(from)).is_ok() {
+                let _ = f.read_to_end(&mut bytes);
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Starts the process (inside the namespace for the primary with `--netns`), stderr
     /// appended to `<ledger>.log` as `Node::start` does.
     /// With a clock file, under libfaketime: only the wall clock follows the file (the
@@ -1320,6 +1517,146 @@ fn relay(client: std::net::TcpStream, target: SocketAddr, blocked: &AtomicBool, 
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => return,
             }
+        }
+    }
+}
+
+/// A small tmpfs mounted on a validator's ledger directory (`--full-disk`, as root). The
+/// `full-disk-*` faults fill it with a filler file, then delete it. Unmounted on drop
+/// (its files copied out first, for the run directory).
+struct Disk {
+    mount: PathBuf,
+    mounted: bool,
+}
+
+impl Disk {
+    fn mount(dir: &Path, mb: u64) -> anyhow::Result<Disk> {
+        if mb == 0 {
+            bail!("--disk-mb 0: give the ledgers' tmpfs a size in MiB (e.g. 128)");
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the ledger directory {}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m,mode=0700")])
+            .arg("huione-nemesis")
+            .arg(dir)
+            .output()
+            .context("run mount")?;
+        if !out.status.success() {
+            bail!(
+                "--full-disk: `mount -t tmpfs` on {} failed (it needs root): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Disk {
+            mount: dir.to_path_buf(),
+            mounted: true,
+        })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.mount.join("nemesis-filler")
+    }
+
+    /// Takes every free byte (1 MiB writes, then 4 KiB ones, until the disk refuses);
+    /// returns the filler's size.
+    fn fill(&self) -> anyhow::Result<u64> {
+        use std::io::Write;
+        let path = self.filler();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot create the filler {}", path.display()))?;
+        for chunk in [1 << 20, 4096] {
+            let buf = vec![0u8; chunk];
+            loop {
+                match f.write(&buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot fill {}", path.display()))
+                    }
+                }
+            }
+        }
+        Ok(f.metadata()?.len())
+    }
+
+    fn free(&self) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.filler()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+                .with_context(|| format!("cannot delete the filler {}", self.filler().display())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unmounts (nothing may run on it any more); with `keep` its files stay at the same
+    /// path, on the disk below.
+    fn unmount(&mut self, keep: bool) -> anyhow::Result<()> {
+        if !self.mounted {
+            return Ok(());
+        }
+        self.free()?;
+        let saved = self.mount.with_extension("saved");
+        if keep {
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(self.mount.join("."))
+                .arg(&saved)
+                .status();
+            if !st.is_ok_and(|s| s.success()) {
+                eprintln!(
+                    "cannot copy {} out of its tmpfs to {}",
+                    self.mount.display(),
+                    saved.display()
+                );
+            }
+        }
+        let mut unmounted = false;
+        for _ in 0..50 {
+            let st = Command::new("umount")
+                .arg(&self.mount)
+                .stderr(Stdio::null())
+                .status();
+            if st.is_ok_and(|s| s.success()) {
+                unmounted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !unmounted {
+            // Still busy after 5 s: detach it now, freed when the last user goes.
+            let st = Command::new("umount").arg("-l").arg(&self.mount).status();
+            if !st.is_ok_and(|s| s.success()) {
+                bail!(
+                    "cannot unmount the tmpfs on {}: unmount it by hand (umount {})",
+                    self.mount.display(),
+                    self.mount.display()
+                );
+            }
+        }
+        self.mounted = false;
+        if keep && saved.is_dir() {
+            let _ = std::fs::remove_dir(&self.mount);
+            std::fs::rename(&saved, &self.mount).with_context(|| {
+                format!(
+                    "cannot move {} to {}",
+                    saved.display(),
+                    self.mount.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount(true) {
+            eprintln!("{e:#}");
         }
     }
 }

@@ -4,41 +4,13 @@
 //! with a SIGSTOP of the secondary, a cut sparing the watchtower's path, a clock step, a
 //! frozen etcd, a SIGKILL of the primary and a full cut.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-/// Builds the binaries the campaign runs (they sit next to huione-nemesis).
-fn build_tools() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // Without the variables cargo sets for this test: the inner build would otherwise
-    // see another CARGO_MANIFEST_DIR and rebuild ring and everything above it.
-    let out = huione_testkit::without_cargo_test_env(&mut Command::new(cargo))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "huione-validator",
-            "-p",
-            "huione-watchtower",
-        ])
-        .args(["-p", "huione-cli"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(env!("CARGO_BIN_EXE_huione-nemesis"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
 
 #[test]
 fn a_short_campaign_fails_over_and_audits_clean() {
-    let bin_dir = build_tools();
+    let bin_dir = common::build_tools();
     let out = Command::new(env!("CARGO_BIN_EXE_huione-nemesis"))
         .args([
             "--minutes",

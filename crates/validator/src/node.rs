@@ -11,7 +11,7 @@
 //! * `BroadcastBlock` → audit log, ledger, broadcast.
 //! * `Exit` → the process ends with a distinct exit code.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +52,8 @@ const PERSIST_EVERY: Duration = Duration::from_millis(1000);
 const RECLAIM_CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 /// Leases kept for takeovers (acquired or adopted) besides the one voted under.
 const MAX_TAKEOVER_LEASES: usize = 8;
+/// Unrecorded votes and blocks remembered (far more than the core keeps unsent).
+const MAX_UNRECORDED: usize = 4096;
 
 /// A takeover storage call's answer: (call, answer, the lease it produced).
 type TakeoverAnswer = (u64, StorageAnswer, Option<Lease>);
@@ -203,6 +205,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         gossip_addr,
         rpc_addr: huione_net::addressing::local_reach(rpc_addr),
         block_seen: BTreeMap::new(),
+        unrecorded_votes: BTreeSet::new(),
+        unrecorded_blocks: BTreeSet::new(),
         vote_latencies: VecDeque::new(),
         store_failing_since: None,
         last_store_ok_ms: None,
@@ -259,6 +263,11 @@ struct Node {
     rpc_addr: SocketAddr,
     /// When each recent slot's block was first seen (for vote latency).
     block_seen: BTreeMap<huione_core::Slot, Instant>,
+    /// Our votes and blocks whose audit record could not be written (a full disk), so
+    /// they were not sent: (slot, hash). The core still holds them (our votes go into our
+    /// blocks, our blocks answer repair requests); they leave only once recorded.
+    unrecorded_votes: BTreeSet<(huione_core::Slot, huione_core::Hash)>,
+    unrecorded_blocks: BTreeSet<(huione_core::Slot, huione_core::Hash)>,
     /// Recent vote latencies in microseconds (bounded window for p50/p99).
     vote_latencies: VecDeque<u64>,
     /// Since when tower stores have been failing (votes withheld), for getHealth.
@@ -461,8 +470,15 @@ impl Node {
     }
 
     /// Stores new blocks (synced), and snapshots and prunes when the root has moved on.
+    /// Our blocks not recorded in the audit log stay out of the store: after a restart,
+    /// a stored block may be served to peers.
     fn persist_ledger(&mut self) {
-        self.files.persist(self.core.blocks());
+        let unrecorded = &self.unrecorded_blocks;
+        self.files.persist(
+            self.core
+                .blocks()
+                .filter(|b| !unrecorded.contains(&(b.slot, b.hash))),
+        );
         if let Err(e) = self.files.sync_blocks() {
             tracing::warn!(error = %format!("{e:#}"), "cannot sync the block store");
         }
@@ -792,22 +808,26 @@ impl Node {
     }
 
     /// Appends the audit records of the batch's votes and blocks and makes them durable
-    /// with one sync, before any of them is sent. Returns, per command, whether it may be
-    /// sent (false: its record is not durable, so it is not sent).
+    /// with one sync, before any of them is sent; then stores the recorded blocks. Returns,
+    /// per command, whether it may be sent (false: its record is not durable, so it is
+    /// not sent, and is remembered as unrecorded).
     fn record_batch(&mut self, cmds: &[Command]) -> Vec<bool> {
         let now = now_ms();
+        let mut carried = Vec::new();
         let mut ok: Vec<bool> = cmds
             .iter()
             .map(|cmd| {
                 let r = match cmd {
                     Command::SendVote(v) => {
-                        self.files
-                            .record_vote(v.vote(), &self.instance_id, now)
+                        let v = v.vote();
+                        let r = self.files.record_vote(v, &self.instance_id, now);
+                        if r.is_err() {
+                            // Known now, for a block of this batch that carries it.
+                            self.unrecorded_votes.insert((v.slot, v.hash));
+                        }
+                        r
                     }
-                    Command::BroadcastBlock(b) => {
-                        self.files.persist([b]);
-                        self.files.record_block(b, &self.instance_id, now)
-                    }
+                    Command::BroadcastBlock(b) => self.record_block(b, now, &mut carried),
                     _ => return true,
                 };
                 if let Err(e) = &r {
@@ -816,13 +836,25 @@ impl Node {
                 r.is_ok()
             })
             .collect();
-        let has_block = cmds.iter().any(|c| matches!(c, Command::BroadcastBlock(_)));
-        let has_record = has_block || cmds.iter().any(|c| matches!(c, Command::SendVote(_)));
+        let has_record = cmds
+            .iter()
+            .any(|c| matches!(c, Command::SendVote(_) | Command::BroadcastBlock(_)));
         if !has_record {
             return ok;
         }
         let mut synced = self.files.sync_audit();
-        if has_block && synced.is_ok() {
+        // Only recorded blocks go to the block store: a block there may be served to
+        // peers after a restart.
+        let recorded_blocks: Vec<&huione_core::Block> = cmds
+            .iter()
+            .zip(&ok)
+            .filter_map(|(c, ok)| match c {
+                Command::BroadcastBlock(b) if *ok => Some(b),
+                _ => None,
+            })
+            .collect();
+        if synced.is_ok() && !recorded_blocks.is_empty() {
+            self.files.persist(recorded_blocks);
             synced = self.files.sync_blocks();
         }
         if let Err(e) = synced {
@@ -832,8 +864,101 @@ impl Node {
                     ok[i] = false;
                 }
             }
+        } else {
+            for k in carried {
+                self.unrecorded_votes.remove(&k);
+            }
+        }
+        for (cmd, ok) in cmds.iter().zip(&ok) {
+            match cmd {
+                Command::SendVote(v) if !ok => {
+                    let v = v.vote();
+                    self.unrecorded_votes.insert((v.slot, v.hash));
+                }
+                Command::BroadcastBlock(b) if !ok => {
+                    self.unrecorded_blocks.insert((b.slot, b.hash));
+                }
+                _ => {}
+            }
+        }
+        for set in [&mut self.unrecorded_votes, &mut self.unrecorded_blocks] {
+            while set.len() > MAX_UNRECORDED {
+                set.pop_first();
+            }
         }
         ok
+    }
+
+    /// Appends a block's audit record, after those of the votes of ours it carries whose
+    /// own records could not be written (the block carries them out); their keys go to
+    /// `carried`.
+    fn record_block(
+        &mut self,
+        b: &huione_core::Block,
+        now: u64,
+        carried: &mut Vec<(huione_core::Slot, huione_core::Hash)>,
+    ) -> anyhow::Result<()> {
+        for v in &b.votes {
+            let k = (v.slot, v.hash);
+            if v.vote_account == self.vote_account && self.unrecorded_votes.contains(&k) {
+                self.files.record_vote(v, &self.instance_id, now)?;
+                carried.push(k);
+            }
+        }
+        self.files.record_block(b, &self.instance_id, now)
+    }
+
+    /// The blocks of a repair answer that may leave: each unrecorded block of ours (or
+    /// block carrying an unrecorded vote of ours) is recorded first, or left out.
+    fn recorded_for_repair(&mut self, blocks: Vec<huione_core::Block>) -> Vec<huione_core::Block> {
+        if self.unrecorded_votes.is_empty() && self.unrecorded_blocks.is_empty() {
+            return blocks;
+        }
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut needed = Vec::new();
+        let mut carried = Vec::new();
+        let mut recorded = Vec::new();
+        for b in blocks {
+            let k = (b.slot, b.hash);
+            let needs = self.unrecorded_blocks.contains(&k)
+                || b.votes.iter().any(|v| {
+                    v.vote_account == self.vote_account
+                        && self.unrecorded_votes.contains(&(v.slot, v.hash))
+                });
+            if !needs {
+                out.push(b);
+                needed.push(false);
+                continue;
+            }
+            match self.record_block(&b, now, &mut carried) {
+                Ok(()) => {
+                    recorded.push(k);
+                    out.push(b);
+                    needed.push(true);
+                }
+                Err(e) => tracing::error!(slot = b.slot, error = %format!("{e:#}"),
+                    "block not sent for repair: its audit record cannot be written"),
+            }
+        }
+        if !recorded.is_empty() || !carried.is_empty() {
+            if let Err(e) = self.files.sync_audit() {
+                tracing::error!(error = %format!("{e:#}"), "blocks not sent for repair: the audit log cannot be synced");
+                return out
+                    .into_iter()
+                    .zip(needed)
+                    .filter(|(_, n)| !n)
+                    .map(|(b, _)| b)
+                    .collect();
+            }
+            for k in carried {
+                self.unrecorded_votes.remove(&k);
+            }
+            for k in recorded {
+                self.unrecorded_blocks.remove(&k);
+            }
+        }
+        out
     }
 
     async fn execute(&mut self, cmds: Vec<Command>) {
@@ -886,6 +1011,10 @@ impl Node {
                         .await;
                 }
                 Command::SendRepair { to, blocks } => {
+                    let blocks = self.recorded_for_repair(blocks);
+                    if blocks.is_empty() {
+                        continue;
+                    }
                     if let Some(addr) = self.peer_addrs.get(&to).copied() {
                         let _ = self.net.send_repair_response(addr, &blocks).await;
                     }

@@ -99,9 +99,20 @@ impl AuditLog {
     pub fn append(&mut self, r: &AuditRecord) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(r)?;
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .with_context(|| format!("cannot append to the audit log {}", self.path.display()))?;
+        if let Err(e) = self.file.write_all(&line) {
+            // A full disk can take part of the line: cut it off, or the next record would
+            // be glued to it and the log would no longer read (its vote or block is not
+            // sent: the caller sends only what was appended and synced).
+            let cut = self.file.set_len(self.bytes);
+            return Err(anyhow::Error::new(e).context(match cut {
+                Ok(()) => format!("cannot append to the audit log {}", self.path.display()),
+                Err(cut) => format!(
+                    "cannot append to the audit log {} (and cannot cut the partial line: {cut}; \
+                     the next start cuts it)",
+                    self.path.display()
+                ),
+            }));
+        }
         self.bytes += line.len() as u64;
         self.dirty = true;
         Ok(())

@@ -210,8 +210,17 @@ impl BlockStore {
         let (_, seg, file) = self.open.as_mut().expect("started above");
         let record = encode_record(block.slot, &payload);
         let offset = seg.bytes;
-        file.write_all(&record)
-            .with_context(|| format!("cannot append to {}", seg.path.display()))?;
+        if let Err(e) = file.write_all(&record) {
+            // A full disk can take part of the record: cut it off and write the next one
+            // where this one began, so the offsets stay right.
+            use std::io::{Seek, SeekFrom};
+            let _ = file
+                .set_len(offset)
+                .and_then(|()| file.seek(SeekFrom::Start(offset)));
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot append to {}", seg.path.display()))
+            );
+        }
         seg.bytes += record.len() as u64;
         seg.entries.insert(block.slot, offset);
         self.dirty = true;
