@@ -452,9 +452,12 @@ pub struct Core {
     optimistic_slot: Slot,
     stats: Stats,
     outbox: Vec<Command>,
-    /// Recent fresh blocks of other leaders: (leader, arrival time, arrival minus
-    /// expected production time).
-    clock_samples: std::collections::VecDeque<(Pubkey, u64, i64)>,
+    /// Recent fresh blocks of other leaders (leader, arrival time, arrival minus
+    /// expected production time, and the tick gap epoch it was taken in).
+    clock_samples: std::collections::VecDeque<ClockSample>,
+    /// Counts the tick gaps seen (pauses, clock steps): samples of an older epoch are used
+    /// only while the current one has too few.
+    clock_epoch: u64,
     /// The last tick, to notice a process that was paused (SIGSTOP, VM freeze).
     last_tick_ms: Option<u64>,
     /// Monotonic time for timers (retries, the storage-outage limit): the sum of the
@@ -474,6 +477,17 @@ pub struct Core {
     /// our own acquire of it may have been applied: judged once that takeover has ended
     /// (see `Core::on_announcement`).
     rival: Option<InstanceAnnouncement>,
+}
+
+/// One clock-offset sample: a fresh block of another leader.
+#[derive(Clone, Copy, Debug)]
+struct ClockSample {
+    leader: Pubkey,
+    /// Arrival, by our clock.
+    at_ms: u64,
+    /// Arrival minus the block's expected production time.
+    offset_ms: i64,
+    epoch: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -526,6 +540,7 @@ impl Core {
             stats: Stats::default(),
             outbox: Vec::new(),
             clock_samples: Default::default(),
+            clock_epoch: 0,
             last_tick_ms: None,
             mono_ms: 0,
             takeover: None,
@@ -678,8 +693,13 @@ impl Core {
         if !paused {
             return;
         }
-        // Blocks buffered while we were paused arrive late: start measuring afresh.
-        self.clock_samples.clear();
+        // A gap is a pause (the clock is as good as before; blocks buffered meanwhile
+        // arrive late, which the per-leader minimum ignores) or a clock step (every
+        // earlier sample is off by the step). Which, the core cannot tell: measure
+        // afresh, but keep the earlier estimate until the new epoch has enough samples,
+        // so a busy machine's scheduling gaps do not blind it (it would lead while
+        // "unknown").
+        self.clock_epoch += 1;
         match &mut self.role {
             Role::Voting(v) => v.claim = None,
             Role::SteppingDown(s) => {
@@ -698,13 +718,14 @@ impl Core {
     /// late block, a repair, a backlog after a freeze only add delay), and the median
     /// over leaders is robust to a minority of leaders with broken clocks.
     pub fn clock_offset_ms(&self) -> Option<i64> {
-        if self.clock_samples.len() < MIN_CLOCK_SAMPLES {
-            return None;
-        }
+        // The newest epoch with enough samples.
+        let epoch = self.clock_samples.iter().rev().map(|s| s.epoch).find(|e| {
+            self.clock_samples.iter().filter(|s| s.epoch == *e).count() >= MIN_CLOCK_SAMPLES
+        })?;
         let mut per_leader: HashMap<Pubkey, i64> = HashMap::new();
-        for (leader, _, sample) in &self.clock_samples {
-            let m = per_leader.entry(*leader).or_insert(*sample);
-            *m = (*m).min(*sample);
+        for s in self.clock_samples.iter().filter(|s| s.epoch == epoch) {
+            let m = per_leader.entry(s.leader).or_insert(s.offset_ms);
+            *m = (*m).min(s.offset_ms);
         }
         // The lower median by size: with two leaders, the one that agrees better with us
         // (a wrong "our clock is off" costs leader slots, so it needs a majority).
@@ -725,8 +746,12 @@ impl Core {
         if self.clock_samples.len() == CLOCK_SAMPLES {
             self.clock_samples.pop_front();
         }
-        self.clock_samples
-            .push_back((leader, now_ms, now_ms as i64 - expected as i64));
+        self.clock_samples.push_back(ClockSample {
+            leader,
+            at_ms: now_ms,
+            offset_ms: now_ms as i64 - expected as i64,
+            epoch: self.clock_epoch,
+        });
     }
 
     /// Forgets samples older than [`CLOCK_SAMPLE_WINDOW_SLOTS`] (or from the future,
@@ -734,7 +759,7 @@ impl Core {
     fn expire_clock_samples(&mut self, now_ms: u64) {
         let window_ms = CLOCK_SAMPLE_WINDOW_SLOTS * self.genesis.slot_duration_ms;
         self.clock_samples
-            .retain(|(_, at, _)| now_ms.abs_diff(*at) <= window_ms);
+            .retain(|s| now_ms.abs_diff(s.at_ms) <= window_ms);
     }
 
     fn best_slot(&self) -> Slot {

@@ -847,3 +847,56 @@ fn a_vote_kept_back_by_a_lockout_says_until_when() {
         vec![9]
     );
 }
+
+/// A busy machine's scheduling gap (more than two slots between ticks) used to throw the
+/// clock samples away, so a node whose clock runs ahead could spend most of its time with
+/// no estimate ("unknown" leads) — seen as a flaky real-process test. A gap now starts a
+/// new epoch: the old estimate stands until the new epoch has enough samples of its own
+/// (after a clock step, those give the new offset).
+#[test]
+fn a_tick_gap_keeps_the_clock_estimate_until_enough_fresh_samples_replace_it() {
+    let (mut n, other) = two_validators();
+    let schedule = crate::genesis::LeaderSchedule::compute(&n.genesis, 0);
+    let theirs: Vec<Slot> = (1..64)
+        .filter(|s| schedule.leader_at(*s) == Some(other.pubkey()))
+        .take(10)
+        .collect();
+    assert_eq!(theirs.len(), 10, "the other validator leads enough slots");
+    let late_ms = 5 * SLOT_MS; // our clock runs 500 ms ahead of theirs
+    let (mut parent, mut parent_hash) = (0, n.genesis.hash);
+    let mut deliver = |n: &mut Node, s: Slot, late: u64| {
+        let b = Block::produce(&other, s, parent, parent_hash, Vec::new());
+        (parent, parent_hash) = (b.slot, b.hash);
+        let arrival = n.genesis.slot_start_ms(s) + n.core.cfg.produce_delay_ms + late;
+        n.core.on_block(arrival, b);
+        arrival
+    };
+    let mut last = 0;
+    for s in &theirs[..5] {
+        last = deliver(&mut n, *s, late_ms);
+    }
+    assert_eq!(n.core.status().clock_offset_ms, Some(late_ms as i64));
+    n.core.tick(last);
+    n.core.tick(last + 10 * SLOT_MS);
+    assert_eq!(
+        n.core.status().clock_offset_ms,
+        Some(late_ms as i64),
+        "a gap between ticks must not blind the estimate"
+    );
+    // Our clock was stepped back to the cluster's: blocks now arrive on time. Until the
+    // new epoch has MIN_CLOCK_SAMPLES, the old estimate stands; then the new one.
+    for (i, s) in theirs[5..].iter().enumerate() {
+        deliver(&mut n, *s, 0);
+        let expected = if i + 1 >= MIN_CLOCK_SAMPLES {
+            0
+        } else {
+            late_ms as i64
+        };
+        assert_eq!(
+            n.core.status().clock_offset_ms,
+            Some(expected),
+            "after {} fresh",
+            i + 1
+        );
+    }
+}
