@@ -734,6 +734,22 @@ impl Core {
         Some(v[(v.len() - 1) / 2])
     }
 
+    /// The newest slot a block or gossip vote may be for: `MAX_FUTURE_SLOTS` past our
+    /// clock's slot, plus however far our clock is measured to run *behind* the cluster.
+    /// A node whose clock was stepped back keeps replaying and voting (the slot numbers
+    /// its votes carry do not depend on its clock); its own leader slots are what a bad
+    /// clock must stop, and `clock_ok` does. Without this, such a node dropped every block
+    /// as "from the future" and sent no vote until its clock was fixed. The estimate is a
+    /// lower median over leaders, so one leader producing early cannot widen it.
+    pub(super) fn newest_acceptable_slot(&self, now_ms: u64) -> Slot {
+        let behind_ms = self
+            .clock_offset_ms()
+            .filter(|o| *o < 0)
+            .map_or(0, i64::unsigned_abs);
+        let behind_slots = behind_ms.div_ceil(self.genesis.slot_duration_ms);
+        self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS + behind_slots
+    }
+
     /// Whether our clock is within `max_clock_offset_ms` of the cluster's (unknown = yes).
     fn clock_ok(&self) -> bool {
         self.clock_offset_ms()

@@ -3,8 +3,7 @@
 use huione_tower::Slot;
 
 use super::{
-    Command, Core, PeerId, Role, MAX_FUTURE_SLOTS, MAX_ORPHANS, MAX_REPAIR_BATCH,
-    MAX_ROOTED_BLOCKS, MAX_VOTE_POOL,
+    Command, Core, PeerId, Role, MAX_ORPHANS, MAX_REPAIR_BATCH, MAX_ROOTED_BLOCKS, MAX_VOTE_POOL,
 };
 use crate::block::{Block, SignedVote};
 use crate::hash::Hash;
@@ -47,9 +46,11 @@ impl Core {
         if self.is_halted() {
             return Vec::new();
         }
-        // Only a broadcast block that extends what we have tells the time: a repaired
-        // one, or an orphan released later, arrives late by design.
-        let mut sample = broadcast && self.forks.contains(block.parent_slot);
+        // Only a broadcast block tells the time: a repaired one, or an orphan released
+        // later, arrives late by design. Its parent need not be known: a node whose clock
+        // runs behind drops blocks as from the future, and then lacks every next parent,
+        // yet those arrivals are the very evidence that lets it accept them again.
+        let mut sample = broadcast;
         // A stack of blocks to replay: this one, then the orphans each replay unblocks.
         let mut next = Some(block);
         let mut queue = Vec::new();
@@ -99,7 +100,7 @@ impl Core {
         if sample_clock && leader != self.identity.pubkey() && b.slot > self.forks.highest_slot() {
             self.sample_clock(now_ms, b.slot, leader);
         }
-        if b.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS {
+        if b.slot > self.newest_acceptable_slot(now_ms) {
             self.stats.blocks_dropped += 1;
             return Replayed::Nothing;
         }
@@ -217,9 +218,7 @@ impl Core {
     }
 
     fn gossip_vote_ok(&self, now_ms: u64, vote: &SignedVote) -> bool {
-        if vote.slot <= self.forks.root()
-            || vote.slot > self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS
-        {
+        if vote.slot <= self.forks.root() || vote.slot > self.newest_acceptable_slot(now_ms) {
             return false;
         }
         let Some(account) = self.forks.root_bank().account(&vote.vote_account) else {

@@ -900,3 +900,47 @@ fn a_tick_gap_keeps_the_clock_estimate_until_enough_fresh_samples_replace_it() {
         );
     }
 }
+
+/// A node whose clock was stepped back (here 5 slots) saw every block as "from the future"
+/// and dropped it: it stopped voting until its clock was fixed. It now measures the
+/// offset from those same broadcasts and accepts blocks that far ahead.
+#[test]
+fn a_node_whose_clock_runs_behind_accepts_the_clusters_blocks_once_it_has_measured_it() {
+    let (mut n, other) = two_validators();
+    let schedule = crate::genesis::LeaderSchedule::compute(&n.genesis, 0);
+    let theirs: Vec<Slot> = (10..200)
+        .filter(|s| schedule.leader_at(*s) == Some(other.pubkey()))
+        .take(8)
+        .collect();
+    assert_eq!(theirs.len(), 8, "the other validator leads enough slots");
+    let early_ms = 5 * SLOT_MS; // our clock runs 500 ms behind theirs
+    let (mut parent, mut parent_hash) = (0, n.genesis.hash);
+    let blocks: Vec<Block> = theirs
+        .iter()
+        .map(|s| {
+            let b = Block::produce(&other, *s, parent, parent_hash, Vec::new());
+            (parent, parent_hash) = (b.slot, b.hash);
+            b
+        })
+        .collect();
+    let arrival = |n: &Node, b: &Block| {
+        n.genesis.slot_start_ms(b.slot) + n.core.cfg.produce_delay_ms - early_ms
+    };
+    for b in &blocks[..MIN_CLOCK_SAMPLES] {
+        n.core.on_block(arrival(&n, b), b.clone());
+    }
+    assert_eq!(n.core.status().clock_offset_ms, Some(-(early_ms as i64)));
+    assert_eq!(
+        n.core.status().best_slot,
+        0,
+        "dropped before the offset was known"
+    );
+    // The dropped blocks come back by repair and replay; later broadcasts extend them.
+    let now = arrival(&n, &blocks[MIN_CLOCK_SAMPLES - 1]);
+    n.core.on_blocks(now, blocks[..MIN_CLOCK_SAMPLES].to_vec());
+    assert_eq!(n.core.status().best_slot, theirs[MIN_CLOCK_SAMPLES - 1]);
+    for b in &blocks[MIN_CLOCK_SAMPLES..] {
+        n.core.on_block(arrival(&n, b), b.clone());
+    }
+    assert_eq!(n.core.status().best_slot, theirs[7]);
+}
