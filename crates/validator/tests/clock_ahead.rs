@@ -9,6 +9,9 @@
 //!
 //! * `guarded`: default settings. The primary measures its offset from other leaders'
 //!   blocks, warns, and stops leading.
+//! * `behind`: the primary's clock runs five slots *behind*. It measures that from the
+//!   other leaders' blocks, accepts them although they look "from the future", keeps
+//!   voting, and does not lead its own slots.
 //! * `unguarded_frozen`: the clock guard switched off (`--max-clock-offset-ms` huge), the
 //!   primary frozen just before its window, taken over, and resumed three seconds later
 //!   (the issue's sequence): safety rests on the stored claim alone.
@@ -25,10 +28,11 @@ use huione_testkit::EtcdCluster;
 
 const AHEAD_SLOTS: u64 = 2;
 
-/// Runs the pair's primary under libfaketime, `AHEAD_SLOTS` slots ahead. Preloaded through
-/// `env` (which execs the validator) rather than the `faketime` wrapper, which forks: the
-/// test's process handle is then the validator itself, so a failing test still stops it.
-fn run_primary_ahead(c: &mut Cluster) {
+/// Runs the pair's primary under libfaketime, its wall clock `offset_ms` off (positive:
+/// ahead). Preloaded through `env` (which execs the validator) rather than the `faketime`
+/// wrapper, which forks: the test's process handle is then the validator itself, so a
+/// failing test still stops it.
+fn run_primary_with_clock_off(c: &mut Cluster, offset_ms: i64) {
     let lib = [
         "/usr/lib/x86_64-linux-gnu",
         "/usr/lib/aarch64-linux-gnu",
@@ -42,10 +46,10 @@ fn run_primary_ahead(c: &mut Cluster) {
              (apt-get install -y faketime)",
     );
     let node = &mut c.nodes[PAIR];
-    let ahead = format!("+{}s", (AHEAD_SLOTS * SLOT_MS) as f64 / 1000.0);
+    let offset = format!("{:+}s", offset_ms as f64 / 1000.0);
     let mut args = vec![
         format!("LD_PRELOAD={}", lib.display()),
-        format!("FAKETIME={ahead}"),
+        format!("FAKETIME={offset}"),
         // Only the wall clock runs ahead; timers keep the real monotonic clock.
         "FAKETIME_DONT_FAKE_MONOTONIC=1".to_string(),
         node.bin.display().to_string(),
@@ -64,7 +68,7 @@ fn takeover_with_clock_ahead(guarded: bool) {
         &["--max-clock-offset-ms", "100000"]
     };
     let (mut c, mut standby) = pair_cluster(&etcd, extra);
-    run_primary_ahead(&mut c);
+    run_primary_with_clock_off(&mut c, (AHEAD_SLOTS * SLOT_MS) as i64);
     c.start_all();
     standby.start();
     wait_voting(&c, Duration::from_secs(40));
@@ -135,4 +139,47 @@ fn a_primary_two_slots_ahead_measures_it_warns_and_is_taken_over_cleanly() {
 #[test]
 fn a_primary_two_slots_ahead_frozen_and_resumed_after_a_takeover_never_leads_twice() {
     takeover_with_clock_ahead(false);
+}
+
+/// A primary whose clock was stepped five slots back used to drop every block as from the
+/// future and send no vote until its clock was fixed (the nemesis saw a vote account go
+/// ~52 s without a landed vote after a backwards step).
+#[test]
+fn a_primary_five_slots_behind_measures_it_and_keeps_voting() {
+    const BEHIND_SLOTS: u64 = 5;
+    let _serial = serial();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let (mut c, _standby) = pair_cluster(&etcd, &[]);
+    run_primary_with_clock_off(&mut c, -((BEHIND_SLOTS * SLOT_MS) as i64));
+    c.start_all();
+    wait_voting(&c, Duration::from_secs(60));
+    let offset = huione_testkit::nodes::wait_for(Duration::from_secs(30), || {
+        metric(&c.nodes[PAIR], "huione_clock_offset_ms")
+            .filter(|o| *o <= -(((BEHIND_SLOTS - 1) * SLOT_MS) as f64))
+    });
+    assert!(
+        offset.is_some(),
+        "the primary's huione_clock_offset_ms never showed its clock {BEHIND_SLOTS} slots \
+         behind: last {:?}",
+        metric(&c.nodes[PAIR], "huione_clock_offset_ms")
+    );
+    let measured_slot = c.nodes[0].slot("processed").expect("the cluster's slot");
+    // Still voting, as the cluster sees it, well after the measurement.
+    let vote = vote_account(&c);
+    let now = last_vote_of(&c.nodes[0], &vote).expect("the pair's vote account");
+    let later = wait_vote_past(&c.nodes[0], &vote, now + 20, Duration::from_secs(30));
+    assert!(
+        later.is_some(),
+        "the primary stopped voting with its clock behind:\n{}",
+        c.nodes[PAIR].log()
+    );
+    // Once measured, it does not lead with a clock that far off (a window it was already
+    // producing may finish).
+    let recs = audit_records(&[c.nodes[PAIR].ledger.as_path()]);
+    let led: Vec<u64> = producers(&recs, &primary_identity(&c).to_string())
+        .into_keys()
+        .filter(|s| *s > measured_slot + 8)
+        .collect();
+    assert!(led.is_empty(), "led with its clock behind: slots {led:?}");
+    assert_audit_clean(&c, &[]);
 }
