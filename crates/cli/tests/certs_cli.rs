@@ -440,3 +440,24 @@ fn guide_check_curl_with_validator_cert_gets_404_and_without_is_refused() {
         "etcd served a client without a certificate"
     );
 }
+
+/// `huione-certs show | head -1`: the reader goes away before the tool is done. It must
+/// end quietly, as `cat` does, not panic with "failed printing to stdout: Broken pipe".
+#[test]
+fn show_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(new_certs(tmp.path(), &[]).status.success());
+    let mut child = certs_bin()
+        .args(["show", "--dir", tmp.path().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run huione-certs");
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

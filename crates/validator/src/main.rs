@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", huione_os::process::error_text(e.as_ref()));
             ExitCode::from(exit_code::ERROR)
         }
     }

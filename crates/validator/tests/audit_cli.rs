@@ -154,4 +154,13 @@ fn audit_refuses_a_missing_or_torn_log() {
         err.contains("primary/audit.jsonl line 2") && err.contains("torn"),
         "{err}"
     );
+    // An unreadable log: the OS error is said once (it was printed twice, as the
+    // message's own text and again as its cause).
+    let odd = dir.path().join("odd");
+    std::fs::create_dir_all(odd.join("audit.jsonl")).unwrap();
+    std::fs::copy(a.join("genesis.json"), odd.join("genesis.json")).unwrap();
+    let (code, _, err) = audit(&[&odd], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("odd/audit.jsonl"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
 }

@@ -85,6 +85,7 @@ struct ShowArgs {
 }
 
 fn main() -> ExitCode {
+    huione_os::process::restore_default_sigpipe();
     huione_cli::init_logging();
     let result = match Cli::parse().command {
         Command::New(args) => new(&args),
@@ -94,7 +95,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", huione_os::process::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

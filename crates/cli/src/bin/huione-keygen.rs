@@ -39,6 +39,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    huione_os::process::restore_default_sigpipe();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    huione_os::process::restore_default_sigpipe();
     huione_cli::init_logging_quiet();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", huione_os::process::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

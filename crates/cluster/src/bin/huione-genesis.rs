@@ -46,7 +46,10 @@ struct Args {
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(&args) {
-        eprintln!("huione-genesis: error: {e:#}");
+        eprintln!(
+            "huione-genesis: error: {}",
+            huione_os::process::error_text(e.as_ref())
+        );
         std::process::exit(1);
     }
 }

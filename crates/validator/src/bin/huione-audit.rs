@@ -45,12 +45,13 @@ enum Outcome {
 }
 
 fn main() -> ExitCode {
+    huione_os::process::restore_default_sigpipe();
     match run(Args::parse()) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Violations) => ExitCode::from(1),
         Ok(Outcome::Unresolved) => ExitCode::from(3),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", huione_os::process::error_text(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -20,7 +20,10 @@ fn main() {
     };
     signals::install();
     if let Err(e) = driver::run(&config) {
-        eprintln!("huione-local-cluster: error: {e:#}");
+        eprintln!(
+            "huione-local-cluster: error: {}",
+            huione_os::process::error_text(e.as_ref())
+        );
         std::process::exit(1);
     }
 }
