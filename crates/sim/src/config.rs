@@ -7,7 +7,7 @@ use huione_core::PlantedBug;
 pub struct FaultRates {
     pub crash: f64,
     pub freeze: f64,
-    /// The monitor runs set-identity on a standby (the primary may be healthy).
+    /// An operator runs set-identity on a standby (the primary may be healthy).
     pub failover: f64,
     /// Both machines of a pair take the identity in the same instant.
     pub dual_takeover: f64,
@@ -117,6 +117,8 @@ pub struct SimConfig {
     /// Overrides the cores' `max_clock_offset_ms` (None: the core's default). Scenarios
     /// set it very high to show that safety does not depend on the clock guard.
     pub max_clock_offset_ms: Option<u64>,
+    /// The watchtowers' thresholds (the shipped defaults unless a scenario changes them).
+    pub watchtower: huione_watchtower::decision::Settings,
     #[doc(hidden)]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -137,6 +139,7 @@ impl SimConfig {
             check_store_before_send: true,
             stakes: None,
             max_clock_offset_ms: None,
+            watchtower: Default::default(),
             planted_bug: None,
         }
     }
@@ -159,6 +162,7 @@ impl SimConfig {
             check_store_before_send: true,
             stakes: None,
             max_clock_offset_ms: None,
+            watchtower: Default::default(),
             planted_bug: None,
         }
     }

@@ -64,7 +64,17 @@ impl Sim {
                 .store_now(&lease, ticket.tower())
                 .map_err(|e| StoreFailure::from(problem(&e))),
         };
-        let stats = &mut self.machines[m].stats;
+        let mach = &mut self.machines[m];
+        if mach.incarnation == incarnation {
+            // What the daemon's health check sees (an answer lost below counts as a failure).
+            match &result {
+                Ok(_) => mach.store_failing_since_ms = None,
+                Err(_) => {
+                    mach.store_failing_since_ms.get_or_insert(self.now_ms);
+                }
+            }
+        }
+        let stats = &mut mach.stats;
         match &result {
             Ok(_) => stats.stores_ok += 1,
             Err(StoreFailure::LockLost(_)) => stats.stores_lock_lost += 1,
@@ -87,6 +97,11 @@ impl Sim {
                 }
                 if self.call_fault(self.cfg.faults.store_answer_lost) {
                     // Applied, but the answer is lost: the core retries the same tower.
+                    if self.machines[m].incarnation == incarnation {
+                        self.machines[m]
+                            .store_failing_since_ms
+                            .get_or_insert(self.now_ms);
+                    }
                     ticket.failed(StoreFailure::Unavailable(
                         "the store's answer was lost".into(),
                     ))
@@ -209,6 +224,9 @@ impl Sim {
     fn dispatch(&mut self, to: MachineId, msg: Msg) {
         let now = self.local_now(to);
         let incarnation = self.machines[to].incarnation;
+        if msg.is_from_peer() {
+            self.machines[to].peers.last_peer_message_ms = Some(self.now_ms);
+        }
         let Some(core) = self.machines[to].core.as_mut() else {
             return;
         };
@@ -256,10 +274,24 @@ impl Sim {
     }
 
     /// Takes the validator identity on machine `m` (the set-identity admin command, or
-    /// the monitor's failover): the core runs the takeover, this driver only executes its
+    /// the watchtower's failover): the core runs the takeover, this driver only executes its
     /// storage calls. `Err` when it failed (or its acquire's answer was lost: the core then
     /// finishes or releases by itself); `Ok` when it switched or is still running.
     pub fn take_identity(&mut self, m: MachineId, reason: TakeoverReason) -> Result<(), String> {
+        let id = self.start_takeover(m, reason)?;
+        match &self.machines[m].takeover_answer {
+            Some((answered, r)) if *answered == id => r.clone(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts a takeover on machine `m` and runs its first storage calls; its answer (if
+    /// any yet) is in `takeover_answer` under the returned takeover id.
+    pub(crate) fn start_takeover(
+        &mut self,
+        m: MachineId,
+        reason: TakeoverReason,
+    ) -> Result<u64, String> {
         if self.machines[m].state != MachineState::Running {
             return Err("the process is not running".into());
         }
@@ -272,10 +304,7 @@ impl Sim {
         };
         let (id, cmds) = core.begin_takeover(req).map_err(|e| e.to_string())?;
         self.handle(m, cmds);
-        match &self.machines[m].takeover_answer {
-            Some((answered, r)) if *answered == id => r.clone(),
-            _ => Ok(()),
-        }
+        Ok(id)
     }
 
     fn on_takeover_event(&mut self, m: MachineId, ev: TakeoverEvent) {

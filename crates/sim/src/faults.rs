@@ -6,19 +6,12 @@ use crate::world::{MachineId, MachineKind, MachineState, Sim};
 /// it: the core's `takeover_finish_ms` (5 s) plus storage round trips and retries.
 pub const HALF_FINISHED_BOUND_MS: u64 = 8_000;
 
-/// Slots without a vote from a validator's pair before the monitor runs set-identity.
-const MONITOR_GRACE_SLOTS: u64 = 12;
-
 #[derive(Debug, Default)]
 pub(crate) struct FaultState {
     partition_until_ms: Option<u64>,
     outage_until_ms: Option<u64>,
     cuts: Vec<(MachineId, u64)>,
     healed: bool,
-    /// Per validator: last time the monitor acted.
-    monitor_acted_ms: Vec<u64>,
-    /// Per validator: since when its lock holder has looked unhealthy.
-    unhealthy_since_ms: Vec<Option<u64>>,
 }
 
 impl Sim {
@@ -55,7 +48,8 @@ impl Sim {
         }
     }
 
-    /// The operator's (or monitor's) `set-identity` on machine `m`.
+    /// The operator's `set-identity` on machine `m` (the watchtower's goes through
+    /// [`Sim::take_identity`] with its own reason).
     pub fn set_identity(&mut self, m: MachineId) -> Result<(), String> {
         self.take_identity(m, huione_core::TakeoverReason::SetIdentity)
     }
@@ -111,7 +105,6 @@ impl Sim {
 
     pub(crate) fn on_slot_boundary(&mut self) {
         self.expire_faults();
-        self.monitor();
         self.check_no_half_finished_takeover();
         if self.in_fault_phase() {
             self.inject_random_faults();
@@ -181,61 +174,6 @@ impl Sim {
         for (m, _) in done {
             self.cut_storage(m, false);
         }
-    }
-
-    /// The watchtower: when the instance holding a pair's lock is not running (crashed,
-    /// exited, frozen) for a grace period, run set-identity on an idle machine of the
-    /// pair (the standby first). It does not act on a healthy holder that merely cannot
-    /// vote (locked out), which would only make the pair flap.
-    fn monitor(&mut self) {
-        self.faults.monitor_acted_ms.resize(self.cfg.validators, 0);
-        self.faults
-            .unhealthy_since_ms
-            .resize(self.cfg.validators, None);
-        let grace_ms = MONITOR_GRACE_SLOTS * self.cfg.slot_ms;
-        for v in 0..self.cfg.standbys {
-            let pair = [self.standby(v).expect("v < standbys"), self.primary(v)];
-            let healthy = match self.holder_healthy(v, &pair) {
-                Some(h) => h,
-                None => continue, // storage unreachable: the monitor cannot tell
-            };
-            if healthy {
-                self.faults.unhealthy_since_ms[v] = None;
-                continue;
-            }
-            let since = *self.faults.unhealthy_since_ms[v].get_or_insert(self.now_ms);
-            let acted = self.faults.monitor_acted_ms[v];
-            if self.now_ms < since + grace_ms || self.now_ms < acted + grace_ms {
-                continue;
-            }
-            if let Some(m) = pair.into_iter().find(|m| self.is_idle_observer(*m)) {
-                self.faults.monitor_acted_ms[v] = self.now_ms;
-                let _ = self.take_identity(m, huione_core::TakeoverReason::Monitor);
-            }
-        }
-    }
-
-    /// Whether the instance named in validator `v`'s lock is running and voting.
-    fn holder_healthy(&self, v: usize, pair: &[MachineId]) -> Option<bool> {
-        let identity = self.machines[self.primary(v)].validator_identity.pubkey();
-        let holder = self.storage.lock_holder_now(&identity).ok()?;
-        let Some(holder) = holder else {
-            return Some(false);
-        };
-        Some(pair.iter().any(|m| {
-            let mach = &self.machines[*m];
-            mach.instance_id() == holder.owner.instance_id
-                && mach.state == MachineState::Running
-                && mach.core.as_ref().is_some_and(|c| c.status().voting)
-        }))
-    }
-
-    /// Running and not voting as the validator identity.
-    fn is_idle_observer(&self, m: MachineId) -> bool {
-        let mach = &self.machines[m];
-        mach.state == MachineState::Running
-            && !mach.storage_cut
-            && mach.core.as_ref().is_some_and(|c| !c.status().voting)
     }
 
     fn inject_random_faults(&mut self) {

@@ -7,7 +7,9 @@
 //! kept, tower back from storage), freeze (paused, resume with a stale view), exit and
 //! restart. Primary/standby pairs share a vote account and authorized voter; a standby
 //! runs its own identity until set-identity; a restarted primary reclaims its identity
-//! once caught up; a monitor runs set-identity when a pair has stopped voting.
+//! once caught up. Next to every standby runs the shipped watchtower's decision state
+//! machine (`huione_watchtower::decision::Monitor`), fed every 200 ms with what its probes
+//! would read from the simulated world; its failovers run the simulated set-identity.
 //!
 //! # Data flow of one step
 //!
@@ -34,12 +36,17 @@ mod faults;
 mod report;
 mod rng;
 mod verifier;
+mod watchtower;
 mod world;
 
 pub use config::{bug_name, parse_bug, FaultRates, NetConfig, SimConfig};
 pub use report::{FailureKind, SimFailure, SimReport};
 pub use rng::Rng;
 pub use verifier::CachedVerifier;
+pub use watchtower::{
+    FailoverRecord, SimWatchtower, CHECK_INTERVAL_MS, GOSSIP_PUSH_MS, GOSSIP_TTL_MS,
+    RPC_TIMEOUT_MS, SET_IDENTITY_TIMEOUT_MS,
+};
 pub use world::{
     vote_account, Machine, MachineId, MachineKind, MachineState, MachineStats, SentVote, Sim,
     LIVENESS_ROOT_ADVANCE,

@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         let mut sim = Sim::new(cfg);
         match sim.run() {
             Ok(r) => println!(
-                "seed={seed} ok: {} slots, root {} -> {} ({} slots to recover), {} votes and {} blocks audited, {} faults, 0 violations ({:.2?})",
+                "seed={seed} ok: {} slots, root {} -> {} ({} slots to recover), {} votes and {} blocks audited, {} faults, {} watchtower failovers, 0 violations ({:.2?})",
                 r.slots,
                 r.root_at_heal,
                 r.final_root,
@@ -89,6 +89,7 @@ fn main() -> ExitCode {
                 r.votes_audited,
                 r.blocks_audited,
                 r.faults_injected,
+                r.watchtower_failovers,
                 started.elapsed()
             ),
             Err(f) => {

@@ -15,6 +15,8 @@ pub struct SimReport {
     pub blocks_audited: u64,
     pub violations: u64,
     pub faults_injected: u64,
+    /// Failovers the watchtowers carried out (finished, whatever their result).
+    pub watchtower_failovers: u64,
     /// Fault-free slots until the root advanced again.
     pub recovery_slots: Slot,
 }

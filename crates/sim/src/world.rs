@@ -68,6 +68,13 @@ pub(crate) enum Msg {
     },
 }
 
+impl Msg {
+    /// Sent by another node (not storage's answer to this one).
+    pub(crate) fn is_from_peer(&self) -> bool {
+        !matches!(self, Msg::StoreResult { .. } | Msg::StorageAnswer { .. })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Item {
     Deliver {
@@ -195,6 +202,11 @@ pub struct Machine {
     /// The last vote in the tower of the last successful store by the current
     /// incarnation (the driver's own check of invariant 1, independent of clocks).
     pub(crate) last_stored_vote: Option<Slot>,
+    /// Since when (true time) this process's stores have been failing (None: the last
+    /// one succeeded); the daemon's `getHealth` reports it unhealthy after two slots.
+    pub(crate) store_failing_since_ms: Option<u64>,
+    /// Its gossip table and last peer message, as its RPC would report them.
+    pub(crate) peers: crate::watchtower::PeerView,
     /// How far this machine's wall clock is from true time (ms; positive: ahead). Its
     /// core sees `now + offset`; the network and storage run on true time.
     pub clock_offset_ms: i64,
@@ -243,6 +255,10 @@ pub struct Sim {
     /// Per validator: since when its lock has been held by a running process that reaches
     /// storage but does not vote under it (the half-finished-takeover check).
     pub(crate) idle_lock_since_ms: Vec<Option<u64>>,
+    /// One watchtower per validator with a standby (validator `i` at index `i`).
+    pub watchtowers: Vec<crate::watchtower::SimWatchtower>,
+    /// When the processes next push their gossip contact info.
+    pub(crate) next_gossip_ms: u64,
 }
 
 /// One vote as it left a machine.
@@ -318,8 +334,20 @@ impl Sim {
             vote_log: Vec::new(),
             block_log: Vec::new(),
             idle_lock_since_ms: Vec::new(),
+            watchtowers: Vec::new(),
+            next_gossip_ms: 0,
             cfg,
         };
+        sim.watchtowers = (0..sim.cfg.standbys)
+            .map(|v| {
+                let identity = sim.machines[sim.primary(v)].validator_identity.pubkey();
+                crate::watchtower::SimWatchtower::new(
+                    v,
+                    sim.cfg.watchtower.clone(),
+                    identity.to_string(),
+                )
+            })
+            .collect();
         for m in 0..sim.machines.len() {
             sim.boot(m);
         }
@@ -361,6 +389,8 @@ impl Sim {
         mach.leases.clear();
         mach.frozen_inbox.clear();
         mach.last_stored_vote = None;
+        mach.store_failing_since_ms = None;
+        mach.peers = Default::default();
         let mut cfg = CoreConfig::new(
             &genesis,
             mach.vote_account,
@@ -420,6 +450,7 @@ impl Sim {
         if self.now_ms.is_multiple_of(self.cfg.slot_ms) {
             self.on_slot_boundary();
         }
+        self.run_watchtowers();
         for m in 0..self.machines.len() {
             self.tick_machine(m);
         }
@@ -561,6 +592,8 @@ fn new_machine(
         group: 0,
         storage_cut: false,
         last_stored_vote: None,
+        store_failing_since_ms: None,
+        peers: Default::default(),
         clock_offset_ms: 0,
         stats: MachineStats::default(),
     }

@@ -145,7 +145,7 @@ fn a_primary_killed_just_before_its_window_costs_only_its_claim_and_the_detectio
     for round in 0..3u64 {
         let mut sim = sim_with(SimConfig::scenario(4, 1));
         let w = next_window(&sim, sim.slot() + 8 + round * 16);
-        // A quarter slot before the window; the monitor takes over 1.5 slots later (the
+        // A quarter slot before the window; set-identity runs 1.5 slots later (the
         // watchtower's ~600 ms at 400 ms slots).
         let slot_ms = sim.cfg.slot_ms;
         run_until(&mut sim, w - 1, slot_ms * 3 / 4);

@@ -86,7 +86,7 @@ fn primary_crash_and_standby_takeover() {
     sim.run_slots(18).unwrap();
     assert!(
         voting_as_validator(&sim, STANDBY),
-        "the monitor failed over"
+        "the watchtower failed over"
     );
     let first = sim
         .vote_log
@@ -95,8 +95,11 @@ fn primary_crash_and_standby_takeover() {
         .expect("the standby voted");
     let ms = first.sent_ms - crash_ms;
     println!("unplanned failover: first standby vote {ms} ms after the crash");
-    // Monitor grace (12 slots) plus a slot or two to vote.
-    assert!(ms <= 15 * 100, "took {ms} ms");
+    // The watchtower's three failing checks (200 ms apart) plus a slot or two to vote.
+    assert!(ms <= 3 * 200 + 500, "took {ms} ms");
+    let w = &sim.watchtowers[0];
+    assert_eq!(w.failovers.len(), 1, "{:?}", w.decisions);
+    assert_eq!(w.failovers[0].order.reason(), "primary_rpc_unreachable");
     sim.restart(PRIMARY);
     sim.run_slots(30).unwrap();
     assert!(
@@ -118,8 +121,11 @@ fn frozen_primary_resumes_after_takeover_and_never_votes_again() {
     sim.run_slots(25).unwrap();
     assert!(
         voting_as_validator(&sim, STANDBY),
-        "the monitor failed over"
+        "the watchtower failed over"
     );
+    let w = &sim.watchtowers[0];
+    assert_eq!(w.failovers.len(), 1, "{:?}", w.decisions);
+    assert_eq!(w.failovers[0].order.reason(), "primary_rpc_timeout");
     let resume_ms = sim.now_ms + 5 * 100;
     sim.run_slots(7).unwrap();
     assert!(
@@ -145,13 +151,17 @@ fn frozen_primary_resumes_after_takeover_and_never_votes_again() {
     assert!(sim.machines[PRIMARY].stats.votes_sent <= sent_before + 1);
 }
 
+/// A primary cut off from tower storage withholds its votes (no vote without a store), and
+/// once its stores have failed for two slots its `getHealth` says it is unhealthy: the
+/// watchtower fails over after three such checks. The cut-off primary exits on the
+/// standby's announcement (or its next store once storage is back).
 #[test]
-fn primary_cut_off_from_storage_withholds_votes_then_exits() {
+fn primary_cut_off_from_storage_withholds_votes_and_is_failed_over() {
     let mut sim = cluster();
     sim.cut_storage(PRIMARY, true);
     sim.run_slots(2).unwrap();
     let cut_ms = sim.now_ms;
-    sim.run_slots(8).unwrap();
+    sim.run_slots(2).unwrap();
     assert!(
         votes_by(&sim, PRIMARY, cut_ms).is_empty(),
         "no vote without a store"
@@ -162,9 +172,13 @@ fn primary_cut_off_from_storage_withholds_votes_then_exits() {
         "a transient failure is not fatal"
     );
     assert!(sim.machines[PRIMARY].stats.stores_unavailable > 0);
-    // The operator fails over; then the primary's network to storage comes back.
-    sim.set_identity(STANDBY).unwrap();
-    sim.run_slots(3).unwrap();
+    assert!(sim.watchtowers[0].failovers.is_empty(), "not yet");
+    sim.run_slots(10).unwrap();
+    let w = &sim.watchtowers[0];
+    assert_eq!(w.failovers.len(), 1, "{:?}", w.decisions);
+    assert_eq!(w.failovers[0].order.reason(), "primary_behind");
+    assert_eq!(w.failovers[0].result, Some(Ok(())));
+    assert!(voting_as_validator(&sim, STANDBY), "{}", sim.describe());
     sim.cut_storage(PRIMARY, false);
     sim.run_slots(5).unwrap();
     let (exit_ms, reason) = exits(&sim, PRIMARY)

@@ -136,7 +136,7 @@ fn a_load_failing_after_the_acquire_releases_the_lock_within_the_bound() {
         history_events(&sim)
     );
     assert!(voters_of_validator_0(&sim).len() <= 1);
-    // Storage heals: the monitor's next failover finishes; the primary comes back and
+    // Storage heals: the watchtower's next failover finishes; the primary comes back and
     // reclaims.
     sim.cfg.faults = FaultRates::none();
     sim.run_slots(30).unwrap_or_else(|f| panic!("{f}"));
@@ -148,7 +148,7 @@ fn a_load_failing_after_the_acquire_releases_the_lock_within_the_bound() {
 
 /// The check itself can fail: a lock record naming a running process that never asked
 /// for it (a driver bug) is caught once the bound has passed. (Validator 1 has no standby
-/// and its primary is down for good, so neither the monitor nor a reclaim fixes it.)
+/// and its primary is down for good, so neither a watchtower nor a reclaim fixes it.)
 #[test]
 fn the_half_finished_check_catches_a_lock_nobody_votes_under() {
     let mut sim = cluster(FaultRates::none());
