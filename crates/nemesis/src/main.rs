@@ -1213,11 +1213,24 @@ impl Campaign {
         }
         let missing_votes: BTreeSet<u64> = missing.iter().map(|m| m.0).collect();
         if let Some((slot, block, ledger)) = missing.first() {
+            // Where such blocks are stored: only in the pair's own ledgers (produced, not
+            // sent: they could still be served by repair) or also in the witnesses'
+            // (they left).
+            let mut names: Vec<String> = missing
+                .iter()
+                .filter_map(|m| m.2.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            names.dedup();
+            names.sort();
+            names.dedup();
             self.problems.push(format!(
-                "{} vote(s) of the vote account landed without an audit record (first: the \
-                 vote for slot {slot} in block {block}, stored in {})",
+                "{} vote(s) of the vote account are carried by stored blocks without an audit \
+                 record (first: the vote for slot {slot} in block {block}, stored in {}; such \
+                 blocks are in the ledgers of {})",
                 missing_votes.len(),
-                ledger.display()
+                ledger.display(),
+                names.join(", ")
             ));
         }
         self.landed_votes_checked = Some((seen.len(), missing_votes.len()));
