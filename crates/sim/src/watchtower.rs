@@ -11,7 +11,8 @@
 //!   for two slots, behind when not caught up by its own clock);
 //! - the standby's identity, health and slot; the vote accounts of its newest bank;
 //! - gossip: every running process pushes its contact info every [`GOSSIP_PUSH_MS`] to
-//!   the running processes of its partition; an entry lives [`GOSSIP_TTL_MS`]. A node's
+//!   the running processes of its partition, and a (re)started one pulls the table of its
+//!   partition at once; an entry lives [`GOSSIP_TTL_MS`]. A node's
 //!   peer-message age (`peerMessageAgeMs`) counts these pushes and every block, vote,
 //!   announcement or repair request it receives.
 
@@ -68,6 +69,8 @@ pub struct SimWatchtower {
     pub decisions: BTreeMap<&'static str, u64>,
     /// Every failover ordered, in order.
     pub failovers: Vec<FailoverRecord>,
+    /// The last check's decision.
+    pub last: Option<Decision>,
 }
 
 impl SimWatchtower {
@@ -80,6 +83,7 @@ impl SimWatchtower {
             acting: None,
             decisions: BTreeMap::new(),
             failovers: Vec::new(),
+            last: None,
         }
     }
 
@@ -113,6 +117,31 @@ impl Sim {
         }
         for v in 0..self.watchtowers.len() {
             self.run_watchtower(v);
+        }
+    }
+
+    /// A (re)started process pulls the gossip table at once, as a node joining through an
+    /// entrypoint does: the running processes of its partition, and every entry they hold.
+    pub(crate) fn pull_gossip(&mut self, m: MachineId) {
+        let now = self.now_ms;
+        let group = self.machines[m].group;
+        let mut heard: Vec<(huione_keys::Pubkey, u64)> = Vec::new();
+        for o in &self.machines {
+            if o.id == m || o.group != group || o.state != MachineState::Running {
+                continue;
+            }
+            if let Some(core) = o.core.as_ref() {
+                heard.push((core.identity(), now));
+                heard.extend(o.peers.gossip.iter().map(|(k, t)| (*k, *t)));
+            }
+        }
+        let view = &mut self.machines[m].peers;
+        if !heard.is_empty() {
+            view.last_peer_message_ms = Some(now);
+        }
+        for (identity, at_ms) in heard {
+            let entry = view.gossip.entry(identity).or_insert(at_ms);
+            *entry = (*entry).max(at_ms);
         }
     }
 
@@ -178,6 +207,7 @@ impl Sim {
         let w = &mut self.watchtowers[i];
         let decision = w.monitor.observe(obs, now);
         *w.decisions.entry(decision.label()).or_default() += 1;
+        w.last = Some(decision.clone());
         let Decision::Failover(order) = decision else {
             return;
         };

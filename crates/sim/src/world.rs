@@ -424,6 +424,7 @@ impl Sim {
                 .expect("just set")
                 .reclaim_when_caught_up(id);
         }
+        self.pull_gossip(m);
     }
 
     pub(crate) fn push(&mut self, at_ms: u64, item: Item) {

@@ -180,3 +180,21 @@ fn watchtower_decisions_are_deterministic_per_seed() {
     }
     assert!(failovers > 0, "no watchtower failover in 4 chaos rounds");
 }
+
+/// A restarted standby pulls the gossip table as it joins, so the watchtower does not read
+/// its first, empty table as "the primary is absent from gossip" and fail a healthy primary
+/// over (restarts at every phase of the 500 ms gossip push).
+#[test]
+fn a_restarted_standby_does_not_see_a_healthy_primary_absent_from_gossip() {
+    let mut sim = cluster();
+    for after_slots in 3..9 {
+        sim.crash(STANDBY, Some(after_slots));
+        sim.run_slots(after_slots + 10)
+            .unwrap_or_else(|f| panic!("{f}"));
+        assert!(sim.machines[STANDBY].core().is_some(), "restarted");
+    }
+    let w = &sim.watchtowers[0];
+    assert!(w.failovers.is_empty(), "{:?}", w.failovers);
+    assert_eq!(w.count("suspect"), 0, "{:?}", w.decisions);
+    assert!(w.count("healthy") >= 40, "{:?}", w.decisions);
+}
