@@ -51,8 +51,11 @@ pub struct Args {
     #[arg(long = "cluster-rpc", value_name = "URL")]
     pub cluster_rpcs: Vec<String>,
 
-    /// Time between the starts of two checks.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
+    /// Time between the starts of two checks. A check starts on time even while earlier
+    /// ones still wait for answers, and checks are judged in the order they started: a
+    /// frozen primary fails --unhealthy-checks checks after about rpc-timeout +
+    /// (unhealthy-checks - 1) x check-interval without an answer.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
     pub check_interval_ms: u64,
     /// How long each RPC probe may take; no answer in time counts as unhealthy.
     #[arg(long, default_value_t = 250, value_name = "MS")]
@@ -281,7 +284,7 @@ mod tests {
         kp.write_file(&key, false).unwrap();
         let c = args(&[], &key).unwrap();
         assert_eq!(c.settings, Settings::default());
-        assert_eq!(c.check_interval, Duration::from_millis(200));
+        assert_eq!(c.check_interval, Duration::from_millis(100));
         assert_eq!(c.targets.timeout, Duration::from_millis(250));
         assert_eq!(c.targets.primary_identity, kp.pubkey().to_string());
         assert_eq!(

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! every check_interval:  observe::check ──Observation──► decision::Monitor ──Decision
+//! (checks overlap: one starts each interval while earlier ones still wait for answers;
+//!  they are judged in the order they started, see run::InOrder)
 //!   primary RPC (getHealth, getSlot)                          │
 //!   standby + --cluster-rpc (getVoteAccounts, getClusterNodes, getIdentity, getHealth)
 //!                                                             ▼ Failover (once per incident)

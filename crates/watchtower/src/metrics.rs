@@ -32,6 +32,10 @@ pub struct Metrics {
     pub primary_silence_ms: Gauge,
     pub standby_silence_ms: Gauge,
     pub last_check_ms: Gauge,
+    /// Checks started and not yet judged (a check starts every interval, without waiting
+    /// for earlier ones: more than about rpc-timeout / check-interval + 1 means a node
+    /// answers slowly).
+    pub checks_in_flight: Gauge,
     pub last_failover_unix_ms: Gauge,
     last_decision: LabelGauge,
     registry: Registry,
@@ -62,6 +66,7 @@ impl Metrics {
             primary_rpc_up: Gauge::default(),
             standby_rpc_up: Gauge::default(),
             last_check_ms: Gauge::default(),
+            checks_in_flight: Gauge::default(),
             last_failover_unix_ms: Gauge::default(),
             last_decision: LabelGauge::info(
                 "huione_watchtower_last_decision",
@@ -150,6 +155,12 @@ impl Metrics {
             "huione_watchtower_last_check_duration_ms",
             "Duration of the last check.",
             &m.last_check_ms,
+        );
+        register(
+            &mut r,
+            "huione_watchtower_checks_in_flight",
+            "Checks started and not yet judged (one starts every check interval).",
+            &m.checks_in_flight,
         );
         register(
             &mut r,
