@@ -21,6 +21,18 @@
 //! * `planned-random`: `set-identity` at a random moment (no waiting for a restart
 //!   window); `planned-window`: `set-identity` half a slot into the identity's own leader
 //!   window. Both must skip no leader slot.
+//! * `cutoff`: cut off but answering. The primary keeps running and its RPC keeps
+//!   answering the watchtower, but its UDP port (gossip, votes, blocks: everything it
+//!   exchanges with other nodes) is cut both ways: an nftables table of this bench's own
+//!   drops every loopback packet to or from that port on input, silently (senders see no
+//!   error, as in a real partition; etcd and RPC are TCP and still pass). Prints the same
+//!   columns as `stop`, with the heal in place of SIGCONT: ms from the heal to the old
+//!   primary's exit (it hears the newer instance in gossip, or its next store finds the
+//!   lock lost) and the votes it sent after the standby's first vote (must be 0). Blocks
+//!   the cut-off primary produced after the cut reached nobody: they count as skipped.
+//!   Needs root and `nft` (`apt-get install -y nftables`); the table is named after this
+//!   process (`huione_failover_bench_<pid>`), removed at the heal, when a round fails, on
+//!   Ctrl-C / SIGTERM, and, if a run was killed outright, by the next run that uses it.
 //! * `healthy`: the pair and the watchtower at its defaults run untouched for
 //!   `--healthy-secs`; prints the failovers the watchtower ordered (must be 0).
 //!
@@ -33,7 +45,8 @@
 //! over every ledger.
 //!
 //! `cargo build --release -p huione-validator -p huione-cluster -p huione-watchtower \
-//!  -p huione-bench && target/release/failover-bench [--rounds N] [--cases planned,kill,stop]`
+//!  -p huione-bench && target/release/failover-bench [--rounds N] [--cases cutoff,kill,...]`
+//! (20 rounds per case and etcd size by default; every case but `healthy` by default).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -52,14 +65,14 @@ use huione_os::clock::now_ms;
 #[derive(Parser)]
 struct Args {
     /// Rounds per case and etcd size.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 20)]
     rounds: usize,
     /// Cases to run (comma separated): planned, planned-random, planned-window, kill, stop,
-    /// kill-leader, healthy.
+    /// kill-leader, cutoff, healthy.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "planned,planned-random,planned-window,kill,stop,kill-leader"
+        default_value = "planned,planned-random,planned-window,kill,stop,kill-leader,cutoff"
     )]
     cases: Vec<Case>,
     /// How long the `healthy` case runs the pair untouched.
@@ -81,6 +94,7 @@ enum Case {
     Kill,
     Stop,
     KillLeader,
+    Cutoff,
     Healthy,
 }
 
@@ -122,6 +136,10 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if args.cases.contains(&Case::Cutoff) {
+        UdpCut::preflight()?;
+    }
+    remove_cut_on_signal(args.cases.contains(&Case::Cutoff));
     for case in &args.cases {
         println!();
         if *case == Case::Healthy {
@@ -137,6 +155,7 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let (mut sent, mut landed, mut skipped, mut missed) = (vec![], vec![], vec![], vec![]);
+        let mut decided = vec![];
         match case {
             c if c.planned() => println!(
                 "planned failover ({}), {} ms slots\n{:<10} {:>5} {:>20} {:>20} {:>18} {:>14} {:>14} {:>18} {:>8}",
@@ -152,16 +171,20 @@ fn main() -> anyhow::Result<()> {
                 match case {
                     Case::Kill => "SIGKILL",
                     Case::Stop => "SIGSTOP, then SIGCONT",
+                    Case::Cutoff => "cut off but answering: the primary's UDP port cut both ways, its RPC answering; healed after the takeover",
                     _ => "SIGKILL a quarter slot before the identity's leader window",
                 },
                 args.slot_ms,
-                "etcd", "round", "fault->decision", "fault->first vote", "identity-led", "resume->exit ms", "votes resumed", "audit"
+                "etcd", "round", "fault->decision", "fault->first vote", "identity-led",
+                if *case == Case::Cutoff { "heal->exit ms" } else { "resume->exit ms" },
+                if *case == Case::Cutoff { "votes after" } else { "votes resumed" },
+                "audit"
             ),
         }
         if !case.planned() {
             println!(
                 "{:>60}",
-                "(each row continues: fault->landed ms, leader slots skipped)"
+                "(each row continues: fault->landed ms, leader slots skipped, watchtower reason)"
             );
         }
         for &members in &args.members {
@@ -184,6 +207,7 @@ fn main() -> anyhow::Result<()> {
                 landed.extend(r.landed_ms);
                 skipped.push(r.leader_skipped);
                 missed.push(r.missed as u64);
+                decided.extend(r.decision_ms);
                 match case {
                     c if c.planned() => println!(
                         "{etcd:<10} {round:>5} {:>20} {:>20} {:>18} {:>14} {:>14} {:>18} {audit:>8}",
@@ -195,7 +219,7 @@ fn main() -> anyhow::Result<()> {
                         r.missed,
                     ),
                     _ => println!(
-                        "{etcd:<10} {round:>5} {:>16} {:>18} {:>14} {:>16} {:>14} {audit:>8} {:>8} {:>4}",
+                        "{etcd:<10} {round:>5} {:>16} {:>18} {:>14} {:>16} {:>14} {audit:>8} {:>8} {:>4} {}",
                         opt(r.decision_ms),
                         r.first_vote_ms,
                         r.identity_led,
@@ -203,17 +227,19 @@ fn main() -> anyhow::Result<()> {
                         opt(r.votes_after_resume),
                         opt(r.landed_ms),
                         r.leader_skipped,
+                        r.reason.as_deref().unwrap_or("-"),
                     ),
                 }
             }
         }
         println!(
-            "{case:?}: {} rounds; first vote sent ms p50/p99/max {}; landed ms {}; leader slots skipped {}; missed vote slots {}",
+            "{case:?}: {} rounds; first vote sent ms p50/p99/max {}; landed ms {}; leader slots skipped {}; missed vote slots {}; watchtower decision ms {}",
             sent.len(),
             dist(&mut sent),
             dist(&mut landed),
             dist(&mut skipped),
-            dist(&mut missed)
+            dist(&mut missed),
+            dist(&mut decided)
         );
     }
     Ok(())
@@ -288,6 +314,8 @@ struct RoundResult {
     violations: usize,
     landed_ms: Option<u64>,
     leader_skipped: u64,
+    /// The watchtower's reason for its failover (unplanned cases).
+    reason: Option<String>,
 }
 
 fn one_round(bin: &Path, members: usize, case: Case, slot_ms: u64) -> anyhow::Result<RoundResult> {
@@ -341,6 +369,8 @@ fn measure(
     }
     let mut r = RoundResult::default();
     let pid = primary.pid.context("the primary has no pid")? as i32;
+    // The cut of the `cutoff` case; dropping it (also on an early return) heals.
+    let mut cut: Option<UdpCut> = None;
     let t0 = match case {
         c if c.planned() => {
             match c {
@@ -383,23 +413,34 @@ fn measure(
             if case == Case::KillLeader {
                 sleep_until_before_leader_window(&s, &id)?;
             }
-            let sig = if case == Case::Stop {
-                libc::SIGSTOP
-            } else {
-                libc::SIGKILL
-            };
+            // Taken before the fault: the time the cut takes to apply counts against us.
             let t_fault = now_ms();
-            // SAFETY: kill(2) on the primary validator this bench's cluster started.
-            unsafe { libc::kill(pid, sig) };
+            if case == Case::Cutoff {
+                cut = Some(UdpCut::new(primary.gossip_port)?);
+            } else {
+                let sig = if case == Case::Stop {
+                    libc::SIGSTOP
+                } else {
+                    libc::SIGKILL
+                };
+                // SAFETY: kill(2) on the primary validator this bench's cluster started.
+                unsafe { libc::kill(pid, sig) };
+            }
             let decided = wait(Duration::from_secs(20), || {
-                std::fs::read_to_string(&audit_log)
+                let ok = std::fs::read_to_string(&audit_log)
                     .ok()?
                     .lines()
                     .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .find(|v| v["result"] == "ok")?["time_ms"]
-                    .as_u64()
+                    .find(|v| v["result"] == "ok")?;
+                Some((
+                    ok["time_ms"].as_u64()?,
+                    ok["reason"].as_str().map(String::from),
+                ))
             });
-            r.decision_ms = decided.map(|t| t.saturating_sub(t_fault));
+            if let Some((t, reason)) = decided {
+                r.decision_ms = Some(t.saturating_sub(t_fault));
+                r.reason = reason;
+            }
             t_fault
         }
     };
@@ -441,6 +482,20 @@ fn measure(
                 .count() as u64,
         );
     }
+    if let Some(mut cut) = cut.take() {
+        // Cut off a little longer, then heal: the old primary hears the cluster again and
+        // must stop without voting (the standby holds the lock since before its first vote).
+        std::thread::sleep(Duration::from_millis(500));
+        let t_heal = now_ms();
+        cut.heal()?;
+        r.exit_ms = wait_gone(pid as u32, Duration::from_secs(10)).map(|t| t - t_heal);
+        r.votes_after_resume = Some(
+            audit(&primary.ledger)
+                .iter()
+                .filter(|rec| matches!(rec, AuditRecord::Vote(v) if v.time_ms >= first.0))
+                .count() as u64,
+        );
+    }
     std::thread::sleep(Duration::from_secs(4));
     // Missed: slots the witness voted on in [t0 - 4 s, t0 + 4 s] that neither machine did.
     let witness = s.m.nodes.first().context("no nodes")?;
@@ -452,23 +507,27 @@ fn measure(
         .filter(|slot| window.contains(slot) && !ours.contains(slot))
         .count();
     let mut records = Vec::new();
-    for n in &s.m.nodes {
-        records.extend(audit(&n.ledger));
-    }
     // Leader slots skipped: the identity's slots from the fault to 12 slots after the
     // first landed vote that neither machine produced (a slot still ahead of the clock is
-    // not counted).
+    // not counted). A block the cut-off primary produced during the cut reached nobody.
     let end = s
         .genesis
         .slot_at(landed.unwrap_or(first.0) + 12 * s.genesis.slot_duration_ms)
         .min(s.genesis.slot_at(now_ms()).saturating_sub(1));
-    let produced: BTreeSet<u64> = records
-        .iter()
-        .filter_map(|r| match r {
-            AuditRecord::Block(b) if b.leader.to_string() == id => Some(b.slot),
+    let mut produced = BTreeSet::new();
+    for n in &s.m.nodes {
+        let recs = audit(&n.ledger);
+        let unseen_after = (case == Case::Cutoff && n.role == Role::Primary).then_some(t0);
+        produced.extend(recs.iter().filter_map(|r| match r {
+            AuditRecord::Block(b)
+                if b.leader.to_string() == id && unseen_after.is_none_or(|t| b.time_ms < t) =>
+            {
+                Some(b.slot)
+            }
             _ => None,
-        })
-        .collect();
+        }));
+        records.extend(recs);
+    }
     r.leader_skipped = (s.genesis.slot_at(t0)..=end)
         .filter(|slot| {
             schedule.leader_at(&s.genesis, *slot) == primary.identity && !produced.contains(slot)
@@ -649,4 +708,148 @@ fn stop(child: &mut Child) {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
+}
+
+/// The prefix of the nftables table a `cutoff` round adds; the rest is this process's pid.
+const CUT_TABLE_PREFIX: &str = "huione_failover_bench_";
+
+/// This process's nftables table.
+fn cut_table() -> String {
+    format!("{CUT_TABLE_PREFIX}{}", std::process::id())
+}
+
+/// Runs `nft ARGS` (with `stdin` as its input if given); its stdout, or an error with its
+/// stderr.
+fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context(
+            "cannot run `nft`: the cutoff case needs nftables (apt-get install -y nftables)",
+        )?;
+    let mut input = child.stdin.take().context("nft stdin")?;
+    input.write_all(stdin.unwrap_or("").as_bytes())?;
+    drop(input);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "`nft {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `cutoff` fault: one UDP port on loopback cut both ways. An nftables table of this
+/// process's own drops, on input, every loopback packet to or from the port: silently (a
+/// drop on output would fail the sender's `sendto` with EPERM, which no real partition
+/// does), and nothing else is touched (TCP to etcd and RPC passes). Removed by [`heal`],
+/// on drop (a failed round, a panic), and on Ctrl-C / SIGTERM ([`remove_cut_on_signal`]).
+///
+/// [`heal`]: UdpCut::heal
+struct UdpCut {
+    table: String,
+    active: bool,
+}
+
+impl UdpCut {
+    /// Checks, before any round, that `nft` is there and may change the ruleset (root),
+    /// and removes tables a killed run of this bench left behind (their pid is gone).
+    fn preflight() -> anyhow::Result<()> {
+        let tables = nft(&["list", "tables"], None).context(
+            "the cutoff case cuts the primary's UDP port with nftables: run as root with \
+             nftables installed (apt-get install -y nftables), or leave `cutoff` out of --cases",
+        )?;
+        for name in tables.lines().filter_map(|l| l.strip_prefix("table inet ")) {
+            let Some(pid) = name.strip_prefix(CUT_TABLE_PREFIX) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+                nft(&["delete", "table", "inet", name], None)?;
+                eprintln!("removed {name}, left by a failover-bench run that was killed");
+            }
+        }
+        Ok(())
+    }
+
+    fn new(port: u16) -> anyhow::Result<UdpCut> {
+        let table = cut_table();
+        let script = format!(
+            "table inet {table} {{\n\
+             \tcomment \"huione failover-bench (pid {pid}): the primary's UDP port {port} cut off\"\n\
+             \tchain input {{\n\
+             \t\ttype filter hook input priority 0; policy accept;\n\
+             \t\tiif \"lo\" udp dport {port} drop comment \"{table}\"\n\
+             \t\tiif \"lo\" udp sport {port} drop comment \"{table}\"\n\
+             \t}}\n\
+             }}\n",
+            pid = std::process::id()
+        );
+        nft(&["-f", "-"], Some(&script))?;
+        Ok(UdpCut {
+            table,
+            active: true,
+        })
+    }
+
+    /// Removes the table: the port passes again.
+    fn heal(&mut self) -> anyhow::Result<()> {
+        if self.active {
+            nft(&["delete", "table", "inet", &self.table], None)?;
+            self.active = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UdpCut {
+    fn drop(&mut self) {
+        if let Err(e) = self.heal() {
+            eprintln!(
+                "could not remove the cut (remove it with `nft delete table inet {}`): {e:#}",
+                self.table
+            );
+        }
+    }
+}
+
+/// On Ctrl-C or SIGTERM: removes this process's cut (if `cutoff` runs) and exits 130, as
+/// the signal would have. The clusters see the same signal from the terminal, or stop at
+/// their `--run-for-secs`.
+fn remove_cut_on_signal(cutoff: bool) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        if cutoff {
+            let table = cut_table();
+            let listed = nft(&["list", "tables"], None).unwrap_or_default();
+            if listed.lines().any(|l| l == format!("table inet {table}")) {
+                match nft(&["delete", "table", "inet", &table], None) {
+                    Ok(_) => eprintln!("interrupted: removed the cut ({table})"),
+                    Err(e) => eprintln!("interrupted: {e:#}"),
+                }
+            }
+        }
+        std::process::exit(130);
+    });
 }
