@@ -300,6 +300,7 @@ fn start_cluster(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(track)
         .context("huione-local-cluster next to this binary")
 }
 
@@ -615,6 +616,7 @@ fn start_watchtower(bin: &Path, cdir: &Path, s: &Setup) -> anyhow::Result<(Child
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(cdir.join("watchtower.log"))?)
         .spawn()
+        .map(track)
         .context("huione-watchtower next to this binary")?;
     Ok((child, port, audit_log))
 }
@@ -704,10 +706,25 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// The clusters and watchtowers running now, stopped by [`remove_cut_on_signal`] too.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn track(child: Child) -> Child {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(child.id());
+    child
+}
+
 fn stop(child: &mut Child) {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&pid| pid != child.id());
 }
 
 /// The prefix of the nftables table a `cutoff` round adds; the rest is this process's pid.
@@ -819,9 +836,9 @@ impl Drop for UdpCut {
     }
 }
 
-/// On Ctrl-C or SIGTERM: removes this process's cut (if `cutoff` runs) and exits 130, as
-/// the signal would have. The clusters see the same signal from the terminal, or stop at
-/// their `--run-for-secs`.
+/// On Ctrl-C or SIGTERM: removes this process's cut (if `cutoff` runs), stops the cluster
+/// and watchtower it started (SIGINT, as between rounds) and exits 130, as the signal
+/// would have.
 fn remove_cut_on_signal(cutoff: bool) {
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -849,6 +866,10 @@ fn remove_cut_on_signal(cutoff: bool) {
                     Err(e) => eprintln!("interrupted: {e:#}"),
                 }
             }
+        }
+        for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            // SAFETY: kill(2) on a child this bench started and has not reaped yet.
+            unsafe { libc::kill(*pid as i32, libc::SIGINT) };
         }
         std::process::exit(130);
     });
