@@ -8,7 +8,7 @@
 //! restart. Primary/standby pairs share a vote account and authorized voter; a standby
 //! runs its own identity until set-identity; a restarted primary reclaims its identity
 //! once caught up. Next to every standby runs the shipped watchtower's decision state
-//! machine (`huione_watchtower::decision::Monitor`), fed every 200 ms with what its probes
+//! machine (`huione_watchtower::decision::Monitor`), fed every 100 ms (overlapping checks, judged in start order, as shipped) with what its probes
 //! would read from the simulated world; its failovers run the simulated set-identity.
 //!
 //! # Data flow of one step

@@ -16,7 +16,7 @@
 //!   peer-message age (`peerMessageAgeMs`) counts these pushes and every block, vote,
 //!   announcement or repair request it receives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use huione_core::TakeoverReason;
 use huione_watchtower::decision::{
@@ -25,13 +25,14 @@ use huione_watchtower::decision::{
 
 use crate::world::{MachineId, MachineState, Sim};
 
-/// The shipped watchtower's `--check-interval-ms` default.
-pub const CHECK_INTERVAL_MS: u64 = 200;
-/// The shipped watchtower's `--rpc-timeout-ms` default: a probe of a frozen or unreachable
-/// node ends after this long, which delays the check's decision.
-pub const RPC_TIMEOUT_MS: u64 = 250;
-/// The shipped watchtower's `--set-identity-timeout-ms` default.
-pub const SET_IDENTITY_TIMEOUT_MS: u64 = 10_000;
+/// The shipped watchtower's defaults: a check starts every `CHECK_INTERVAL_MS` whether or
+/// not earlier ones have answered; a probe of a frozen or unreachable node ends after
+/// `RPC_TIMEOUT_MS`, which delays that check's decision (and every later one's: checks
+/// are judged in the order they started).
+pub use huione_watchtower::config::{
+    DEFAULT_CHECK_INTERVAL_MS as CHECK_INTERVAL_MS, DEFAULT_RPC_TIMEOUT_MS as RPC_TIMEOUT_MS,
+    DEFAULT_SET_IDENTITY_TIMEOUT_MS as SET_IDENTITY_TIMEOUT_MS,
+};
 /// How often a node pushes its contact info to its peers (huione-net).
 pub const GOSSIP_PUSH_MS: u64 = 500;
 /// How long a gossip entry lives without a refresh (huione-net's `entry_ttl_ms`).
@@ -62,8 +63,9 @@ pub struct SimWatchtower {
     pub validator: usize,
     monitor: Monitor,
     next_check_ms: u64,
-    /// An observation whose probes are still out (one times out): decided when due.
-    pending: Option<(u64, Observation)>,
+    /// Checks whose probes are still out, in start order: (due, observation). Each is
+    /// decided when due and after every earlier one (the shipped driver's `InOrder`).
+    pending: VecDeque<(u64, Observation)>,
     acting: Option<Acting>,
     /// How many checks ended in each decision (by [`Decision::label`]).
     pub decisions: BTreeMap<&'static str, u64>,
@@ -79,7 +81,7 @@ impl SimWatchtower {
             validator,
             monitor: Monitor::new(settings, primary_identity),
             next_check_ms: CHECK_INTERVAL_MS,
-            pending: None,
+            pending: VecDeque::new(),
             acting: None,
             decisions: BTreeMap::new(),
             failovers: Vec::new(),
@@ -176,29 +178,30 @@ impl Sim {
         if self.watchtowers[i].acting.is_some() {
             return;
         }
-        match &self.watchtowers[i].pending {
-            Some((due_ms, _)) if *due_ms <= now => {
-                let (_, obs) = self.watchtowers[i].pending.take().expect("matched");
-                self.decide(i, &obs);
+        while let Some((due_ms, _)) = self.watchtowers[i].pending.front() {
+            if *due_ms > now || self.watchtowers[i].acting.is_some() {
+                break;
             }
-            Some(_) => return,
-            None => {}
+            let (_, obs) = self.watchtowers[i].pending.pop_front().expect("checked");
+            self.decide(i, &obs);
         }
-        // The next check may start in the same tick as the last one's late decision.
-        if self.watchtowers[i].acting.is_some() || now < self.watchtowers[i].next_check_ms {
+        // A failover aborts the checks still out (the shipped driver's `InOrder::clear`).
+        if self.watchtowers[i].acting.is_some() {
+            self.watchtowers[i].pending.clear();
+            return;
+        }
+        if now < self.watchtowers[i].next_check_ms {
             return;
         }
         let v = self.watchtowers[i].validator;
-        let (obs, timed_out) = self.observe_pair(v);
-        let took_ms = if timed_out { RPC_TIMEOUT_MS } else { 0 };
+        let (obs, took_ms) = self.observe_pair(v);
         let w = &mut self.watchtowers[i];
-        // The interval ticks from check start to check start; a check that outlasts it
-        // delays the next (tokio's MissedTickBehavior::Delay).
-        w.next_check_ms = now + CHECK_INTERVAL_MS.max(took_ms);
-        if took_ms == 0 {
+        // Checks start on the interval, however long earlier ones take.
+        w.next_check_ms = now + CHECK_INTERVAL_MS;
+        if took_ms == 0 && w.pending.is_empty() {
             self.decide(i, &obs);
         } else {
-            w.pending = Some((now + took_ms, obs));
+            w.pending.push_back((now + took_ms, obs));
         }
     }
 
@@ -274,26 +277,40 @@ impl Sim {
     }
 
     /// One check of validator `v`'s pair, as the watchtower on its standby's machine
-    /// reads it; true if a probe timed out (the check then takes [`RPC_TIMEOUT_MS`]).
-    fn observe_pair(&self, v: usize) -> (Observation, bool) {
+    /// reads it, and how long its slowest probe takes ([`RPC_TIMEOUT_MS`] when one times
+    /// out; until it resumes, for a primary frozen for less than that).
+    fn observe_pair(&self, v: usize) -> (Observation, u64) {
         let p = self.primary(v);
         let s = self.standby(v).expect("a watchtower has a standby");
         let (pm, sm) = (&self.machines[p], &self.machines[s]);
         let identity = pm.validator_identity.pubkey();
-        let mut timed_out = false;
+        let mut took_ms = 0;
+        // A process frozen for less than the probe's timeout answers when it resumes.
+        let answers_at = match pm.state {
+            MachineState::Running => Some(self.now_ms),
+            MachineState::Frozen { until_ms } if until_ms < self.now_ms + RPC_TIMEOUT_MS => {
+                Some(until_ms)
+            }
+            _ => None,
+        };
         let (primary_rpc, primary_slot, primary_silence_ms) = match (pm.state, pm.core.as_ref()) {
-            (MachineState::Running, Some(core)) if pm.group == sm.group => (
-                self.health(p),
-                Some(core.status().best_slot),
-                self.silence_ms(p),
-            ),
+            (MachineState::Running | MachineState::Frozen { .. }, Some(core))
+                if pm.group == sm.group && answers_at.is_some() =>
+            {
+                took_ms = answers_at.expect("checked") - self.now_ms;
+                (
+                    self.health(p),
+                    Some(core.status().best_slot),
+                    self.silence_ms(p),
+                )
+            }
             (MachineState::Down { .. }, _) | (MachineState::Running, None) => (
                 PrimaryRpc::Unreachable("connection refused".into()),
                 None,
                 None,
             ),
             (MachineState::Running | MachineState::Frozen { .. }, _) => {
-                timed_out = true;
+                took_ms = RPC_TIMEOUT_MS;
                 (PrimaryRpc::Timeout, None, None)
             }
         };
@@ -323,10 +340,10 @@ impl Sim {
                 obs.gossip_present = Some(listed);
                 obs.standby_silence_ms = self.silence_ms(s);
             }
-            (MachineState::Frozen { .. }, _) => timed_out = true,
+            (MachineState::Frozen { .. }, _) => took_ms = RPC_TIMEOUT_MS,
             _ => {}
         }
-        (obs, timed_out)
+        (obs, took_ms)
     }
 
     /// `getHealth` of running machine `m`, as the daemon answers it.

@@ -16,6 +16,13 @@ use huione_rpc::client::Endpoint;
 /// The shortest `--max-peer-silence-ms` accepted: a little more than gossip's push interval.
 pub const MIN_PEER_SILENCE_MS: u64 = 600;
 
+/// `--check-interval-ms` by default (the simulator's watchtower uses it too).
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 100;
+/// `--rpc-timeout-ms` by default.
+pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 250;
+/// `--set-identity-timeout-ms` by default.
+pub const DEFAULT_SET_IDENTITY_TIMEOUT_MS: u64 = 10_000;
+
 /// Watches the primary validator and, when it fails, runs `set-identity` on the hot
 /// standby this watchtower runs next to.
 ///
@@ -55,10 +62,10 @@ pub struct Args {
     /// ones still wait for answers, and checks are judged in the order they started: a
     /// frozen primary fails --unhealthy-checks checks after about rpc-timeout +
     /// (unhealthy-checks - 1) x check-interval without an answer.
-    #[arg(long, default_value_t = 100, value_name = "MS")]
+    #[arg(long, default_value_t = DEFAULT_CHECK_INTERVAL_MS, value_name = "MS")]
     pub check_interval_ms: u64,
     /// How long each RPC probe may take; no answer in time counts as unhealthy.
-    #[arg(long, default_value_t = 250, value_name = "MS")]
+    #[arg(long, default_value_t = DEFAULT_RPC_TIMEOUT_MS, value_name = "MS")]
     pub rpc_timeout_ms: u64,
     /// Consecutive failing checks before failing over (one healthy check resets the count).
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -111,7 +118,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2_000, value_name = "MS")]
     pub hook_timeout_ms: u64,
     /// The longest wait for set-identity's answer (it may wait for tower storage).
-    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    #[arg(long, default_value_t = DEFAULT_SET_IDENTITY_TIMEOUT_MS, value_name = "MS")]
     pub set_identity_timeout_ms: u64,
 
     /// Serve Prometheus metrics at http://<metrics-bind>:<PORT>/metrics.
