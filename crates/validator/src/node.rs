@@ -55,6 +55,14 @@ const MAX_TAKEOVER_LEASES: usize = 8;
 /// Unrecorded votes and blocks remembered (far more than the core keeps unsent).
 const MAX_UNRECORDED: usize = 4096;
 
+/// Our earlier unrecorded votes and blocks, (slot, hash), recorded while recording a
+/// batch (out of the unrecorded sets once synced).
+#[derive(Default)]
+struct CatchUp {
+    votes: Vec<(huione_core::Slot, huione_core::Hash)>,
+    blocks: Vec<(huione_core::Slot, huione_core::Hash)>,
+}
+
 /// A takeover storage call's answer: (call, answer, the lease it produced).
 type TakeoverAnswer = (u64, StorageAnswer, Option<Lease>);
 /// How long isolation or unlanded votes must last before they are reported.
@@ -810,24 +818,38 @@ impl Node {
     /// Appends the audit records of the batch's votes and blocks and makes them durable
     /// with one sync, before any of them is sent; then stores the recorded blocks. Returns,
     /// per command, whether it may be sent (false: its record is not durable, so it is
-    /// not sent, and is remembered as unrecorded).
+    /// not sent, and is remembered as unrecorded). What a vote or block depends on that
+    /// is still unrecorded (our block it votes for or builds on, our vote it carries) is
+    /// recorded first, or it is not sent either.
     fn record_batch(&mut self, cmds: &[Command]) -> Vec<bool> {
         let now = now_ms();
-        let mut carried = Vec::new();
+        let mut up = CatchUp::default();
         let mut ok: Vec<bool> = cmds
             .iter()
             .map(|cmd| {
                 let r = match cmd {
                     Command::SendVote(v) => {
                         let v = v.vote();
-                        let r = self.files.record_vote(v, &self.instance_id, now);
+                        let r = self
+                            .record_chain(v.slot, v.hash, now, &mut up)
+                            .and_then(|()| self.files.record_vote(v, &self.instance_id, now));
                         if r.is_err() {
                             // Known now, for a block of this batch that carries it.
                             self.unrecorded_votes.insert((v.slot, v.hash));
                         }
                         r
                     }
-                    Command::BroadcastBlock(b) => self.record_block(b, now, &mut carried),
+                    Command::BroadcastBlock(b) => {
+                        let r = self
+                            .record_chain(b.parent_slot, b.parent_hash, now, &mut up)
+                            .and_then(|()| self.record_carried_votes(b, now, &mut up))
+                            .and_then(|()| self.files.record_block(b, &self.instance_id, now));
+                        if r.is_err() {
+                            // Known now, for a vote of this batch on it.
+                            self.unrecorded_blocks.insert((b.slot, b.hash));
+                        }
+                        r
+                    }
                     _ => return true,
                 };
                 if let Err(e) = &r {
@@ -865,9 +887,7 @@ impl Node {
                 }
             }
         } else {
-            for k in carried {
-                self.unrecorded_votes.remove(&k);
-            }
+            self.caught_up(up);
         }
         for (cmd, ok) in cmds.iter().zip(&ok) {
             match cmd {
@@ -877,6 +897,9 @@ impl Node {
                 }
                 Command::BroadcastBlock(b) if !ok => {
                     self.unrecorded_blocks.insert((b.slot, b.hash));
+                }
+                Command::BroadcastBlock(b) => {
+                    self.unrecorded_blocks.remove(&(b.slot, b.hash));
                 }
                 _ => {}
             }
@@ -889,23 +912,73 @@ impl Node {
         ok
     }
 
-    /// Appends a block's audit record, after those of the votes of ours it carries whose
-    /// own records could not be written (the block carries them out); their keys go to
-    /// `carried`.
-    fn record_block(
+    /// Records our unrecorded blocks from the oldest up to `(slot, hash)` (each after
+    /// the unrecorded votes of ours it carries); nothing when that block is recorded.
+    fn record_chain(
+        &mut self,
+        slot: huione_core::Slot,
+        hash: huione_core::Hash,
+        now: u64,
+        up: &mut CatchUp,
+    ) -> anyhow::Result<()> {
+        let mut chain = Vec::new();
+        let mut k = (slot, hash);
+        while self.unrecorded_blocks.contains(&k) && !up.blocks.contains(&k) {
+            let b = self
+                .core
+                .blocks()
+                .find(|b| (b.slot, b.hash) == k)
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "our block {} has no audit record and is no longer held",
+                        k.0
+                    )
+                })?;
+            k = (b.parent_slot, b.parent_hash);
+            chain.push(b);
+        }
+        for b in chain.iter().rev() {
+            if up.blocks.contains(&(b.slot, b.hash)) {
+                continue;
+            }
+            self.record_carried_votes(b, now, up)?;
+            self.files.record_block(b, &self.instance_id, now)?;
+            up.blocks.push((b.slot, b.hash));
+        }
+        Ok(())
+    }
+
+    /// Records the votes of ours that `b` carries whose own records could not be
+    /// written (the core puts our votes in our blocks when it decides them).
+    fn record_carried_votes(
         &mut self,
         b: &huione_core::Block,
         now: u64,
-        carried: &mut Vec<(huione_core::Slot, huione_core::Hash)>,
+        up: &mut CatchUp,
     ) -> anyhow::Result<()> {
         for v in &b.votes {
             let k = (v.slot, v.hash);
-            if v.vote_account == self.vote_account && self.unrecorded_votes.contains(&k) {
+            if v.vote_account == self.vote_account
+                && self.unrecorded_votes.contains(&k)
+                && !up.votes.contains(&k)
+            {
+                self.record_chain(v.slot, v.hash, now, up)?;
                 self.files.record_vote(v, &self.instance_id, now)?;
-                carried.push(k);
+                up.votes.push(k);
             }
         }
-        self.files.record_block(b, &self.instance_id, now)
+        Ok(())
+    }
+
+    /// Once synced: what `up` recorded is no longer unrecorded.
+    fn caught_up(&mut self, up: CatchUp) {
+        for k in up.votes {
+            self.unrecorded_votes.remove(&k);
+        }
+        for k in up.blocks {
+            self.unrecorded_blocks.remove(&k);
+        }
     }
 
     /// The blocks of a repair answer that may leave: each unrecorded block of ours (or
@@ -917,11 +990,9 @@ impl Node {
         let now = now_ms();
         let mut out = Vec::new();
         let mut needed = Vec::new();
-        let mut carried = Vec::new();
-        let mut recorded = Vec::new();
+        let mut up = CatchUp::default();
         for b in blocks {
-            let k = (b.slot, b.hash);
-            let needs = self.unrecorded_blocks.contains(&k)
+            let needs = self.unrecorded_blocks.contains(&(b.slot, b.hash))
                 || b.votes.iter().any(|v| {
                     v.vote_account == self.vote_account
                         && self.unrecorded_votes.contains(&(v.slot, v.hash))
@@ -931,9 +1002,11 @@ impl Node {
                 needed.push(false);
                 continue;
             }
-            match self.record_block(&b, now, &mut carried) {
+            let r = self
+                .record_chain(b.slot, b.hash, now, &mut up)
+                .and_then(|()| self.record_carried_votes(&b, now, &mut up));
+            match r {
                 Ok(()) => {
-                    recorded.push(k);
                     out.push(b);
                     needed.push(true);
                 }
@@ -941,7 +1014,7 @@ impl Node {
                     "block not sent for repair: its audit record cannot be written"),
             }
         }
-        if !recorded.is_empty() || !carried.is_empty() {
+        if !up.votes.is_empty() || !up.blocks.is_empty() {
             if let Err(e) = self.files.sync_audit() {
                 tracing::error!(error = %format!("{e:#}"), "blocks not sent for repair: the audit log cannot be synced");
                 return out
@@ -951,12 +1024,7 @@ impl Node {
                     .map(|(b, _)| b)
                     .collect();
             }
-            for k in carried {
-                self.unrecorded_votes.remove(&k);
-            }
-            for k in recorded {
-                self.unrecorded_blocks.remove(&k);
-            }
+            self.caught_up(up);
         }
         out
     }
