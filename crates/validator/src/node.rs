@@ -1433,6 +1433,11 @@ fn describe_withheld(w: huione_core::VoteWithheld) -> String {
             "switch: moving to slot {}'s fork needs 38% of the stake on other forks",
             w.slot
         ),
+        (WithheldRule::Isolated, _) => format!(
+            "isolated: no block or vote from any other validator recently; slot {} is voted \
+             once one arrives (check this node's network: its votes would reach nobody)",
+            w.slot
+        ),
     }
 }
 

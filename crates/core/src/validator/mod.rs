@@ -92,6 +92,13 @@ pub struct CoreConfig {
     /// vote at 400 ms slots). The safety argument does not depend on F; a smaller F only
     /// asks that the store renewing the claim (issued the slot before) confirm in time.
     pub leader_fence_slots: u64,
+    /// A voter that has had no block, vote or repair request from any other validator for
+    /// longer than this, while others hold stake, withholds its votes (rule `isolated`):
+    /// they reach nobody, and votes on its own blocks only build lockouts on a fork no one
+    /// else has, which whoever votes with this tower next (the standby after a failover,
+    /// this node once healed) must wait out. In a healthy cluster some other validator's
+    /// block or vote arrives every slot. 1.5 slots by default.
+    pub peer_silence_limit_ms: u64,
     /// Extra slots a taker waits after `slot(now) + LEGACY_LEADER_FENCE_SLOTS` when the
     /// tower it loaded carries no claim (saved by a release before format version 2).
     pub fence_skew_slots: u64,
@@ -137,6 +144,7 @@ impl CoreConfig {
             instance_id,
             leader_fence_slots: 1,
             fence_skew_slots: 1,
+            peer_silence_limit_ms: slot_ms + slot_ms / 2,
             max_clock_offset_ms: slot_ms,
             store_retry_ms: (slot_ms / 4).max(1),
             max_store_outage_ms: None,
@@ -331,6 +339,8 @@ pub struct Stats {
     pub locked_out: u64,
     pub threshold_failed: u64,
     pub switch_failed: u64,
+    /// Votes withheld because no other validator had been heard from recently.
+    pub isolated_withheld: u64,
     pub store_failures: u64,
     pub stale_store_reports: u64,
     pub blocks_produced: u64,
@@ -473,6 +483,8 @@ pub struct Core {
     finishing: Vec<(u64, u64, Fence)>,
     pending_reclaim: Option<takeover::PendingReclaim>,
     reclaim_gate: bool,
+    /// When a block, vote or repair request from another validator last arrived.
+    last_peer_ms: Option<u64>,
     /// The highest-ranked announcement of a rival instance of our identity, heard while
     /// our own acquire of it may have been applied: judged once that takeover has ended
     /// (see `Core::on_announcement`).
@@ -550,6 +562,7 @@ impl Core {
             finishing: Vec::new(),
             pending_reclaim: None,
             rival: None,
+            last_peer_ms: None,
             reclaim_gate: true,
         };
         core.restore_blocks(blocks, now_ms);
@@ -732,6 +745,25 @@ impl Core {
         let mut v: Vec<i64> = per_leader.into_values().collect();
         v.sort_unstable_by_key(|x| x.unsigned_abs());
         Some(v[(v.len() - 1) / 2])
+    }
+
+    /// Something arrived from another validator.
+    pub(super) fn heard_peer(&mut self, now_ms: u64) {
+        self.last_peer_ms = Some(self.last_peer_ms.map_or(now_ms, |t| t.max(now_ms)));
+    }
+
+    /// Heard from no other validator for longer than `peer_silence_limit_ms`, while others
+    /// hold stake (never before the first message: a cluster has to start).
+    pub(super) fn isolated(&self, now_ms: u64) -> bool {
+        let ours = self
+            .stakes
+            .get(&self.cfg.vote_account)
+            .copied()
+            .unwrap_or(0);
+        self.total_stake > ours
+            && self
+                .last_peer_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.peer_silence_limit_ms)
     }
 
     /// The newest slot a block or gossip vote may be for: `MAX_FUTURE_SLOTS` past our

@@ -46,6 +46,9 @@ impl Core {
         if self.is_halted() {
             return Vec::new();
         }
+        if block.leader != self.identity.pubkey() {
+            self.heard_peer(now_ms);
+        }
         // Only a broadcast block tells the time: a repaired one, or an orphan released
         // later, arrives late by design. Its parent need not be known: a node whose clock
         // runs behind drops blocks as from the future, and then lacks every next parent,
@@ -201,6 +204,9 @@ impl Core {
         if !self.gossip_vote_ok(now_ms, &vote) {
             self.stats.gossip_votes_dropped += 1;
             return Vec::new();
+        }
+        if vote.vote_account != self.cfg.vote_account {
+            self.heard_peer(now_ms);
         }
         self.forks
             .observe_vote(vote.vote_account, vote.slot, vote.hash);

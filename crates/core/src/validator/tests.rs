@@ -944,3 +944,74 @@ fn a_node_whose_clock_runs_behind_accepts_the_clusters_blocks_once_it_has_measur
     }
     assert_eq!(n.core.status().best_slot, theirs[7]);
 }
+
+/// A voter cut off from the cluster (here: nothing from the other validator after its
+/// first block) still produces its slots, but stops voting on them once it has heard from
+/// nobody for `peer_silence_limit_ms`: those votes reach no one and would only lock the
+/// tower onto a fork no one else has — which the standby taking over (or this node once
+/// healed) would have to wait out. Hearing a peer again, it votes at once.
+#[test]
+fn a_voter_that_hears_no_other_validator_withholds_its_votes_until_it_does() {
+    let (mut n, other) = two_validators();
+    let schedule = crate::genesis::LeaderSchedule::compute(&n.genesis, 0);
+    let t1 = (1..64)
+        .find(|s| schedule.leader_at(*s) == Some(other.pubkey()))
+        .expect("the other validator leads a slot");
+    let b1 = Block::produce(&other, t1, 0, n.genesis.hash, Vec::new());
+    let heard = n.genesis.slot_start_ms(t1) + n.core.cfg.produce_delay_ms;
+    n.core.on_block(heard, b1);
+    let first = only_store(take_identity(&mut n, heard + 1, 7));
+    let mut pending: Vec<StoreTicket> = Vec::new();
+    let mut votes = Vec::new();
+    for c in n.core.on_store_report(heard + 1, confirm(first)) {
+        match c {
+            Command::StoreTower(ticket) => pending.push(ticket),
+            Command::SendVote(v) => votes.push((heard + 1, v.vote().slot)),
+            _ => {}
+        }
+    }
+
+    let limit = n.core.cfg.peer_silence_limit_ms;
+    let mut produced = Vec::new();
+    let end = heard + 30 * SLOT_MS;
+    for t in (heard + 2..end).step_by(25) {
+        let mut cmds = n.core.tick(t);
+        for ticket in std::mem::take(&mut pending) {
+            cmds.extend(n.core.on_store_report(t, confirm(ticket)));
+        }
+        for c in cmds {
+            match c {
+                Command::BroadcastBlock(b) => produced.push(b),
+                Command::StoreTower(ticket) => pending.push(ticket),
+                Command::SendVote(v) => votes.push((t, v.vote().slot)),
+                _ => {}
+            }
+        }
+    }
+    assert!(!produced.is_empty(), "the node leads some of these slots");
+    assert!(
+        votes.iter().all(|(t, _)| *t <= heard + limit + 25),
+        "voted after {limit} ms without a peer: {votes:?}"
+    );
+    assert!(n.core.stats().isolated_withheld > 0);
+    assert_eq!(
+        n.core.stats().withheld.map(|w| w.rule),
+        Some(WithheldRule::Isolated)
+    );
+
+    // The other validator is back: its block on our last one, and the node votes on it.
+    let last = produced.last().unwrap();
+    let t2 = (last.slot + 1..last.slot + 64)
+        .find(|s| schedule.leader_at(*s) == Some(other.pubkey()))
+        .expect("the other validator leads again");
+    let b2 = Block::produce(&other, t2, last.slot, last.hash, Vec::new());
+    let now = n.genesis.slot_start_ms(t2) + n.core.cfg.produce_delay_ms;
+    for ticket in pending {
+        assert!(sent_votes(&n.core.on_store_report(now - 1, confirm(ticket))).is_empty());
+    }
+    let ticket = only_store(n.core.on_block(now, b2));
+    assert_eq!(
+        sent_votes(&n.core.on_store_report(now, confirm(ticket))),
+        vec![t2]
+    );
+}

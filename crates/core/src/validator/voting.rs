@@ -18,6 +18,7 @@ enum NoVote {
     LockedOut,
     Threshold,
     Switch,
+    Isolated,
 }
 
 /// Which tower rule keeps the node from voting, on which slot, and until when.
@@ -38,6 +39,8 @@ pub enum WithheldRule {
     Threshold,
     /// Switching forks needs 38% of the stake on other forks.
     Switch,
+    /// Nothing from any other validator for longer than `peer_silence_limit_ms`.
+    Isolated,
 }
 
 impl WithheldRule {
@@ -46,6 +49,7 @@ impl WithheldRule {
             WithheldRule::Lockout => "lockout",
             WithheldRule::Threshold => "threshold",
             WithheldRule::Switch => "switch",
+            WithheldRule::Isolated => "isolated",
         }
     }
 }
@@ -130,7 +134,11 @@ impl Core {
         if !self.account_is_ours(best) {
             return;
         }
-        let check = self.vote_check(v, best, weights);
+        let check = if self.isolated(now_ms) {
+            Err(NoVote::Isolated)
+        } else {
+            self.vote_check(v, best, weights)
+        };
         let until_slot = (check == Err(NoVote::LockedOut)).then(|| {
             let ancestry = self.forks.ancestry(best);
             v.tower
@@ -145,6 +153,7 @@ impl Core {
             Err(NoVote::LockedOut) => Some(WithheldRule::Lockout),
             Err(NoVote::Threshold) => Some(WithheldRule::Threshold),
             Err(NoVote::Switch) => Some(WithheldRule::Switch),
+            Err(NoVote::Isolated) => Some(WithheldRule::Isolated),
         };
         self.stats.withheld = rule.map(|rule| VoteWithheld {
             rule,
@@ -156,6 +165,7 @@ impl Core {
             Err(NoVote::LockedOut) => self.stats.locked_out += 1,
             Err(NoVote::Threshold) => self.stats.threshold_failed += 1,
             Err(NoVote::Switch) => self.stats.switch_failed += 1,
+            Err(NoVote::Isolated) => self.stats.isolated_withheld += 1,
         }
     }
 
