@@ -562,6 +562,7 @@ impl Node {
             ("lockout", st.locked_out),
             ("threshold", st.threshold_failed),
             ("switch", st.switch_failed),
+            ("isolated", st.isolated_withheld),
         ] {
             self.metrics.votes_skipped.set(rule, n);
         }
