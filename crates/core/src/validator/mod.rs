@@ -731,9 +731,16 @@ impl Core {
     /// late block, a repair, a backlog after a freeze only add delay), and the median
     /// over leaders is robust to a minority of leaders with broken clocks.
     pub fn clock_offset_ms(&self) -> Option<i64> {
-        // The newest epoch with enough samples.
-        let epoch = self.clock_samples.iter().rev().map(|s| s.epoch).find(|e| {
-            self.clock_samples.iter().filter(|s| s.epoch == *e).count() >= MIN_CLOCK_SAMPLES
+        // The newest epoch with enough samples: epochs only grow, so each epoch's samples
+        // are one run of the queue, counted from the back in one pass.
+        let mut run = (u64::MAX, 0);
+        let epoch = self.clock_samples.iter().rev().find_map(|s| {
+            run = if s.epoch == run.0 {
+                (run.0, run.1 + 1)
+            } else {
+                (s.epoch, 1)
+            };
+            (run.1 >= MIN_CLOCK_SAMPLES).then_some(s.epoch)
         })?;
         let mut per_leader: HashMap<Pubkey, i64> = HashMap::new();
         for s in self.clock_samples.iter().filter(|s| s.epoch == epoch) {
@@ -766,20 +773,25 @@ impl Core {
                 .is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.peer_silence_limit_ms)
     }
 
-    /// The newest slot a block or gossip vote may be for: `MAX_FUTURE_SLOTS` past our
-    /// clock's slot, plus however far our clock is measured to run *behind* the cluster.
-    /// A node whose clock was stepped back keeps replaying and voting (the slot numbers
-    /// its votes carry do not depend on its clock); its own leader slots are what a bad
-    /// clock must stop, and `clock_ok` does. Without this, such a node dropped every block
-    /// as "from the future" and sent no vote until its clock was fixed. The estimate is a
-    /// lower median over leaders, so one leader producing early cannot widen it.
-    pub(super) fn newest_acceptable_slot(&self, now_ms: u64) -> Slot {
+    /// Whether a block or gossip vote for `slot` is too far in the future to accept: more
+    /// than `MAX_FUTURE_SLOTS` past our clock's slot, plus however far our clock is
+    /// measured to run *behind* the cluster (only estimated for a slot past the plain
+    /// bound, so the common case costs nothing). A node whose clock was stepped back
+    /// keeps replaying and voting (the slot numbers its votes carry do not depend on its
+    /// clock); its own leader slots are what a bad clock must stop, and `clock_ok` does.
+    /// Without this, such a node dropped every block as "from the future" and sent no
+    /// vote until its clock was fixed. The estimate is a lower median over leaders, so
+    /// one leader producing early cannot widen it.
+    pub(super) fn too_far_ahead(&self, now_ms: u64, slot: Slot) -> bool {
+        let limit = self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS;
+        if slot <= limit {
+            return false;
+        }
         let behind_ms = self
             .clock_offset_ms()
             .filter(|o| *o < 0)
             .map_or(0, i64::unsigned_abs);
-        let behind_slots = behind_ms.div_ceil(self.genesis.slot_duration_ms);
-        self.genesis.slot_at(now_ms) + MAX_FUTURE_SLOTS + behind_slots
+        slot > limit + behind_ms.div_ceil(self.genesis.slot_duration_ms)
     }
 
     /// Whether our clock is within `max_clock_offset_ms` of the cluster's (unknown = yes).

@@ -103,7 +103,7 @@ impl Core {
         if sample_clock && leader != self.identity.pubkey() && b.slot > self.forks.highest_slot() {
             self.sample_clock(now_ms, b.slot, leader);
         }
-        if b.slot > self.newest_acceptable_slot(now_ms) {
+        if self.too_far_ahead(now_ms, b.slot) {
             self.stats.blocks_dropped += 1;
             return Replayed::Nothing;
         }
@@ -224,7 +224,7 @@ impl Core {
     }
 
     fn gossip_vote_ok(&self, now_ms: u64, vote: &SignedVote) -> bool {
-        if vote.slot <= self.forks.root() || vote.slot > self.newest_acceptable_slot(now_ms) {
+        if vote.slot <= self.forks.root() || self.too_far_ahead(now_ms, vote.slot) {
             return false;
         }
         let Some(account) = self.forks.root_bank().account(&vote.vote_account) else {
