@@ -10,7 +10,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{all_pids, assert_all_gone, Launcher, LAUNCHER};
@@ -22,16 +21,8 @@ fn validator_bin() -> PathBuf {
     let bin = std::path::Path::new(LAUNCHER).with_file_name("huione-validator");
     // Without the test's cargo variables (they would make the inner build rebuild ring
     // and everything above it).
-    let out = huione_cluster::etcd::without_cargo_test_env(&mut Command::new(env!("CARGO")))
-        .args(["build", "-p", "huione-validator"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p huione-validator failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    huione_cluster::etcd::cargo_build(env!("CARGO_MANIFEST_DIR"), &["-p", "huione-validator"])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(bin.is_file(), "{} was not built", bin.display());
     bin
 }

@@ -1257,17 +1257,7 @@ impl Campaign {
     /// Stops every process. With `keep`, the cluster's directory stays (under the run
     /// directory).
     fn shutdown(mut self, keep: bool) {
-        if let Some(mut w) = self.watchtower.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        for p in &mut self.pair {
-            p.node.signal(libc::SIGCONT);
-            p.node.kill9();
-        }
-        for n in &mut self.c.nodes {
-            n.kill9();
-        }
+        self.stop_validators();
         // The ledgers on tmpfs: a kept run keeps their files (copied out, then unmounted).
         for p in &mut self.pair {
             if let Some(mut d) = p.disk.take() {

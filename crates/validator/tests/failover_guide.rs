@@ -522,19 +522,16 @@ fn audit_log(ledger: &Path) -> Option<Vec<AuditRecord>> {
 /// The binaries the guide names, built by the cargo running this test (a no-op when
 /// fresh), linked into one directory that stands for `/usr/bin`.
 fn install_binaries(bin: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = huione_testkit::without_cargo_test_env(&mut Command::new(cargo))
-        .args(["build", "-q", "--bins"])
-        .args(["-p", "huione-validator", "-p", "huione-cli"])
-        .args(["-p", "huione-cluster", "-p", "huione-watchtower"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let packages = [
+        "huione-validator",
+        "huione-cli",
+        "huione-cluster",
+        "huione-watchtower",
+    ];
+    let mut args = vec!["-q", "--bins"];
+    args.extend(packages.iter().flat_map(|p| ["-p", p]));
+    huione_testkit::cargo_build(env!("CARGO_MANIFEST_DIR"), &args)
+        .unwrap_or_else(|e| panic!("{e}"));
     let target = Path::new(env!("CARGO_BIN_EXE_huione-validator"))
         .parent()
         .unwrap()

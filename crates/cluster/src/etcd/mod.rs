@@ -18,7 +18,7 @@ pub mod process;
 
 use anyhow::{bail, Context as _};
 use huione_certs::{CertAndKey, CertOptions, CertPaths, FilePair};
-pub use process::{detach_from_terminal_and_die_with_parent, without_cargo_test_env};
+pub use process::{cargo_build, detach_from_terminal_and_die_with_parent, without_cargo_test_env};
 use process::{find_binary, pick_port, signal, tail};
 use std::fs;
 use std::net::{IpAddr, SocketAddr};

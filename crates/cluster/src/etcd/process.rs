@@ -170,6 +170,27 @@ pub fn without_cargo_test_env(cmd: &mut std::process::Command) -> &mut std::proc
     cmd
 }
 
+/// `cargo build ARGS` in `dir` with the cargo that runs the current test (`$CARGO`, else
+/// `cargo`) and without the test's variables ([`without_cargo_test_env`]); a no-op when
+/// the binaries are fresh. The error carries cargo's stderr.
+pub fn cargo_build(dir: &str, args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = without_cargo_test_env(&mut std::process::Command::new(cargo))
+        .arg("build")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "cargo build {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

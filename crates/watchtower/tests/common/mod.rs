@@ -17,24 +17,9 @@ pub fn validator_bin() -> PathBuf {
         if let Some(p) = std::env::var_os("HUIONE_VALIDATOR_BIN") {
             return PathBuf::from(p);
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = huione_testkit::without_cargo_test_env(&mut Command::new(cargo))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "huione-validator",
-                "--bin",
-                "huione-validator",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p huione-validator failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = ["-q", "-p", "huione-validator", "--bin", "huione-validator"];
+        huione_testkit::cargo_build(env!("CARGO_MANIFEST_DIR"), &args)
+            .unwrap_or_else(|e| panic!("{e}"));
         let exe = std::env::current_exe().expect("current exe");
         // The test binary lives in target/<profile>/deps/.
         exe.parent()
