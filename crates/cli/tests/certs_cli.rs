@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use huione_testkit::free_port;
+
 fn certs_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_huione-certs"))
 }
@@ -322,14 +324,6 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts etcd with certs made by the binary, as in the guide:

@@ -1,11 +1,13 @@
 //! Node ports on 127.0.0.1. Every node gets a block of [`PORTS_PER_NODE`] consecutive
 //! ports: gossip (UDP) at the first, JSON-RPC (TCP) at offset [`RPC_PORT_OFFSET`]; the
 //! ports between are left for the node's other sockets. Automatic blocks come from
-//! [`AUTO_RANGE`], below Linux's ephemeral range, so outgoing connections (and etcd's
-//! OS-picked ports) do not land in them.
+//! [`AUTO_RANGE`], below Linux's ephemeral range, so outgoing connections do not land in
+//! them. Single ports (an etcd member's, a test node's, a watchtower's metrics) come from
+//! [`free_port`], in [`SINGLE_RANGE`], between the two.
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Ports per node.
 pub const PORTS_PER_NODE: u16 = 10;
@@ -13,6 +15,43 @@ pub const PORTS_PER_NODE: u16 = 10;
 pub const RPC_PORT_OFFSET: u16 = 9;
 /// Where automatic blocks are looked for.
 pub const AUTO_RANGE: Range<u16> = 20_000..30_000;
+
+/// Where [`free_port`] hands out single ports: above the automatic node blocks and below
+/// Linux's default ephemeral range (32768-60999, `net.ipv4.ip_local_port_range`). A port
+/// picked by binding port 0 is an ephemeral one: between the check and the listener's bind,
+/// any outgoing connection on the machine could take it ("Address already in use"); one
+/// from here only another listener can.
+pub const SINGLE_RANGE: Range<u16> = 30_000..32_768;
+
+/// The next port [`free_port`] looks at in this process (None: not chosen yet).
+static NEXT_SINGLE: Mutex<Option<u16>> = Mutex::new(None);
+
+/// A 127.0.0.1 port in [`SINGLE_RANGE`], free for both TCP and UDP a moment ago, that this
+/// process has not handed out before (until it has gone round the whole range). Each
+/// process scans from its own place (from its pid), so parallel launchers start apart.
+/// Another process may still bind it first; callers that can, retry on "address already
+/// in use".
+pub fn free_port() -> u16 {
+    let mut next = NEXT_SINGLE.lock().unwrap_or_else(|e| e.into_inner());
+    let len = SINGLE_RANGE.end - SINGLE_RANGE.start;
+    let mut at = next.unwrap_or_else(|| {
+        (std::process::id().wrapping_mul(2_654_435_761) % u32::from(len)) as u16
+    });
+    for _ in 0..len {
+        let port = SINGLE_RANGE.start + at;
+        at = (at + 1) % len;
+        if port_is_free(port) {
+            *next = Some(at);
+            return port;
+        }
+    }
+    panic!("no free port in {SINGLE_RANGE:?} on 127.0.0.1");
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
 
 /// One node's ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +90,7 @@ pub fn block_is_free(first: u16) -> bool {
 }
 
 fn first_busy_port(first: u16) -> Option<u16> {
-    (first..first.saturating_add(PORTS_PER_NODE)).find(|&p| {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_err()
-            || UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_err()
-    })
+    (first..first.saturating_add(PORTS_PER_NODE)).find(|&p| !port_is_free(p))
 }
 
 /// The blocks `base, base+10, …` for `names`, each checked free.
@@ -111,6 +147,23 @@ mod tests {
             let p = NodePorts::from_block(b);
             assert_eq!((p.gossip, p.rpc), (b, b + 9));
         }
+    }
+
+    #[test]
+    fn single_ports_are_distinct_free_and_outside_the_blocks_and_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 50);
+        for p in ports {
+            assert!(SINGLE_RANGE.contains(&p) && !AUTO_RANGE.contains(&p), "{p}");
+        }
+        // A port someone holds (here over UDP only) is skipped.
+        let next = free_port();
+        let _hold = UdpSocket::bind((Ipv4Addr::LOCALHOST, next + 1)).ok();
+        let after = free_port();
+        assert_ne!(after, next + 1, "a port bound over UDP was handed out");
     }
 
     #[test]

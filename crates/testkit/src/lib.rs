@@ -12,3 +12,6 @@ pub mod netns;
 pub mod nodes;
 
 pub use huione_cluster::etcd::*;
+/// A 127.0.0.1 port free for both UDP and TCP a moment ago, outside the ephemeral range:
+/// see [`huione_cluster::ports::free_port`].
+pub use huione_cluster::ports::free_port;

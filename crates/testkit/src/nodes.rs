@@ -16,7 +16,6 @@
 //! assert!(rooted.is_some(), "{}", c.logs());
 //! ```
 
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,17 +25,7 @@ use huione_keys::Keypair;
 use huione_rpc::client::{blocking::RpcClient, Endpoint};
 use serde_json::{json, Value};
 
-/// A 127.0.0.1 port free for both UDP and TCP a moment ago (gossip and RPC share numbers).
-pub fn free_port() -> u16 {
-    // UDP and TCP share the number; check both are free.
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use crate::free_port;
 
 /// One validator process: its command line and, once started, the child.
 pub struct Node {

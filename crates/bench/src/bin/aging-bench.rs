@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use huione_bench::{header, http_get, row, Summary};
 use huione_cluster::etcd::EtcdCluster;
+use huione_cluster::ports::free_port;
 use huione_core::audit::{AuditRecord, VoteRecord};
 use huione_core::{Genesis, GenesisValidator, Hash};
 use huione_keys::{Keypair, Pubkey};
@@ -551,17 +552,6 @@ fn restarts(
     r.times.remove(0);
     r.loads.remove(0);
     Ok(r)
-}
-
-/// A loopback port free for both UDP and TCP a moment ago (gossip and RPC share it).
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
-        let port = u.local_addr().expect("local address").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn send_signal(pid: u32, sig: i32) {

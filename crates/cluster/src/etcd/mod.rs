@@ -16,10 +16,11 @@
 
 pub mod process;
 
+use crate::ports::free_port;
 use anyhow::{bail, Context as _};
 use huione_certs::{CertAndKey, CertOptions, CertPaths, FilePair};
 pub use process::{cargo_build, detach_from_terminal_and_die_with_parent, without_cargo_test_env};
-use process::{find_binary, pick_port, signal, tail};
+use process::{find_binary, signal, tail};
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -607,8 +608,8 @@ impl EtcdCluster {
             data_dir: self.members_dir.join(format!("{name}.etcd")),
             log_path: self.members_dir.join(format!("{name}.log")),
             log_start: 0,
-            client_port: pick_port(),
-            peer_port: pick_port(),
+            client_port: free_port(),
+            peer_port: free_port(),
             tls,
             child: None,
             name,

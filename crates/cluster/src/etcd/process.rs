@@ -1,12 +1,8 @@
-//! Process plumbing for the etcd launcher: finding binaries, picking free ports, signals,
-//! log tails.
+//! Process plumbing for the etcd launcher: finding binaries, signals, log tails.
 
 use anyhow::bail;
-use std::collections::HashSet;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Finds `name` via the env var `env` or PATH; the error says which Debian package to install.
 pub fn find_binary(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
@@ -39,25 +35,6 @@ fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-/// Ports handed out by this process, so that parallel tests never get the same one.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A 127.0.0.1 port that was free a moment ago and that this process has not handed out
-/// before. Another process may still take it: callers retry on "address already in use".
-pub fn pick_port() -> u16 {
-    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let used = guard.get_or_insert_with(HashSet::new);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("cannot bind 127.0.0.1:0 to pick a free port");
-        if used.insert(port) {
-            return port;
-        }
-    }
 }
 
 /// Sends `sig` to `pid` (errors ignored: the process may be gone).
@@ -206,12 +183,6 @@ mod tests {
         .to_string();
         assert!(err.contains("apt-get install etcd-server"), "{err}");
         assert!(err.contains("huione-no-such-binary"), "{err}");
-    }
-
-    #[test]
-    fn picked_ports_are_distinct() {
-        let ports: HashSet<u16> = (0..50).map(|_| pick_port()).collect();
-        assert_eq!(ports.len(), 50);
     }
 
     #[test]
