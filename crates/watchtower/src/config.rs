@@ -68,31 +68,31 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_RPC_TIMEOUT_MS, value_name = "MS")]
     pub rpc_timeout_ms: u64,
     /// Consecutive failing checks before failing over (one healthy check resets the count).
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = Settings::DEFAULT.unhealthy_checks, value_name = "N")]
     pub unhealthy_checks: u32,
     /// A check fails when the cluster sees the primary's vote account more than this many
     /// slots behind the newest vote of any other account.
-    #[arg(long, default_value_t = 16, value_name = "SLOTS")]
+    #[arg(long, default_value_t = Settings::DEFAULT.max_vote_lag_slots, value_name = "SLOTS")]
     pub max_vote_lag_slots: u64,
     /// A check fails when the primary's processed slot trails the standby's by more.
-    #[arg(long, default_value_t = 16, value_name = "SLOTS")]
+    #[arg(long, default_value_t = Settings::DEFAULT.max_slot_lag, value_name = "SLOTS")]
     pub max_slot_lag: u64,
     /// A check fails when the primary has heard from no other node for longer than this
     /// while the standby has (it is cut off, though its RPC may still answer). Peers push
     /// gossip every 500 ms, so values under 600 are refused; 0 turns the check off.
-    #[arg(long, default_value_t = 1_000, value_name = "MS")]
+    #[arg(long, default_value_t = Settings::DEFAULT.max_peer_silence_ms, value_name = "MS")]
     pub max_peer_silence_ms: u64,
     /// After a failover, no other is triggered for at least this long, and not before the
     /// primary has been healthy again for --rearm-checks checks.
-    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    #[arg(long, default_value_t = Settings::DEFAULT.cooldown_ms, value_name = "MS")]
     pub cooldown_ms: u64,
     /// Consecutive healthy checks (after the cooldown) that end an incident.
-    #[arg(long, default_value_t = 10, value_name = "N")]
+    #[arg(long, default_value_t = Settings::DEFAULT.rearm_checks, value_name = "N")]
     pub rearm_checks: u32,
     /// set-identity attempts per incident (a failed attempt is retried after --retry-ms).
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = Settings::DEFAULT.max_attempts, value_name = "N")]
     pub max_attempts: u32,
-    #[arg(long, default_value_t = 1_000, value_name = "MS")]
+    #[arg(long, default_value_t = Settings::DEFAULT.retry_ms, value_name = "MS")]
     pub retry_ms: u64,
     /// Fail over even when the standby reports itself behind the cluster.
     #[arg(long)]
@@ -329,6 +329,6 @@ mod tests {
         );
         let off = args(&["--max-peer-silence-ms", "0"], &key).unwrap();
         assert_eq!(off.settings.max_peer_silence_ms, 0);
-        assert_eq!(c.settings.max_peer_silence_ms, 1_000);
+        assert_eq!(c.settings, Settings::DEFAULT);
     }
 }
