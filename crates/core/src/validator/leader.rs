@@ -6,7 +6,8 @@
 //! by confirmed stores); our clock is within bounds of the cluster's; one of our votes
 //! since taking the identity has landed, or the block carries one and every slot since
 //! the best block is ours (nobody else could have carried it), or the account never
-//! voted; and we have not produced it.
+//! voted; the driver can record the block ([`Core::set_recording`]: a block it cannot
+//! record never leaves); and we have not produced it.
 
 use huione_tower::Slot;
 
@@ -60,6 +61,9 @@ impl Core {
         }
         if r.claim.is_none_or(|c| slot > c) {
             return Some("no confirmed store covers this slot");
+        }
+        if !self.recording {
+            return Some("our ledger cannot record the block");
         }
         if !self.clock_ok() {
             return Some("our clock is too far from the cluster's");
@@ -170,6 +174,11 @@ impl Core {
         let Role::Voting(v) = &self.role else { return };
         if !matches!(v.store, super::StoreState::Idle) || v.claim.is_some_and(|c| c >= now_slot + f)
         {
+            return;
+        }
+        // A node that cannot record does not lead: a claim would only raise a taker's
+        // floor over slots it cannot use.
+        if !self.recording {
             return;
         }
         let (floor, me) = (v.floor, self.identity.pubkey());

@@ -341,6 +341,9 @@ pub struct Stats {
     pub switch_failed: u64,
     /// Votes withheld because no other validator had been heard from recently.
     pub isolated_withheld: u64,
+    /// Votes withheld because the driver cannot record our votes and blocks
+    /// ([`Core::set_recording`]).
+    pub unrecordable_withheld: u64,
     pub store_failures: u64,
     pub stale_store_reports: u64,
     pub blocks_produced: u64,
@@ -485,6 +488,8 @@ pub struct Core {
     reclaim_gate: bool,
     /// When a block, vote or repair request from another validator last arrived.
     last_peer_ms: Option<u64>,
+    /// Whether the driver can record our votes and blocks ([`Core::set_recording`]).
+    recording: bool,
     /// The highest-ranked announcement of a rival instance of our identity, heard while
     /// our own acquire of it may have been applied: judged once that takeover has ended
     /// (see `Core::on_announcement`).
@@ -564,6 +569,7 @@ impl Core {
             rival: None,
             last_peer_ms: None,
             reclaim_gate: true,
+            recording: true,
         };
         core.restore_blocks(blocks, now_ms);
         core
@@ -771,6 +777,34 @@ impl Core {
             && self
                 .last_peer_ms
                 .is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.peer_silence_limit_ms)
+    }
+
+    /// The driver says whether it can record our votes and blocks (the daemon: its audit
+    /// log and block store take writes; true until told otherwise). While it cannot, the
+    /// core decides no vote (rule `unrecordable`, counted in
+    /// [`Stats::unrecordable_withheld`]), produces no block (each leader slot passing
+    /// meanwhile is fenced, counted and never produced late) and renews no leader claim;
+    /// told it can again, it votes and leads from its next tick.
+    ///
+    /// Why: a driver sends nothing it could not record, so the blocks we would produce
+    /// never leave, and votes decided on them would build lockouts on a fork nobody else
+    /// has — stored in the tower that the standby taking over (or this node once its disk
+    /// is freed) loads and must wait out. A renewed claim would only raise a taker's
+    /// floor over slots we cannot lead.
+    ///
+    /// Safety: this rule only withholds. It never makes the core vote, store, send or
+    /// produce anything it would not otherwise; every vote it still decides (none while
+    /// recording fails) passes the same tower checks and the same store-before-send path,
+    /// and a vote decided before the driver noticed (a store in flight) is stored and may
+    /// stay unsent, which is safe: a stored vote that never left only adds lockouts the
+    /// next holder respects. Fencing, claims and floors are untouched.
+    pub fn set_recording(&mut self, ok: bool) {
+        self.recording = ok;
+    }
+
+    /// Whether the driver last said it can record our votes and blocks.
+    pub fn recording(&self) -> bool {
+        self.recording
     }
 
     /// Whether a block or gossip vote for `slot` is too far in the future to accept: more

@@ -749,6 +749,11 @@ fn a_paused_process_renews_its_claim_before_it_leads_again() {
 
 /// Two validators; `a` is ours. Returns our node and the other leader's keypair.
 fn two_validators() -> (Node, Keypair) {
+    two_validators_staked(10, 10)
+}
+
+/// [`two_validators`] with these stakes (ours, theirs).
+fn two_validators_staked(ours: u64, theirs: u64) -> (Node, Keypair) {
     let id = Keypair::from_secret(&[1; 32]);
     let other = Keypair::from_secret(&[2; 32]);
     let vote_account = Pubkey::from_seed_byte(50);
@@ -759,13 +764,13 @@ fn two_validators() -> (Node, Keypair) {
                     identity: id.pubkey(),
                     vote_account,
                     authorized_voter: id.pubkey(),
-                    stake: 10,
+                    stake: ours,
                 },
                 GenesisValidator {
                     identity: other.pubkey(),
                     vote_account: Pubkey::from_seed_byte(51),
                     authorized_voter: other.pubkey(),
-                    stake: 10,
+                    stake: theirs,
                 },
             ],
             SLOT_MS,
@@ -1013,5 +1018,125 @@ fn a_voter_that_hears_no_other_validator_withholds_its_votes_until_it_does() {
     assert_eq!(
         sent_votes(&n.core.on_store_report(now, confirm(ticket))),
         vec![t2]
+    );
+}
+
+/// What one phase of [`run_with_peer`] saw.
+#[derive(Default)]
+struct Phase {
+    produced: Vec<Slot>,
+    /// Votes sent: (time, slot).
+    sent: Vec<(u64, Slot)>,
+    /// Stores issued (the last vote of each stored tower).
+    stores: Vec<Option<Slot>>,
+}
+
+/// Runs `n` from `from` to `to` ms, ticking every 25 ms, confirming every store, while the
+/// other validator produces its leader slots on our best block (its block arrives at
+/// its slot's start plus the produce delay).
+fn run_with_peer(
+    n: &mut Node,
+    other: &Keypair,
+    pending: &mut Vec<StoreTicket>,
+    from: u64,
+    to: u64,
+) -> Phase {
+    let schedule = crate::genesis::LeaderSchedule::compute(&n.genesis, 0);
+    let mut phase = Phase::default();
+    for t in (from..to).step_by(25) {
+        let slot = n.genesis.slot_at(t);
+        let due = n.genesis.slot_start_ms(slot) + n.core.cfg.produce_delay_ms;
+        let mut cmds = Vec::new();
+        if schedule.leader_at(slot) == Some(other.pubkey()) && (due..due + 25).contains(&t) {
+            let best = n.core.status().best_slot;
+            let hash = n.core.bank(best).unwrap().hash;
+            let b = Block::produce(other, slot, best, hash, Vec::new());
+            cmds.extend(n.core.on_block(t, b));
+        }
+        cmds.extend(n.core.tick(t));
+        for ticket in std::mem::take(pending) {
+            cmds.extend(n.core.on_store_report(t, confirm(ticket)));
+        }
+        for c in cmds {
+            match c {
+                Command::BroadcastBlock(b) => phase.produced.push(b.slot),
+                Command::StoreTower(ticket) => {
+                    let tower = ticket.tower().verify(&n.id.pubkey()).unwrap();
+                    phase.stores.push(tower.last_voted_slot());
+                    pending.push(ticket);
+                }
+                Command::SendVote(v) => phase.sent.push((t, v.vote().slot)),
+                Command::Exit(r) => panic!("exited: {r}"),
+                _ => {}
+            }
+        }
+    }
+    phase
+}
+
+/// A node whose driver cannot record (its ledger disk is full) neither votes nor leads:
+/// the blocks it would produce could not leave, and votes on them would lock its tower —
+/// which the standby loads on a failover — onto a fork nobody else has. Told it can
+/// record again, it votes and leads at once.
+#[test]
+fn a_node_that_cannot_record_neither_votes_nor_leads_until_it_can_again() {
+    // Our stake alone passes the threshold, so only the new rule can keep us from voting.
+    let (mut n, other) = two_validators_staked(30, 10);
+    let first = only_store(take_identity(&mut n, 1, 7));
+    let mut pending = vec![first];
+    let t1 = 10 * SLOT_MS;
+    let before = run_with_peer(&mut n, &other, &mut pending, 2, t1);
+    assert!(!before.produced.is_empty(), "it leads while it can record");
+    assert!(before.sent.len() > 3, "it votes while it can record: {:?}", before.sent);
+    let best_at_switch = n.core.status().best_slot;
+    let decided = n.core.stats().votes_decided;
+    let fenced = n.core.stats().leader_slots_fenced;
+
+    n.core.set_recording(false);
+    assert!(!n.core.recording());
+    let t2 = t1 + 20 * SLOT_MS;
+    let during = run_with_peer(&mut n, &other, &mut pending, t1, t2);
+    assert_eq!(during.produced, Vec::<Slot>::new(), "led while it cannot record");
+    assert_eq!(
+        n.core.stats().votes_decided,
+        decided,
+        "decided votes while it cannot record: sent {:?}, stored {:?}",
+        during.sent,
+        during.stores
+    );
+    // Only a vote in flight when recording failed may still be confirmed and sent.
+    assert!(
+        during.sent.iter().all(|(_, s)| *s <= best_at_switch),
+        "{:?} after the switch at best slot {best_at_switch}",
+        during.sent
+    );
+    assert_eq!(
+        during.stores,
+        Vec::<Option<Slot>>::new(),
+        "no new store: no vote, no claim renewal"
+    );
+    assert!(n.core.stats().unrecordable_withheld > 0);
+    assert_eq!(
+        n.core.stats().withheld.map(|w| w.rule),
+        Some(WithheldRule::Unrecordable)
+    );
+    assert!(
+        n.core.stats().leader_slots_fenced > fenced,
+        "its leader slots meanwhile are fenced"
+    );
+    let best_during = n.core.status().best_slot;
+
+    n.core.set_recording(true);
+    let after = run_with_peer(&mut n, &other, &mut pending, t2, t2 + 10 * SLOT_MS);
+    assert!(!after.produced.is_empty(), "it leads again");
+    assert!(
+        after.produced.iter().all(|s| *s >= n.genesis.slot_at(t2)),
+        "no slot of the outage is produced late: {:?}",
+        after.produced
+    );
+    assert!(
+        after.sent.iter().any(|(_, s)| *s >= best_during),
+        "it votes again: {:?} (best during the outage {best_during})",
+        after.sent
     );
 }

@@ -19,6 +19,7 @@ enum NoVote {
     Threshold,
     Switch,
     Isolated,
+    Unrecordable,
 }
 
 /// Which tower rule keeps the node from voting, on which slot, and until when.
@@ -41,6 +42,9 @@ pub enum WithheldRule {
     Switch,
     /// Nothing from any other validator for longer than `peer_silence_limit_ms`.
     Isolated,
+    /// The driver cannot record our votes and blocks (a full ledger disk):
+    /// [`Core::set_recording`].
+    Unrecordable,
 }
 
 impl WithheldRule {
@@ -50,6 +54,7 @@ impl WithheldRule {
             WithheldRule::Threshold => "threshold",
             WithheldRule::Switch => "switch",
             WithheldRule::Isolated => "isolated",
+            WithheldRule::Unrecordable => "unrecordable",
         }
     }
 }
@@ -134,7 +139,9 @@ impl Core {
         if !self.account_is_ours(best) {
             return;
         }
-        let check = if self.isolated(now_ms) {
+        let check = if !self.recording {
+            Err(NoVote::Unrecordable)
+        } else if self.isolated(now_ms) {
             Err(NoVote::Isolated)
         } else {
             self.vote_check(v, best, weights)
@@ -154,6 +161,7 @@ impl Core {
             Err(NoVote::Threshold) => Some(WithheldRule::Threshold),
             Err(NoVote::Switch) => Some(WithheldRule::Switch),
             Err(NoVote::Isolated) => Some(WithheldRule::Isolated),
+            Err(NoVote::Unrecordable) => Some(WithheldRule::Unrecordable),
         };
         self.stats.withheld = rule.map(|rule| VoteWithheld {
             rule,
@@ -166,6 +174,7 @@ impl Core {
             Err(NoVote::Threshold) => self.stats.threshold_failed += 1,
             Err(NoVote::Switch) => self.stats.switch_failed += 1,
             Err(NoVote::Isolated) => self.stats.isolated_withheld += 1,
+            Err(NoVote::Unrecordable) => self.stats.unrecordable_withheld += 1,
         }
     }
 
