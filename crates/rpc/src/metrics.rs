@@ -491,7 +491,11 @@ pub struct Metrics {
     pub isolated: Gauge,
     /// 1 while the node votes but its votes do not land in the cluster's blocks.
     pub votes_not_landing: Gauge,
-    /// Votes the tower rules kept back, by rule (lockout, threshold, switch).
+    /// 1 while the node cannot record its votes and blocks in its ledger (a full disk):
+    /// it neither votes nor produces blocks.
+    pub recording_failed: Gauge,
+    /// Votes the tower rules kept back, by rule (lockout, threshold, switch, isolated,
+    /// unrecordable).
     pub votes_skipped: CounterVec,
     /// While the tower rules keep the node from voting: the slot it waits for (0: none).
     pub vote_wait_slot: Gauge,
@@ -551,6 +555,7 @@ impl Metrics {
             cluster_visible_stake_percent: Gauge::default(),
             isolated: Gauge::default(),
             votes_not_landing: Gauge::default(),
+            recording_failed: Gauge::default(),
             votes_skipped: CounterVec::new("rule"),
             vote_wait_slot: Gauge::default(),
             registry: Registry::default(),
@@ -719,8 +724,15 @@ impl Metrics {
         );
         register(
             &mut r,
+            "huione_recording_failed",
+            "1 while the node cannot record its votes and blocks in its ledger (e.g. a full disk): \
+             it neither votes nor produces blocks.",
+            &m.recording_failed,
+        );
+        register(
+            &mut r,
             "huione_votes_skipped",
-            "Votes kept back by the tower rules, by rule (lockout, threshold, switch).",
+            "Votes kept back, by rule (lockout, threshold, switch, isolated, unrecordable).",
             &m.votes_skipped,
         );
         register(

@@ -63,6 +63,17 @@ struct CatchUp {
     blocks: Vec<(huione_core::Slot, huione_core::Hash)>,
 }
 
+/// How often a node whose ledger cannot record tries again (its backlog, then a sync).
+const RECORDING_RETRY: Duration = Duration::from_millis(100);
+
+/// An episode of failing to record our votes and blocks.
+struct RecordingFailure {
+    since: Instant,
+    /// The last error (for getHealth).
+    error: String,
+    next_try: Instant,
+}
+
 /// A takeover storage call's answer: (call, answer, the lease it produced).
 type TakeoverAnswer = (u64, StorageAnswer, Option<Lease>);
 /// How long isolation or unlanded votes must last before they are reported.
@@ -213,7 +224,8 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         gossip_addr,
         rpc_addr: huione_net::addressing::local_reach(rpc_addr),
         block_seen: BTreeMap::new(),
-        unrecorded_votes: BTreeSet::new(),
+        unrecorded_votes: BTreeMap::new(),
+        recording_failure: None,
         unrecorded_blocks: BTreeSet::new(),
         vote_latencies: VecDeque::new(),
         store_failing_since: None,
@@ -274,8 +286,12 @@ struct Node {
     /// Our votes and blocks whose audit record could not be written (a full disk), so
     /// they were not sent: (slot, hash). The core still holds them (our votes go into our
     /// blocks, our blocks answer repair requests); they leave only once recorded.
-    unrecorded_votes: BTreeSet<(huione_core::Slot, huione_core::Hash)>,
+    unrecorded_votes: BTreeMap<(huione_core::Slot, huione_core::Hash), huione_core::SignedVote>,
     unrecorded_blocks: BTreeSet<(huione_core::Slot, huione_core::Hash)>,
+    /// Set while our votes and blocks cannot be recorded: the core is told
+    /// (`Core::set_recording`), and neither votes nor leads until the backlog above is
+    /// recorded again.
+    recording_failure: Option<RecordingFailure>,
     /// Recent vote latencies in microseconds (bounded window for p50/p99).
     vote_latencies: VecDeque<u64>,
     /// Since when tower stores have been failing (votes withheld), for getHealth.
@@ -432,6 +448,7 @@ impl Node {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    self.retry_recording();
                     let cmds = self.core.tick(now_ms());
                     self.execute(cmds).await;
                     self.gate_reclaim();
@@ -563,6 +580,7 @@ impl Node {
             ("threshold", st.threshold_failed),
             ("switch", st.switch_failed),
             ("isolated", st.isolated_withheld),
+            ("unrecordable", st.unrecordable_withheld),
         ] {
             self.metrics.votes_skipped.set(rule, n);
         }
@@ -825,6 +843,7 @@ impl Node {
     fn record_batch(&mut self, cmds: &[Command]) -> Vec<bool> {
         let now = now_ms();
         let mut up = CatchUp::default();
+        let mut failure: Option<String> = None;
         let mut ok: Vec<bool> = cmds
             .iter()
             .map(|cmd| {
@@ -836,7 +855,7 @@ impl Node {
                             .and_then(|()| self.files.record_vote(v, &self.instance_id, now));
                         if r.is_err() {
                             // Known now, for a block of this batch that carries it.
-                            self.unrecorded_votes.insert((v.slot, v.hash));
+                            self.unrecorded_votes.insert((v.slot, v.hash), v.clone());
                         }
                         r
                     }
@@ -854,7 +873,9 @@ impl Node {
                     _ => return true,
                 };
                 if let Err(e) = &r {
-                    tracing::error!(error = %format!("{e:#}"), "not sent: the audit log cannot be written");
+                    let e = format!("{e:#}");
+                    tracing::error!(error = %e, "not sent: the audit log cannot be written");
+                    failure.get_or_insert(e);
                 }
                 r.is_ok()
             })
@@ -881,7 +902,9 @@ impl Node {
             synced = self.files.sync_blocks();
         }
         if let Err(e) = synced {
-            tracing::error!(error = %format!("{e:#}"), "votes and blocks not sent: the audit log or block store cannot be synced");
+            let e = format!("{e:#}");
+            tracing::error!(error = %e, "votes and blocks not sent: the audit log or block store cannot be synced");
+            failure.get_or_insert(e);
             for (i, cmd) in cmds.iter().enumerate() {
                 if matches!(cmd, Command::SendVote(_) | Command::BroadcastBlock(_)) {
                     ok[i] = false;
@@ -894,7 +917,7 @@ impl Node {
             match cmd {
                 Command::SendVote(v) if !ok => {
                     let v = v.vote();
-                    self.unrecorded_votes.insert((v.slot, v.hash));
+                    self.unrecorded_votes.insert((v.slot, v.hash), v.clone());
                 }
                 Command::BroadcastBlock(b) if !ok => {
                     self.unrecorded_blocks.insert((b.slot, b.hash));
@@ -905,10 +928,14 @@ impl Node {
                 _ => {}
             }
         }
-        for set in [&mut self.unrecorded_votes, &mut self.unrecorded_blocks] {
-            while set.len() > MAX_UNRECORDED {
-                set.pop_first();
-            }
+        while self.unrecorded_votes.len() > MAX_UNRECORDED {
+            self.unrecorded_votes.pop_first();
+        }
+        while self.unrecorded_blocks.len() > MAX_UNRECORDED {
+            self.unrecorded_blocks.pop_first();
+        }
+        if let Some(e) = failure {
+            self.recording_failed(e);
         }
         ok
     }
@@ -961,7 +988,7 @@ impl Node {
         for v in &b.votes {
             let k = (v.slot, v.hash);
             if v.vote_account == self.vote_account
-                && self.unrecorded_votes.contains(&k)
+                && self.unrecorded_votes.contains_key(&k)
                 && !up.votes.contains(&k)
             {
                 self.record_chain(v.slot, v.hash, now, up)?;
@@ -982,6 +1009,101 @@ impl Node {
         }
     }
 
+    /// A vote or block of ours could not be recorded (`error`): the first time in an
+    /// episode, tell the core (it stops voting and leading), log it once naming the
+    /// ledger, and report it (getHealth, `huione_recording_failed`).
+    fn recording_failed(&mut self, error: String) {
+        if let Some(f) = &mut self.recording_failure {
+            f.error = error;
+            return;
+        }
+        let ledger = self.files.dir().display().to_string();
+        tracing::error!(ledger = %ledger, error = %error,
+            "cannot record votes and blocks in the ledger {ledger}: {error}. Not voting and not \
+             producing blocks until it can (free space on the ledger's disk); retrying every {} ms",
+            RECORDING_RETRY.as_millis());
+        let now = Instant::now();
+        self.recording_failure = Some(RecordingFailure {
+            since: now,
+            error,
+            next_try: now + RECORDING_RETRY,
+        });
+        self.core.set_recording(false);
+        self.metrics.recording_failed.set(1);
+    }
+
+    /// While recording fails, every [`RECORDING_RETRY`]: records the backlog of unrecorded
+    /// votes and blocks and syncs it. Once that works, recording works again: the core
+    /// votes and leads from its next tick (this runs just before it).
+    fn retry_recording(&mut self) {
+        let Some(f) = &self.recording_failure else {
+            return;
+        };
+        let now = Instant::now();
+        if now < f.next_try {
+            return;
+        }
+        match self.record_backlog() {
+            Ok(recorded) => {
+                let f = self.recording_failure.take().expect("checked above");
+                tracing::info!(ledger = %self.files.dir().display(), recorded,
+                    "the ledger records again after {} ms ({recorded} earlier votes and blocks \
+                     recorded): voting and leading resume",
+                    f.since.elapsed().as_millis());
+                self.core.set_recording(true);
+                self.metrics.recording_failed.set(0);
+            }
+            Err(e) => {
+                let f = self.recording_failure.as_mut().expect("checked above");
+                f.error = format!("{e:#}");
+                f.next_try = now + RECORDING_RETRY;
+            }
+        }
+    }
+
+    /// Records every unrecorded vote and block of ours, oldest first (a block after the
+    /// votes of ours it carries, a vote after its block), and syncs the audit log.
+    /// Returns how many records it wrote. What the core no longer holds is forgotten
+    /// first: it can never leave any more (a block is sent for repair or built on, and a
+    /// vote carried in our blocks, only while the core holds the block), so it needs no
+    /// record. Records written before a failure stay unrecorded here and are written
+    /// again on the next try (an identical record is not a second vote for the auditor).
+    fn record_backlog(&mut self) -> anyhow::Result<usize> {
+        let held: BTreeSet<(huione_core::Slot, huione_core::Hash)> = self
+            .core
+            .blocks()
+            .map(|b| (b.slot, b.hash))
+            .filter(|k| self.unrecorded_blocks.contains(k) || self.unrecorded_votes.contains_key(k))
+            .collect();
+        let before = self.unrecorded_blocks.len() + self.unrecorded_votes.len();
+        self.unrecorded_blocks.retain(|k| held.contains(k));
+        self.unrecorded_votes.retain(|k, _| held.contains(k));
+        let forgotten = before - self.unrecorded_blocks.len() - self.unrecorded_votes.len();
+        if forgotten > 0 {
+            tracing::warn!(forgotten, "unrecorded votes and blocks no longer held: forgotten (they were never sent and cannot be any more)");
+        }
+        let now = now_ms();
+        let mut up = CatchUp::default();
+        let blocks: Vec<_> = self.unrecorded_blocks.iter().copied().collect();
+        for (slot, hash) in blocks {
+            self.record_chain(slot, hash, now, &mut up)?;
+        }
+        let votes: Vec<huione_core::SignedVote> = self.unrecorded_votes.values().cloned().collect();
+        for v in votes {
+            let k = (v.slot, v.hash);
+            if up.votes.contains(&k) {
+                continue;
+            }
+            self.record_chain(v.slot, v.hash, now, &mut up)?;
+            self.files.record_vote(&v, &self.instance_id, now)?;
+            up.votes.push(k);
+        }
+        self.files.sync_audit()?;
+        let recorded = up.votes.len() + up.blocks.len();
+        self.caught_up(up);
+        Ok(recorded)
+    }
+
     /// The blocks of a repair answer that may leave: each unrecorded block of ours (or
     /// block carrying an unrecorded vote of ours) is recorded first, or left out.
     fn recorded_for_repair(&mut self, blocks: Vec<huione_core::Block>) -> Vec<huione_core::Block> {
@@ -996,7 +1118,7 @@ impl Node {
             let needs = self.unrecorded_blocks.contains(&(b.slot, b.hash))
                 || b.votes.iter().any(|v| {
                     v.vote_account == self.vote_account
-                        && self.unrecorded_votes.contains(&(v.slot, v.hash))
+                        && self.unrecorded_votes.contains_key(&(v.slot, v.hash))
                 });
             if !needs {
                 out.push(b);
@@ -1011,13 +1133,19 @@ impl Node {
                     out.push(b);
                     needed.push(true);
                 }
-                Err(e) => tracing::error!(slot = b.slot, error = %format!("{e:#}"),
-                    "block not sent for repair: its audit record cannot be written"),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    tracing::error!(slot = b.slot, error = %e,
+                        "block not sent for repair: its audit record cannot be written");
+                    self.recording_failed(e);
+                }
             }
         }
         if !up.votes.is_empty() || !up.blocks.is_empty() {
             if let Err(e) = self.files.sync_audit() {
-                tracing::error!(error = %format!("{e:#}"), "blocks not sent for repair: the audit log cannot be synced");
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, "blocks not sent for repair: the audit log cannot be synced");
+                self.recording_failed(e);
                 return out
                     .into_iter()
                     .zip(needed)
@@ -1404,6 +1532,17 @@ impl Node {
             // node nor its standby can store a tower, even before a store fails.
             snap.health = huione_rpc::Health::Unknown;
             snap.health_reason = Some(problem);
+        } else if let Some(f) = &self.recording_failure {
+            // A full ledger disk: the node neither votes nor leads (a watchtower fails it
+            // over, as it does a primary that reports itself unhealthy).
+            snap.health = huione_rpc::Health::Unknown;
+            snap.health_reason = Some(format!(
+                "cannot record: votes and blocks cannot be written to the ledger {} for {} ms \
+                 ({}); not voting or producing blocks until it can",
+                self.files.dir().display(),
+                f.since.elapsed().as_millis(),
+                f.error
+            ));
         }
         self.check_alone(&mut snap);
         self.report_withheld();
@@ -1437,6 +1576,11 @@ fn describe_withheld(w: huione_core::VoteWithheld) -> String {
         (WithheldRule::Isolated, _) => format!(
             "isolated: no block or vote from any other validator recently; slot {} is voted \
              once one arrives (check this node's network: its votes would reach nobody)",
+            w.slot
+        ),
+        (WithheldRule::Unrecordable, _) => format!(
+            "unrecordable: the ledger cannot record votes and blocks (free space on its disk); \
+             slot {} is voted once it can",
             w.slot
         ),
     }

@@ -3,9 +3,25 @@
 //! leaves no partial record behind, so once space is freed the next appends read back
 //! whole. Without the cut, the audit log would hold a line glued to a partial one (the
 //! whole log unreadable as proof) and the block store a record at the wrong offset.
+//!
+//! And a real primary (tower in a real etcd over mutual TLS) whose ledger fills up: a
+//! node that cannot record does not vote. Before that rule it kept deciding votes on its
+//! own blocks, which it could not record and so did not send, and stored them in etcd: a
+//! private fork whose lockouts the standby taking over inherited and had to wait out.
+
+mod common;
+#[path = "common/faults.rs"]
+mod faults;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use faults::*;
+use huione_testkit::EtcdCluster;
+use huione_tower_storage::{EtcdConfig, EtcdTowerStorage, TowerStorage};
+use serde_json::json;
 
 use huione_core::audit::{AuditRecord, VoteRecord};
 use huione_core::{Genesis, GenesisValidator, Hash};
@@ -14,30 +30,41 @@ use huione_validator::ledger::audit_log::{self, AuditLog};
 use huione_validator::ledger::blockstore::BlockStore;
 use huione_validator::ledger::generate::ChainGen;
 
-/// A tmpfs of `kb` KiB mounted on a new temp dir; unmounted on drop.
+/// A tmpfs of `kb` KiB mounted on a directory; unmounted on drop (lazily: a process
+/// that still has files open on it does not keep it mounted).
 struct Tmpfs {
-    dir: tempfile::TempDir,
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Tmpfs {
+    /// On a new temp dir.
     fn mount(kb: u64) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
+        let mut t = Tmpfs::mount_on(dir.path().to_path_buf(), kb);
+        t._dir = Some(dir);
+        t
+    }
+
+    /// On `path` (created if missing).
+    fn mount_on(path: PathBuf, kb: u64) -> Tmpfs {
+        std::fs::create_dir_all(&path).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={kb}k"), "tmpfs"])
-            .arg(dir.path())
+            .arg(&path)
             .output()
             .expect("run mount");
         assert!(
             out.status.success(),
             "mount -t tmpfs on {} failed (this test needs root): {}",
-            dir.path().display(),
+            path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        Tmpfs { dir }
+        Tmpfs { path, _dir: None }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// Takes every free byte with a filler file; returns its path.
@@ -53,7 +80,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 
@@ -176,4 +203,151 @@ fn a_block_append_on_a_full_disk_leaves_the_store_readable() {
     assert!(damage.is_empty(), "reopened without damage: {damage:?}");
     let read: Vec<u64> = store.read_from(0).unwrap().iter().map(|b| b.slot).collect();
     assert_eq!(read, stored);
+}
+
+/// The towers stored in etcd, as an outside client reads them.
+struct StoredTowers {
+    rt: tokio::runtime::Runtime,
+    storage: EtcdTowerStorage,
+}
+
+impl StoredTowers {
+    fn connect(etcd: &EtcdCluster) -> StoredTowers {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tls = etcd.tls();
+        let cfg = EtcdConfig::new(
+            etcd.client_endpoints(),
+            tls.ca_file,
+            tls.cert_file,
+            tls.key_file,
+        );
+        let storage = rt.block_on(EtcdTowerStorage::connect(cfg)).unwrap();
+        StoredTowers { rt, storage }
+    }
+
+    /// The last vote slot of `identity`'s stored (and verified) tower.
+    fn last_vote(&self, identity: &Pubkey) -> Option<u64> {
+        self.rt
+            .block_on(self.storage.load_verified(identity))
+            .unwrap()
+            .and_then(|t| t.last_voted_slot())
+    }
+}
+
+/// A labelled Prometheus sample, e.g. `huione_votes_skipped_total{rule="unrecordable"}`.
+fn labelled_metric(node: &Node, series: &str) -> Option<f64> {
+    let body = http_get(node.rpc_port, "/metrics")?;
+    body.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == series).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// A primary whose ledger disk fills up stops deciding votes — the tower it stores in
+/// etcd (which a standby would load) gains no vote while the disk is full — and stops
+/// producing blocks; getHealth says why (so a watchtower fails it over), the log says it
+/// once; once space is back it records what it could not, votes again, and its votes land.
+#[test]
+fn a_primary_whose_ledger_is_full_stores_no_new_vote_and_votes_again_once_freed() {
+    let _serial = serial();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let (mut c, _standby) = pair_cluster(&etcd, &[]);
+    // 8 MiB: far more than the run writes, quick to fill.
+    let disk = Tmpfs::mount_on(c.nodes[PAIR].ledger.clone(), 8 * 1024);
+    c.start_all();
+    wait_voting(&c, Duration::from_secs(60));
+    let id = primary_identity(&c);
+    let vote = vote_account(&c);
+    let towers = StoredTowers::connect(&etcd);
+    let primary = &c.nodes[PAIR];
+    let ledger = primary.ledger.display().to_string();
+    let stored_before = towers.last_vote(&id).expect("no tower stored in etcd");
+
+    let filler = disk.fill();
+    let filled = std::time::Instant::now();
+    // It notices at its next vote or block (every slot or so).
+    let health = wait_for(Duration::from_secs(10), || {
+        let h = primary.rpc("getHealth", json!([]))?;
+        let msg = h["error"]["message"].as_str()?.to_string();
+        msg.contains("cannot record").then_some(msg)
+    });
+    let health = health.unwrap_or_else(|| {
+        panic!(
+            "getHealth never reported 'cannot record' with the ledger full:\n{}",
+            tail(&primary.log(), 40)
+        )
+    });
+    assert!(health.contains(&ledger), "names the ledger: {health}");
+    let noticed_ms = filled.elapsed().as_millis();
+    // A vote decided just before the node noticed may still be stored: let it settle,
+    // then the stored tower must not move while the disk stays full.
+    std::thread::sleep(Duration::from_millis(10 * SLOT_MS));
+    let stored_full = towers.last_vote(&id).unwrap();
+    let landed_full = last_vote_of(&c.nodes[0], &vote).unwrap();
+    std::thread::sleep(Duration::from_millis(30 * SLOT_MS));
+    let stored_later = towers.last_vote(&id).unwrap();
+    assert_eq!(
+        stored_later,
+        stored_full,
+        "the tower stored in etcd gained votes while the ledger was full:\n{}",
+        tail(&primary.log(), 40)
+    );
+    assert_eq!(metric(primary, "huione_recording_failed"), Some(1.0));
+    let skipped = labelled_metric(
+        primary,
+        r#"huione_votes_skipped_total{rule="unrecordable"}"#,
+    );
+    assert!(
+        skipped.is_some_and(|n| n > 0.0),
+        "huione_votes_skipped_total{{rule=\"unrecordable\"}} = {skipped:?}"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let freed = std::time::Instant::now();
+    let resumed = wait_for(Duration::from_secs(30), || {
+        towers.last_vote(&id).filter(|s| *s > stored_full)
+    });
+    let resumed = resumed.unwrap_or_else(|| {
+        panic!(
+            "the primary did not vote again once the disk was freed:\n{}",
+            tail(&primary.log(), 40)
+        )
+    });
+    eprintln!(
+        "stored tower's last vote: {stored_before} before the fill, {stored_full} while full \
+         (noticed {noticed_ms} ms after the fill; unchanged for {} ms), {resumed} {} ms after \
+         the disk was freed",
+        30 * SLOT_MS,
+        freed.elapsed().as_millis()
+    );
+    assert!(
+        wait_vote_past(&c.nodes[0], &vote, landed_full, Duration::from_secs(30)).is_some(),
+        "the primary's votes did not land again after the disk was freed:\n{}",
+        tail(&primary.log(), 40)
+    );
+    let healthy = wait_for(Duration::from_secs(10), || {
+        (metric(primary, "huione_recording_failed") == Some(0.0)).then_some(())
+    });
+    assert!(healthy.is_some(), "huione_recording_failed stayed 1");
+    let log = primary.log();
+    assert_eq!(
+        log.matches("cannot record votes and blocks in the ledger")
+            .count(),
+        1,
+        "the full disk is logged once per episode:\n{}",
+        tail(&log, 40)
+    );
+    assert!(
+        log.contains("the ledger records again"),
+        "the recovery is logged:\n{}",
+        tail(&log, 40)
+    );
+    assert_audit_clean(&c, &[]);
+    for n in &mut c.nodes {
+        n.kill9();
+    }
+    drop(disk);
 }

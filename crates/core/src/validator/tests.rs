@@ -1087,7 +1087,11 @@ fn a_node_that_cannot_record_neither_votes_nor_leads_until_it_can_again() {
     let t1 = 10 * SLOT_MS;
     let before = run_with_peer(&mut n, &other, &mut pending, 2, t1);
     assert!(!before.produced.is_empty(), "it leads while it can record");
-    assert!(before.sent.len() > 3, "it votes while it can record: {:?}", before.sent);
+    assert!(
+        before.sent.len() > 3,
+        "it votes while it can record: {:?}",
+        before.sent
+    );
     let best_at_switch = n.core.status().best_slot;
     let decided = n.core.stats().votes_decided;
     let fenced = n.core.stats().leader_slots_fenced;
@@ -1096,7 +1100,11 @@ fn a_node_that_cannot_record_neither_votes_nor_leads_until_it_can_again() {
     assert!(!n.core.recording());
     let t2 = t1 + 20 * SLOT_MS;
     let during = run_with_peer(&mut n, &other, &mut pending, t1, t2);
-    assert_eq!(during.produced, Vec::<Slot>::new(), "led while it cannot record");
+    assert_eq!(
+        during.produced,
+        Vec::<Slot>::new(),
+        "led while it cannot record"
+    );
     assert_eq!(
         n.core.stats().votes_decided,
         decided,
