@@ -177,12 +177,26 @@ impl LedgerFiles {
         Ok(snap)
     }
 
-    /// Appends blocks not yet stored (durable after [`LedgerFiles::sync_blocks`]).
-    pub fn persist<'a>(&mut self, blocks: impl IntoIterator<Item = &'a Block>) {
+    /// Appends blocks not yet stored (durable after [`LedgerFiles::sync_blocks`]). Every
+    /// block is tried; the error names the first that could not be written and how many
+    /// were not (the caller decides how often to say so: a full disk fails every call).
+    pub fn persist<'a>(
+        &mut self,
+        blocks: impl IntoIterator<Item = &'a Block>,
+    ) -> anyhow::Result<()> {
+        let mut failed = 0usize;
+        let mut first: Option<anyhow::Error> = None;
         for b in blocks {
             if let Err(e) = self.blocks.append(b) {
-                tracing::warn!(slot = b.slot, error = %format!("{e:#}"), "cannot write a block to the ledger");
+                failed += 1;
+                if first.is_none() {
+                    first = Some(e.context(format!("cannot write block {} to the ledger", b.slot)));
+                }
             }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err(e.context(format!("{failed} block(s) not written to the ledger"))),
         }
     }
 

@@ -499,13 +499,19 @@ impl Node {
     /// a stored block may be served to peers.
     fn persist_ledger(&mut self) {
         let unrecorded = &self.unrecorded_blocks;
-        self.files.persist(
-            self.core
-                .blocks()
-                .filter(|b| !unrecorded.contains(&(b.slot, b.hash))),
-        );
-        if let Err(e) = self.files.sync_blocks() {
-            tracing::warn!(error = %format!("{e:#}"), "cannot sync the block store");
+        let written = self
+            .files
+            .persist(
+                self.core
+                    .blocks()
+                    .filter(|b| !unrecorded.contains(&(b.slot, b.hash))),
+            )
+            .and_then(|()| self.files.sync_blocks());
+        // Every second while the disk is full: said at a bounded rate.
+        if let Err(e) = written {
+            if self.warn_limited("block_store") {
+                tracing::warn!(error = %format!("{e:#}"), "cannot write or sync the block store (blocks stay in memory and are written once it can)");
+            }
         }
         let root = self.core.status().root;
         let Some(bank) = self.core.bank(root) else {
@@ -898,7 +904,13 @@ impl Node {
             })
             .collect();
         if synced.is_ok() && !recorded_blocks.is_empty() {
-            self.files.persist(recorded_blocks);
+            // Recorded in the audit log; a block the store could not take is written by
+            // the next persist (the store is what answers repair and restarts).
+            if let Err(e) = self.files.persist(recorded_blocks) {
+                if self.warn_limited("block_store") {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot write our block to the block store");
+                }
+            }
             synced = self.files.sync_blocks();
         }
         if let Err(e) = synced {

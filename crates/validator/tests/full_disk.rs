@@ -340,6 +340,14 @@ fn a_primary_whose_ledger_is_full_stores_no_new_vote_and_votes_again_once_freed(
         "the full disk is logged once per episode:\n{}",
         tail(&log, 40)
     );
+    // Blocks the store could not take are said at a bounded rate (once per 10 s), not
+    // once per block per second.
+    let block_store_lines = log.lines().filter(|l| l.contains("to the ledger")).count();
+    assert!(
+        (1..=2).contains(&block_store_lines),
+        "{block_store_lines} lines about blocks not written to the ledger:\n{}",
+        tail(&log, 40)
+    );
     assert!(
         log.contains("the ledger records again"),
         "the recovery is logged:\n{}",

@@ -238,7 +238,7 @@ fn a_torn_or_corrupt_block_segment_is_detected_with_its_file_name() {
     let mut files = files;
     let mut g = c.gen();
     let more: Vec<_> = (0..310).map(|_| g.next_block()).collect();
-    files.persist(more[295..].iter());
+    files.persist(more[295..].iter()).unwrap();
     files.sync_blocks().unwrap();
     drop(files);
     let (files, restored) = LedgerFiles::open(dir.path(), small_config(), c.genesis.hash).unwrap();

@@ -121,7 +121,7 @@ impl ChainGen {
     ) -> anyhow::Result<()> {
         for i in 0..slots {
             let b = self.next_block();
-            files.persist([&b]);
+            files.persist([&b])?;
             if (i + 1) % sync_every.max(1) == 0 || i + 1 == slots {
                 files.sync_blocks()?;
                 if let Some(bank) = self.root_bank() {
