@@ -461,6 +461,7 @@ pub struct Metrics {
     /// This machine's clock offset from the cluster's, in ms (positive: ahead), measured
     /// from other leaders' blocks; 0 until measured.
     pub clock_offset_ms: Gauge,
+    pub clock_offset_known: Gauge,
     /// Leader slots of ours that we did not produce (fenced: floor, claim, clock, or no
     /// landed vote yet).
     pub leader_slots_fenced: Gauge,
@@ -529,6 +530,7 @@ impl Metrics {
             primary: Gauge::default(),
             tower_lock_revision: Gauge::default(),
             clock_offset_ms: Gauge::default(),
+            clock_offset_known: Gauge::default(),
             leader_slots_fenced: Gauge::default(),
             identity: LabelGauge::info(
                 "huione_identity_info",
@@ -632,8 +634,14 @@ impl Metrics {
         register(
             &mut r,
             "huione_clock_offset_ms",
-            "This machine's clock offset from the cluster's in ms (positive: ahead), from other leaders' blocks.",
+            "This machine's clock offset from the cluster's in ms (positive: ahead), from other leaders' blocks; 0 while unknown (see huione_clock_offset_known).",
             &m.clock_offset_ms,
+        );
+        register(
+            &mut r,
+            "huione_clock_offset_known",
+            "1 once enough recent blocks of other leaders measured the clock offset, 0 while it is unknown.",
+            &m.clock_offset_known,
         );
         register(
             &mut r,

@@ -1495,6 +1495,9 @@ impl Node {
             .clock_offset_ms
             .set(s.clock_offset_ms.unwrap_or(0));
         self.metrics
+            .clock_offset_known
+            .set(i64::from(s.clock_offset_ms.is_some()));
+        self.metrics
             .leader_slots_fenced
             .set_u64(self.core.stats().leader_slots_fenced);
         // Dropped input, by reason: the network's decode/gossip drops and the core's

@@ -89,6 +89,12 @@ fn takeover_with_clock_ahead(guarded: bool) {
              ahead: last {:?}",
             metric(&c.nodes[PAIR], "huione_clock_offset_ms")
         );
+        // A measured offset says so (0 ms alone could also mean "not measured yet").
+        assert_eq!(
+            metric(&c.nodes[PAIR], "huione_clock_offset_known"),
+            Some(1.0),
+            "huione_clock_offset_known is not 1 while the offset is measured"
+        );
     }
     let window = next_window(&c, 3 + AHEAD_SLOTS);
     // By true time, one slot before the window (by the primary's clock, one slot into it).
