@@ -11,11 +11,20 @@
 //! an etcd member killed or frozen (3 members) or the whole etcd frozen (1 member), a
 //! wall-clock step of 0.3-3 s either way on the primary's or the secondary's machine
 //! (both run under libfaketime reading their offset from a file, so the running process's
-//! clock steps; the monotonic clock does not), and with `--netns` the primary cut off the
-//! network (its veth drops everything) with or without the watchtower's path (the
-//! watchtower reaches the primary's RPC over a separate forwarder into the namespace, a
-//! "management network", which the cut blackholes or spares). It
-//! plays systemd: a validator that exits or was killed is started again with its own
+//! clock steps; the monotonic clock does not), with `--full-disk` a full disk under the
+//! primary's or the secondary's ledger, and with `--netns` the primary cut off the network
+//! with or without the watchtower's path to its RPC (and with 3 etcd members, one
+//! member's machine cut off).
+//!
+//! With `--netns` (as root) every machine is its own network namespace on one private
+//! subnet (`huione_testkit::netns::Subnet`, as in the failover guide's cross-machine
+//! test): the two other validators, the primary, the secondary (with the watchtower next
+//! to it) and the second standby, and each etcd member, each binding its machine's address
+//! (the entrypoint: v0's). The harness stays on the host: it reaches every RPC from inside
+//! the node's machine (`Subnet::connect`) and runs the operator commands (`set-identity`,
+//! `huione-tower history`) on their machine (`Subnet::command`); `huione-audit` reads the
+//! ledgers from the shared filesystem. Without `--netns` everything runs on this host's
+//! loopback. It plays systemd: a validator that exits or was killed is started again with its own
 //! command line, so every failover ends with the restart cycle (the primary comes back,
 //! catches up and reclaims; the standby that held the identity exits and restarts as
 //! itself).
@@ -28,20 +37,20 @@
 //! pair always settled again. A failing run keeps its directory (every log, the seed).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::ffi::OsStr;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use huione_core::audit::AuditRecord;
 use huione_core::ScheduleCache;
-use huione_testkit::netns::NetnsLink;
+use huione_testkit::netns::Subnet;
 use huione_testkit::nodes::{free_port, now_ms, Cluster, Node};
-use huione_testkit::EtcdCluster;
+use huione_testkit::{EtcdCluster, MemberHost};
 use huione_validator::ledger::blockstore::BlockStore;
 use serde_json::{json, Value};
 
@@ -74,9 +83,11 @@ struct Args {
     /// Run huione-audit over every ledger this often.
     #[arg(long, default_value_t = 60)]
     audit_every_secs: u64,
-    /// Run the primary in its own network namespace joined by a veth pair (needs root)
-    /// and add the fault "cut the primary off the network" (every packet on the link
-    /// dropped, the watchtower's path included).
+    /// Run every machine (each etcd member, v0, v1, the primary, the secondary with the
+    /// watchtower, the second standby) in its own network namespace on one private subnet
+    /// (needs root) and add the faults "cut the primary off the network" (with and without
+    /// the watchtower's TCP path to its RPC) and, with 3 etcd members, "cut an etcd
+    /// member's machine off the network".
     #[arg(long)]
     netns: bool,
     /// Put the pair's primary's and secondary's ledgers (block store, snapshots, audit
@@ -112,6 +123,7 @@ enum Fault {
     EtcdFreeze,
     CutPrimary,
     CutPrimarySparingWatchtower,
+    EtcdMemberCut,
     ClockStep,
     FullDiskPrimary,
     FullDiskSecondary,
@@ -131,6 +143,7 @@ impl Fault {
             Fault::EtcdFreeze => "etcd-freeze",
             Fault::CutPrimary => "cut-primary-off-network",
             Fault::CutPrimarySparingWatchtower => "cut-primary-sparing-watchtower",
+            Fault::EtcdMemberCut => "etcd-member-cut-off-network",
             Fault::ClockStep => "clock-step",
             Fault::FullDiskPrimary => "full-disk-primary",
             Fault::FullDiskSecondary => "full-disk-secondary",
@@ -155,6 +168,9 @@ impl Fault {
         }
         if netns {
             m.extend([Fault::CutPrimary, Fault::CutPrimarySparingWatchtower]);
+        }
+        if netns && members >= 3 {
+            m.push(Fault::EtcdMemberCut);
         }
         if full_disk {
             m.extend([Fault::FullDiskPrimary, Fault::FullDiskSecondary]);
@@ -190,6 +206,139 @@ const STANDBY2: usize = 2;
 /// The validator whose vote account the pair runs.
 const PAIR: usize = 2;
 
+/// The machines, by index in [`Machines`]: the cluster's validators v0 (the entrypoint and
+/// the witness) and v1, the pair's three nodes (the watchtower runs on the secondary's),
+/// then one per etcd member.
+const M_V0: usize = 0;
+const M_PRIMARY: usize = 2;
+const M_SECONDARY: usize = 3;
+const M_ETCD: usize = 5;
+const MACHINE_NAMES: [&str; M_ETCD] = ["v0", "v1", "primary", "secondary", "standby2"];
+
+/// Where the processes run and how the harness, on the host, reaches them: with
+/// `--netns` every machine is its own network namespace on one private subnet with no
+/// link to the host, so the harness opens its connections from inside a machine
+/// ([`Subnet::connect`]) and runs commands there ([`Subnet::command`]); without it,
+/// every machine is this host's loopback.
+struct Machines {
+    net: Option<Subnet>,
+    names: Vec<String>,
+}
+
+impl Machines {
+    fn new(netns: bool, etcd_members: usize) -> anyhow::Result<Machines> {
+        let mut names: Vec<String> = MACHINE_NAMES.iter().map(|n| n.to_string()).collect();
+        names.extend((0..etcd_members).map(|i| format!("etcd-{i}")));
+        let net = if netns {
+            Some(Subnet::create(names.len()).context(
+                "--netns puts every machine in its own network namespace and could not \
+                 (run as root: `ip netns add` needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
+            )?)
+        } else {
+            None
+        };
+        Ok(Machines { net, names })
+    }
+
+    fn ip(&self, m: usize) -> IpAddr {
+        self.net
+            .as_ref()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |n| IpAddr::V4(n.ip(m)))
+    }
+
+    fn netns(&self, m: usize) -> Option<&str> {
+        self.net.as_ref().map(|n| n.name(m))
+    }
+
+    /// `program` to run on machine `m` (`ip netns exec`, which execs it: the child's pid
+    /// is the program's).
+    fn command(&self, m: usize, program: impl AsRef<OsStr>) -> Command {
+        match &self.net {
+            Some(n) => n.command(m, program),
+            None => Command::new(program),
+        }
+    }
+
+    /// A TCP connection to `addr` opened on machine `m`.
+    fn connect(&self, m: usize, addr: SocketAddr) -> Option<TcpStream> {
+        let timeout = Duration::from_secs(1);
+        match &self.net {
+            Some(n) => n.connect(m, addr, timeout),
+            None => TcpStream::connect_timeout(&addr, timeout),
+        }
+        .ok()
+    }
+
+    /// One JSON-RPC call to the node on machine `m` (its address, `port`), made there.
+    fn rpc(&self, m: usize, port: u16, method: &str, params: Value) -> Option<Value> {
+        let addr = SocketAddr::new(self.ip(m), port);
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            addr.ip(),
+            body.len()
+        );
+        serde_json::from_str(&self.http(m, addr, &req)?).ok()
+    }
+
+    /// `GET path` on 127.0.0.1:`port` of machine `m`; the body.
+    fn http_get_local(&self, m: usize, port: u16, path: &str) -> Option<String> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        self.http(m, SocketAddr::from(([127, 0, 0, 1], port)), &req)
+    }
+
+    /// Sends `req` from machine `m` to `addr` (3 s to read); the answer's body.
+    fn http(&self, m: usize, addr: SocketAddr, req: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = self.connect(m, addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        Some(resp.split_once("\r\n\r\n")?.1.to_string())
+    }
+
+    fn subnet(&self) -> &Subnet {
+        self.net.as_ref().expect("only with --netns")
+    }
+
+    /// One line per machine: `machine NAME IP NAMESPACE` ("-": this host's network).
+    fn listing(&self) -> Vec<String> {
+        (0..self.names.len())
+            .map(|m| {
+                format!(
+                    "machine {} {} {}",
+                    self.names[m],
+                    self.ip(m),
+                    self.netns(m).unwrap_or("-")
+                )
+            })
+            .collect()
+    }
+}
+
+/// A child killed (and reaped) when dropped: no exit path leaves it running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Set by SIGINT or SIGTERM: the campaign stops injecting and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
 /// A validator process the campaign supervises: restarted after it exits or is killed.
 struct Supervised {
     node: Node,
@@ -198,10 +347,8 @@ struct Supervised {
     /// SIGSTOPped until then (then SIGCONT).
     frozen_until: Option<Instant>,
     restarts: u64,
-    /// The address it binds (and is reached at).
-    ip: IpAddr,
-    /// Started inside the network namespace.
-    in_netns: bool,
+    /// The machine it runs on.
+    machine: usize,
     /// The tmpfs its ledger is on (`--full-disk`; the pair's primary and secondary only).
     disk: Option<Disk>,
     /// Its wall clock's offset, read by libfaketime (`FAKETIME_TIMESTAMP_FILE`, re-read
@@ -228,16 +375,10 @@ struct Campaign {
     etcd: EtcdCluster,
     c: Cluster,
     pair: Vec<Supervised>,
-    watchtower: Option<Child>,
-    /// The primary's namespace and link (`--netns`).
-    net: Option<NetnsLink>,
-    /// The watchtower's path to the primary's RPC (`--netns`): a forwarder from the host
-    /// into the namespace that does not use the veth, so cutting the link can spare it.
-    wt_path: Option<Blackhole>,
+    watchtower: Option<KillOnDrop>,
     /// libfaketime, preloaded into the pair's primary and secondary.
     faketime_lib: PathBuf,
-    /// Where the other nodes bind: 127.0.0.1, or the host end of the veth.
-    host_ip: IpAddr,
+    /// The watchtower's metrics port, on 127.0.0.1 of the secondary's machine.
     wt_metrics_port: u16,
     wt_audit: PathBuf,
     identity: String,
@@ -253,6 +394,11 @@ struct Campaign {
     /// Votes of the vote account found in stored blocks, and those with no audit record
     /// (after the processes are stopped).
     landed_votes_checked: Option<(usize, usize)>,
+    /// `gossip NAME IDENTITY ADDRESS` per validator, from getClusterNodes of v0.
+    gossip: Vec<String>,
+    /// Declared last: dropped after every process (fields drop in order), so no
+    /// namespace goes while something still runs in it.
+    machines: Machines,
 }
 
 fn main() -> ExitCode {
@@ -268,6 +414,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<bool> {
+    // Ctrl-C or a kill: stop injecting, then clean up (processes, mounts, namespaces) and
+    // keep the run directory, instead of dying with them in place.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
     if args.etcd_members != 1 && args.etcd_members != 3 {
         bail!("--etcd-members {}: use 1 or 3", args.etcd_members);
     }
@@ -366,49 +523,43 @@ fn run(args: Args) -> anyhow::Result<bool> {
 impl Campaign {
     fn start(args: Args, seed: u64, run_dir: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
         let faketime_lib = find_libfaketime()?;
-        let net = if args.netns {
-            Some(NetnsLink::create().context(
-                "--netns needs a network namespace (run as root: `ip netns add` needs \
-                 CAP_SYS_ADMIN)",
-            )?)
-        } else {
-            None
-        };
-        let loopback = IpAddr::from([127, 0, 0, 1]);
-        let host_ip = net.as_ref().map_or(loopback, |n| IpAddr::V4(n.host_ip()));
-        let primary_ip = net.as_ref().map_or(loopback, |n| IpAddr::V4(n.ns_ip()));
-        let etcd = if net.is_some() {
-            // Members also listen on the host end of the veth, for the primary.
-            std::env::set_var("HUIONE_TESTKIT_KEEP", "1");
-            EtcdCluster::start_with_client_ips(args.etcd_members, &[host_ip])
-        } else {
-            EtcdCluster::start_in(&run_dir.join("etcd-cluster"), args.etcd_members)
+        // Created first, so dropped last on an early error (after the processes in it).
+        let machines = Machines::new(args.netns, args.etcd_members)?;
+        for line in machines.listing() {
+            println!("{line}");
+        }
+        let etcd_dir = run_dir.join("etcd-cluster");
+        let etcd = match &machines.net {
+            Some(_) => {
+                let hosts: Vec<MemberHost> = (0..args.etcd_members)
+                    .map(|i| MemberHost {
+                        ip: machines.ip(M_ETCD + i),
+                        netns: machines.netns(M_ETCD + i).map(str::to_string),
+                    })
+                    .collect();
+                // etcdctl (health checks) runs on v0's machine, never cut off.
+                EtcdCluster::start_in_on_hosts(&etcd_dir, &hosts, machines.netns(M_V0))
+            }
+            None => EtcdCluster::start_in(&etcd_dir, args.etcd_members),
         }
         .context("start etcd")?;
         let mut c = Cluster::new(bin_dir.join("huione-validator"), 3, args.slot_ms);
         let flags = etcd.validator_flags();
         let entry = c.nodes[0].gossip_port;
-        let primary_flags = if net.is_some() {
-            etcd.validator_flags_on(host_ip)
-        } else {
-            flags.clone()
-        };
-        c.nodes[PAIR] = c.node_spec("primary", PAIR, Some(entry), &primary_flags);
-        let mut secondary = c.standby_spec("secondary", PAIR, &flags, true);
-        let mut standby2 = c.standby_spec("standby2", PAIR, &flags, true);
-        if net.is_some() {
-            for node in &mut c.nodes[..PAIR] {
-                rebind(node, host_ip, host_ip);
-            }
-            rebind(&mut c.nodes[PAIR], primary_ip, host_ip);
-            rebind(&mut secondary, host_ip, host_ip);
-            rebind(&mut standby2, host_ip, host_ip);
+        c.nodes[PAIR] = c.node_spec("primary", PAIR, Some(entry), &flags);
+        let secondary = c.standby_spec("secondary", PAIR, &flags, true);
+        let standby2 = c.standby_spec("standby2", PAIR, &flags, true);
+        // Every node binds (and so advertises) its machine's address; the entrypoint is
+        // v0's.
+        let entry_ip = machines.ip(M_V0);
+        for (m, node) in c.nodes[..PAIR].iter_mut().enumerate() {
+            rebind(node, machines.ip(m), entry_ip);
         }
         let identity = c.keys[PAIR].0.pubkey().to_string();
         let vote_account = c.keys[PAIR].1.pubkey().to_string();
         println!("cluster in {}", c.path().display());
-        for n in &mut c.nodes[..PAIR] {
-            n.start();
+        for (m, n) in c.nodes[..PAIR].iter_mut().enumerate() {
+            start_node(&machines, m, n, None)?;
         }
         let primary = Node {
             name: c.nodes[PAIR].name.clone(),
@@ -421,7 +572,9 @@ impl Campaign {
             bin: c.nodes[PAIR].bin.clone(),
         };
         let mut pair: Vec<Supervised> = Vec::new();
-        for (i, node) in [primary, secondary, standby2].into_iter().enumerate() {
+        for (i, mut node) in [primary, secondary, standby2].into_iter().enumerate() {
+            let machine = M_PRIMARY + i;
+            rebind(&mut node, machines.ip(machine), entry_ip);
             let clock_file = if i == STANDBY2 {
                 None
             } else {
@@ -440,22 +593,20 @@ impl Campaign {
                 restart_at: None,
                 frozen_until: None,
                 restarts: 0,
-                ip: if i == PRIMARY { primary_ip } else { host_ip },
-                in_netns: i == PRIMARY && net.is_some(),
+                machine,
                 disk,
                 clock_file,
             });
         }
         for p in &mut pair {
-            p.start(net.as_ref(), &faketime_lib);
+            p.start(&machines, &faketime_lib)?;
         }
-        let wt_path = match &net {
-            Some(n) => Some(
-                Blackhole::start(n, SocketAddr::new(primary_ip, pair[PRIMARY].node.rpc_port))
-                    .context("start the watchtower's path to the primary")?,
-            ),
-            None => None,
-        };
+        // Its metrics port, on 127.0.0.1 of the secondary's machine: not one of the
+        // secondary's own ports (picked on the host, which does not see that machine's).
+        let s = &pair[SECONDARY].node;
+        let wt_metrics_port = std::iter::repeat_with(free_port)
+            .find(|p| ![s.gossip_port, s.rpc_port].contains(p))
+            .expect("an endless iterator");
         let wt_audit = run_dir.join("watchtower-audit.jsonl");
         let mut campaign = Campaign {
             rng: Rng(seed),
@@ -466,11 +617,8 @@ impl Campaign {
             c,
             pair,
             watchtower: None,
-            net,
-            wt_path,
             faketime_lib,
-            host_ip,
-            wt_metrics_port: free_port(),
+            wt_metrics_port,
             wt_audit,
             identity,
             vote_account,
@@ -481,6 +629,8 @@ impl Campaign {
             started_ms: now_ms(),
             disk_errors: 0,
             landed_votes_checked: None,
+            gossip: Vec::new(),
+            machines,
             args,
         };
         // The watchtower starts once the primary votes and the secondary is caught up.
@@ -490,26 +640,84 @@ impl Campaign {
             })
             .context("the cluster did not start")?;
         campaign.start_watchtower()?;
+        campaign.check_gossip_addresses()?;
         Ok(campaign)
     }
 
+    /// Every validator's gossip address as the cluster sees it (getClusterNodes of v0;
+    /// of v1 for v0 itself if v0 leaves itself out) must be its own machine's address:
+    /// waits until v0 lists all five, records them for the report, and counts a mismatch
+    /// as a problem.
+    fn check_gossip_addresses(&mut self) -> anyhow::Result<()> {
+        let mut who: Vec<(String, usize, String)> = Vec::new();
+        for (m, n) in self.c.nodes[..PAIR].iter().enumerate() {
+            let id = self.c.keys[m].0.pubkey().to_string();
+            who.push((n.name.clone(), m, id));
+        }
+        for p in &self.pair {
+            let id = Self::identity_on(&self.machines, p)
+                .with_context(|| format!("{} does not answer getIdentity", p.node.name))?;
+            who.push((p.node.name.clone(), p.machine, id));
+        }
+        let nodes_of = |c: &Self, m: usize| -> Vec<(String, String)> {
+            let port = c.c.nodes[m].rpc_port;
+            let r = c.machines.rpc(m, port, "getClusterNodes", json!([]));
+            r.and_then(|r| r["result"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| Some((n["pubkey"].as_str()?.into(), n["gossip"].as_str()?.into())))
+                .collect()
+        };
+        let find = |c: &Self, id: &str| -> Option<(String, &'static str)> {
+            let from_v0 = nodes_of(c, M_V0);
+            if let Some((_, g)) = from_v0.iter().find(|(k, _)| k == id) {
+                return Some((g.clone(), "getClusterNodes of v0"));
+            }
+            let v1 = nodes_of(c, 1);
+            v1.into_iter()
+                .find(|(k, _)| k == id)
+                .map(|(_, g)| (g, "getClusterNodes of v1"))
+        };
+        self.wait_until(
+            Duration::from_secs(60),
+            "v0 lists every validator in gossip",
+            |c| who.iter().all(|(_, _, id)| find(c, id).is_some()),
+        )?;
+        for (name, m, id) in &who {
+            let (addr, source) = find(self, id).context("a validator left gossip")?;
+            let ip = addr.rsplit_once(':').map_or("", |(ip, _)| ip);
+            let line = format!("gossip {name} {id} {addr} ({source})");
+            println!("{line}");
+            if ip != self.machines.ip(*m).to_string() {
+                self.problems.push(format!(
+                    "{name} advertises {addr} in gossip ({source}), not an address of its \
+                     machine {} ({})",
+                    self.machines.names[*m],
+                    self.machines.ip(*m)
+                ));
+            }
+            self.gossip.push(line);
+        }
+        Ok(())
+    }
+
     fn start_watchtower(&mut self) -> anyhow::Result<()> {
+        // On the secondary's machine, as the README's guide places it: it reaches the
+        // primary's and v0's RPC over the network.
         let p = &self.pair[PRIMARY].node;
         let s = &self.pair[SECONDARY].node;
-        let url_p = match &self.wt_path {
-            Some(path) => format!("http://{}", path.addr()),
-            None => format!("http://{}:{}", self.pair[PRIMARY].ip, p.rpc_port),
-        };
-        let url = |port: u16| format!("http://{}:{port}", self.host_ip);
+        let url = |m: usize, port: u16| format!("http://{}:{port}", self.machines.ip(m));
         let log = std::fs::File::create(self.run_dir.join("watchtower.log"))?;
-        let child = Command::new(self.bin_dir.join("huione-watchtower"))
+        let child = self
+            .machines
+            .command(M_SECONDARY, self.bin_dir.join("huione-watchtower"))
             .arg("--standby-ledger")
             .arg(&s.ledger)
-            .args(["--standby-rpc", &url(s.rpc_port)])
-            .args(["--primary-rpc", &url_p])
+            .args(["--standby-rpc", &url(M_SECONDARY, s.rpc_port)])
+            .args(["--primary-rpc", &url(M_PRIMARY, p.rpc_port)])
             .arg("--primary-identity")
             .arg(&p.identity_file)
-            .args(["--cluster-rpc", &url(self.c.nodes[0].rpc_port)])
+            .args(["--cluster-rpc", &url(M_V0, self.c.nodes[0].rpc_port)])
             .args(["--metrics-port", &self.wt_metrics_port.to_string()])
             .arg("--audit-log")
             .arg(&self.wt_audit)
@@ -520,7 +728,7 @@ impl Campaign {
             .stderr(log)
             .spawn()
             .context("start huione-watchtower")?;
-        self.watchtower = Some(child);
+        self.watchtower = Some(KillOnDrop(child));
         Ok(())
     }
 
@@ -529,7 +737,7 @@ impl Campaign {
         let end = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
         let mut menu = Fault::menu(
             self.args.etcd_members,
-            self.net.is_some(),
+            self.machines.net.is_some(),
             self.args.full_disk,
         );
         if !self.args.faults.is_empty() {
@@ -547,6 +755,9 @@ impl Campaign {
         }
         let mut next_audit = Instant::now() + Duration::from_secs(self.args.audit_every_secs);
         while Instant::now() < end {
+            if interrupted() {
+                bail!("interrupted by a signal");
+            }
             self.wait_until(Duration::from_secs(120), "the pair settles", Self::settled)?;
             // A random moment: anywhere in the next few slots (also inside the identity's
             // leader windows).
@@ -627,20 +838,32 @@ impl Campaign {
                 self.etcd.restart(i).context("restart the etcd member")?;
             }
             Fault::CutPrimary | Fault::CutPrimarySparingWatchtower => {
-                // The veth carries the cluster, etcd and (unless spared) the watchtower's
-                // path: its forwarder is blackholed with the link.
-                let spare = kind == Fault::CutPrimarySparingWatchtower;
-                let net = self.net.as_mut().expect("only in the menu with --netns");
-                net.cut().context("cut the primary's link")?;
-                let path = self.wt_path.as_ref().expect("with --netns");
-                path.set_blocked(!spare);
+                // The primary's machine loses the cluster and etcd; the watchtower's TCP
+                // connections to its RPC pass or not.
+                let net = self.machines.subnet();
+                if kind == Fault::CutPrimarySparingWatchtower {
+                    let port = self.pair[PRIMARY].node.rpc_port;
+                    net.cut_sparing_tcp(M_PRIMARY, M_SECONDARY, port)
+                } else {
+                    net.cut(M_PRIMARY)
+                }
+                .context("cut the primary's machine off the network")?;
                 self.idle(Duration::from_millis(down_ms));
-                let net = self.net.as_mut().expect("still there");
-                net.heal().context("heal the primary's link")?;
-                self.wt_path
-                    .as_ref()
-                    .expect("with --netns")
-                    .set_blocked(false);
+                let net = self.machines.subnet();
+                net.heal(M_PRIMARY)
+                    .context("heal the primary's machine's link")?;
+            }
+            Fault::EtcdMemberCut => {
+                // One member's machine loses the subnet (its peers and every client).
+                let i = self.rng.range(0, self.args.etcd_members as u64) as usize;
+                println!("           etcd-{i}'s machine cut off for {down_ms} ms");
+                let net = self.machines.subnet();
+                net.cut(M_ETCD + i)
+                    .context("cut the etcd member's machine off the network")?;
+                self.idle(Duration::from_millis(down_ms));
+                let net = self.machines.subnet();
+                net.heal(M_ETCD + i)
+                    .context("heal the etcd member's machine's link")?;
             }
             Fault::ClockStep => {
                 // One machine's wall clock steps by 0.3-3 s either way (its monotonic clock
@@ -750,9 +973,14 @@ impl Campaign {
         Ok(())
     }
 
-    /// `huione-validator --ledger <who> set-identity <the primary's keypair>`, started.
+    /// `huione-validator --ledger <who> set-identity <the primary's keypair>`, started on
+    /// `who`'s machine.
     fn set_identity(&self, who: usize) -> anyhow::Result<Child> {
-        Command::new(self.bin_dir.join("huione-validator"))
+        self.machines
+            .command(
+                self.pair[who].machine,
+                self.bin_dir.join("huione-validator"),
+            )
             .arg("--ledger")
             .arg(&self.pair[who].node.ledger)
             .arg("set-identity")
@@ -763,10 +991,10 @@ impl Campaign {
             .context("run huione-validator set-identity")
     }
 
-    /// Supervises and observes for `d`.
+    /// Supervises and observes for `d` (less if interrupted).
     fn idle(&mut self, d: Duration) {
         let end = Instant::now() + d;
-        while Instant::now() < end {
+        while Instant::now() < end && !interrupted() {
             self.tick();
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -783,6 +1011,9 @@ impl Campaign {
             self.tick();
             if ok(self) {
                 return Ok(());
+            }
+            if interrupted() {
+                bail!("interrupted by a signal while waiting until {what}");
             }
             if Instant::now() > end {
                 bail!(
@@ -812,10 +1043,13 @@ impl Campaign {
                     }
                 }
             }
-            if p.restart_at.is_some_and(|t| now >= t) {
+            if p.restart_at.is_some_and(|t| now >= t) && !interrupted() {
                 p.restart_at = None;
                 p.restarts += 1;
-                p.start(self.net.as_ref(), &self.faketime_lib);
+                if let Err(e) = p.start(&self.machines, &self.faketime_lib) {
+                    self.problems
+                        .push(format!("cannot restart {}: {e:#}", p.node.name));
+                }
             }
         }
         if let Some(last) = self.witness_last_vote() {
@@ -827,12 +1061,9 @@ impl Campaign {
 
     /// The vote account's last vote as validator 0 (the witness) sees it.
     fn witness_last_vote(&self) -> Option<u64> {
-        let va = rpc_at(
-            self.host_ip,
-            self.c.nodes[0].rpc_port,
-            "getVoteAccounts",
-            json!([]),
-        )?;
+        let va = self
+            .machines
+            .rpc(M_V0, self.c.nodes[0].rpc_port, "getVoteAccounts", json!([]))?;
         ["current", "delinquent"]
             .iter()
             .filter_map(|k| va["result"][k].as_array())
@@ -841,14 +1072,17 @@ impl Campaign {
             .as_u64()
     }
 
-    fn identity_of(p: &Supervised) -> Option<String> {
-        rpc_at(p.ip, p.node.rpc_port, "getIdentity", json!([]))?["result"]["identity"]
-            .as_str()
-            .map(str::to_string)
+    fn identity_on(machines: &Machines, p: &Supervised) -> Option<String> {
+        let r = machines.rpc(p.machine, p.node.rpc_port, "getIdentity", json!([]))?;
+        r["result"]["identity"].as_str().map(str::to_string)
+    }
+
+    fn identity_of(&self, who: usize) -> Option<String> {
+        Self::identity_on(&self.machines, &self.pair[who])
     }
 
     fn primary_runs_identity(&self) -> bool {
-        Self::identity_of(&self.pair[PRIMARY]).as_deref() == Some(self.identity.as_str())
+        self.identity_of(PRIMARY).as_deref() == Some(self.identity.as_str())
     }
 
     fn landed_recently(&self, ms: u64) -> bool {
@@ -858,7 +1092,8 @@ impl Campaign {
     }
 
     fn watchtower_armed(&self) -> bool {
-        http_get(self.wt_metrics_port, "/metrics")
+        self.machines
+            .http_get_local(M_SECONDARY, self.wt_metrics_port, "/metrics")
             .is_some_and(|m| m.lines().any(|l| l == "huione_watchtower_armed 1"))
     }
 
@@ -866,7 +1101,7 @@ impl Campaign {
     /// identities; the watchtower is armed; nothing is frozen or waiting for a restart.
     fn settled(&self) -> bool {
         let own = |i: usize| {
-            let id = Self::identity_of(&self.pair[i]);
+            let id = self.identity_of(i);
             id.is_some() && id.as_deref() != Some(self.identity.as_str())
         };
         self.pair
@@ -993,6 +1228,14 @@ impl Campaign {
             "== huione-nemesis report: seed {}, {} min, {} etcd member(s), {} ms slots",
             self.seed, self.args.minutes, self.args.etcd_members, self.args.slot_ms
         ));
+        // Where everything ran ("-": this host's network), and the addresses the cluster
+        // saw in gossip.
+        for l in self.machines.listing() {
+            line(l);
+        }
+        for l in &self.gossip {
+            line(l.clone());
+        }
         // Faults by kind, with their timings.
         let mut by_kind: BTreeMap<Fault, Vec<&FaultRecord>> = BTreeMap::new();
         for f in &self.faults {
@@ -1135,7 +1378,10 @@ impl Campaign {
     /// Reasons of every acquire of the identity's lock (`huione-tower history`), oldest
     /// first.
     fn lock_history(&self) -> anyhow::Result<Vec<String>> {
-        let mut cmd = Command::new(self.bin_dir.join("huione-tower"));
+        // From the secondary's machine, as an operator there would.
+        let mut cmd = self
+            .machines
+            .command(M_SECONDARY, self.bin_dir.join("huione-tower"));
         cmd.arg("history")
             .args(["--identity", &self.identity])
             .args(self.etcd.validator_flags())
@@ -1159,10 +1405,7 @@ impl Campaign {
     /// Stops the watchtower and every validator (SIGKILL), so that their block stores
     /// and audit logs can be read as they are.
     fn stop_validators(&mut self) {
-        if let Some(mut w) = self.watchtower.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
+        drop(self.watchtower.take());
         for p in &mut self.pair {
             p.node.signal(libc::SIGCONT);
             p.node.kill9();
@@ -1242,7 +1485,7 @@ impl Campaign {
             s.push_str(&format!(
                 "---- {} (identity {:?}) ----\n{}\n",
                 p.node.name,
-                Self::identity_of(p),
+                Self::identity_on(&self.machines, p),
                 huione_testkit::nodes::tail(&p.node.log(), 15)
             ));
         }
@@ -1270,15 +1513,11 @@ impl Campaign {
             self.etcd.thaw(i);
         }
         self.etcd.stop(Duration::from_secs(5));
-        drop(self.wt_path.take());
-        if let Some(mut net) = self.net.take() {
-            let _ = net.heal();
-            drop(net);
-        }
         if keep {
             // The cluster's temp dir is under the run directory: do not delete it.
             std::mem::forget(self.c);
         }
+        // The rest drops here, `machines` (the namespaces) last.
     }
 }
 
@@ -1304,32 +1543,45 @@ impl Supervised {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// Starts the process (inside the namespace for the primary with `--netns`), stderr
-    /// appended to `<ledger>.log` as `Node::start` does.
-    /// With a clock file, under libfaketime: only the wall clock follows the file (the
-    /// monotonic clock stays real, as after an NTP step).
-    fn start(&mut self, net: Option<&NetnsLink>, faketime_lib: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.node.ledger.with_extension("log"))
-            .expect("open the node's log");
-        let mut cmd = match net.filter(|_| self.in_netns) {
-            None => Command::new(&self.node.bin),
-            Some(net) => net.command(&self.node.bin),
-        };
-        cmd.args(&self.node.args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(f) = &self.clock_file {
-            cmd.env("LD_PRELOAD", faketime_lib)
-                .env("FAKETIME_TIMESTAMP_FILE", f)
-                .env("FAKETIME_CACHE_DURATION", "1")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-        }
-        self.node.child = Some(cmd.spawn().expect("start the validator"));
+    /// Starts the process on its machine (with a clock file, under libfaketime).
+    fn start(&mut self, machines: &Machines, faketime_lib: &Path) -> anyhow::Result<()> {
+        let clock = self.clock_file.as_deref().map(|f| (faketime_lib, f));
+        start_node(machines, self.machine, &mut self.node, clock)
     }
+}
+
+/// Starts `node` on machine `m`, stderr appended to `<ledger>.log` as `Node::start` does.
+/// With `clock` (libfaketime, the offset file), only the wall clock follows the file (the
+/// monotonic clock stays real, as after an NTP step).
+fn start_node(
+    machines: &Machines,
+    m: usize,
+    node: &mut Node,
+    clock: Option<(&Path, &Path)>,
+) -> anyhow::Result<()> {
+    let log_path = node.ledger.with_extension("log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the node's log {}", log_path.display()))?;
+    let mut cmd = machines.command(m, &node.bin);
+    cmd.args(&node.args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some((lib, file)) = clock {
+        cmd.env("LD_PRELOAD", lib)
+            .env("FAKETIME_TIMESTAMP_FILE", file)
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {} ({})", node.name, node.bin.display()))?;
+    node.child = Some(child);
+    Ok(())
 }
 
 /// Makes `node` bind `bind` and reach its entrypoint on `entry_ip` (same port).
@@ -1349,23 +1601,6 @@ fn rebind(node: &mut Node, bind: IpAddr, entry_ip: IpAddr) {
     }
 }
 
-/// One JSON-RPC call over HTTP/1.1 to `ip:port` (1 s to connect, 3 s to read).
-fn rpc_at(ip: IpAddr, port: u16, method: &str, params: Value) -> Option<Value> {
-    use std::io::{Read, Write};
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let mut s =
-        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {ip}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    serde_json::from_str(resp.split_once("\r\n\r\n")?.1).ok()
-}
-
 /// "p50/p99/max" in ms, or "-" without samples.
 fn percentiles(v: &[u64]) -> String {
     if v.is_empty() {
@@ -1375,21 +1610,6 @@ fn percentiles(v: &[u64]) -> String {
     s.sort_unstable();
     let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
     format!("{}/{}/{}", at(0.5), at(0.99), s[s.len() - 1])
-}
-
-/// `GET path` on 127.0.0.1:port; the body.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    Some(r.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// libfaketime's shared library (`scripts/deps.sh` installs the `faketime` package).
@@ -1406,122 +1626,6 @@ fn find_libfaketime() -> anyhow::Result<PathBuf> {
             "libfaketime.so.1 not found under /usr/lib/*/faketime/ (the clock-step fault needs \
              it): install it with scripts/deps.sh (apt-get install -y faketime)",
         )
-}
-
-/// A TCP path from 127.0.0.1 on the host to an address inside the namespace that does
-/// not use the veth (its connecting threads join the namespace), like a management
-/// network; unlike the link it can be blackholed on its own: while blocked, nothing is
-/// copied either way and new connections get no answer (as through a cut link).
-struct Blackhole {
-    addr: SocketAddr,
-    blocked: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Blackhole {
-    fn start(net: &NetnsLink, target: SocketAddr) -> anyhow::Result<Blackhole> {
-        use std::os::fd::AsRawFd;
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let ns_path = format!("/var/run/netns/{}", net.name());
-        let ns = std::fs::File::open(&ns_path).with_context(|| format!("open {ns_path}"))?;
-        let (blocked, stop) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (b, st) = (blocked.clone(), stop.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            // Threads spawned from here inherit the namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            let _ = tx.send(rc == 0);
-            if rc != 0 {
-                return;
-            }
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let (b, st) = (b.clone(), st.clone());
-                        std::thread::spawn(move || relay(client, target, &b, &st));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        if !rx.recv().unwrap_or(false) {
-            bail!("cannot join the namespace {ns_path} (setns)");
-        }
-        Ok(Blackhole {
-            addr,
-            blocked,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn set_blocked(&self, blocked: bool) {
-        self.blocked.store(blocked, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Copies both ways between `client` and a new connection to `target` until either side
-/// closes; nothing moves while `blocked`.
-fn relay(client: std::net::TcpStream, target: SocketAddr, blocked: &AtomicBool, stop: &AtomicBool) {
-    use std::io::{ErrorKind, Read, Write};
-    let held = |stop: &AtomicBool| {
-        while blocked.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    held(stop);
-    let Ok(server) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
-        return;
-    };
-    let mut ends = [client, server];
-    for e in &ends {
-        if e.set_read_timeout(Some(Duration::from_millis(50))).is_err() {
-            return;
-        }
-    }
-    let mut buf = [0u8; 16 * 1024];
-    let mut open = [true, true];
-    while (open[0] || open[1]) && !stop.load(Ordering::Relaxed) {
-        held(stop);
-        for from in 0..2 {
-            if !open[from] {
-                continue;
-            }
-            let to = 1 - from;
-            match ends[from].read(&mut buf) {
-                Ok(0) => {
-                    open[from] = false;
-                    let _ = ends[to].shutdown(std::net::Shutdown::Write);
-                }
-                Ok(n) => {
-                    if ends[to].write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return,
-            }
-        }
-    }
 }
 
 /// A small tmpfs mounted on a validator's ledger directory (`--full-disk`, as root). The

@@ -456,7 +456,78 @@ impl Subnet {
         Ok(())
     }
 
-    /// Restores machine `i`'s link after [`Subnet::cut`] or [`Subnet::drop_udp`].
+    /// Cuts machine `i` off the subnet like [`Subnet::cut`], except for TCP between
+    /// machine `j` and port `port` on machine `i` (both directions) and ARP: a watchtower
+    /// on `j` still reaches the RPC of the node on `i` over a path that survives the cut.
+    /// An `htb` root whose default class drops everything (a zero-length `pfifo`) and `u32`
+    /// filters sending the spared packets to a class that passes them, on the egress of
+    /// each end of `i`'s link. [`Subnet::heal`] removes it.
+    pub fn cut_sparing_tcp(&self, i: usize, j: usize, port: u16) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            i != j,
+            "cut_sparing_tcp({i}, {j}): a machine cannot spare itself"
+        );
+        let (ip_i, ip_j) = (format!("{}/32", self.ip(i)), format!("{}/32", self.ip(j)));
+        let port = port.to_string();
+        let hub_port = format!("m{i}");
+        // Leaving machine i: from its port to j. Entering it (the hub's egress): from j to
+        // its port.
+        let sides = [
+            (self.name(i), "eth0", [&ip_i, &ip_j], "sport"),
+            (
+                self.hub.as_str(),
+                hub_port.as_str(),
+                [&ip_j, &ip_i],
+                "dport",
+            ),
+        ];
+        for (ns, dev, [src, dst], port_field) in sides {
+            let ns = Some(ns);
+            tc(
+                ns,
+                &[
+                    "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "2",
+                ],
+            )?;
+            for class in ["1:1", "1:2"] {
+                tc(
+                    ns,
+                    &[
+                        "class", "add", "dev", dev, "parent", "1:", "classid", class, "htb",
+                        "rate", "10gbit",
+                    ],
+                )?;
+            }
+            tc(
+                ns,
+                &[
+                    "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "2:", "pfifo", "limit",
+                    "0",
+                ],
+            )?;
+            tc(
+                ns,
+                &[
+                    "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
+                    "u32", "match", "ip", "src", src, "match", "ip", "dst", dst, "match", "ip",
+                    "protocol", "6", "0xff", "match", "ip", port_field, &port, "0xffff", "flowid",
+                    "1:1",
+                ],
+            )?;
+            // Neighbour resolution, or the spared path dies once the ARP entries expire.
+            tc(
+                ns,
+                &[
+                    "filter", "add", "dev", dev, "parent", "1:", "protocol", "arp", "prio", "2",
+                    "u32", "match", "u32", "0", "0", "flowid", "1:1",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Restores machine `i`'s link after [`Subnet::cut`], [`Subnet::cut_sparing_tcp`] or
+    /// [`Subnet::drop_udp`].
     pub fn heal(&self, i: usize) -> anyhow::Result<()> {
         tc(Some(self.name(i)), &["qdisc", "del", "dev", "eth0", "root"])?;
         let port = format!("m{i}");
@@ -674,5 +745,52 @@ mod tests {
         for n in names {
             assert!(!list.contains(&n), "{n} left behind");
         }
+    }
+
+    /// Needs root (CI runs as root); fails otherwise.
+    #[test]
+    fn a_cut_sparing_one_tcp_path_passes_only_that_path() {
+        let net = Subnet::create(3).unwrap_or_else(|e| panic!("{e:#}"));
+        let probe = |from: usize, port: u16| {
+            net.command(from, "timeout")
+                .args(["2", "bash", "-c"])
+                .arg(format!("echo > /dev/tcp/{}/{port}", net.ip(0)))
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        // Machine 0 serves two ports; `ip netns exec` execs python3, killed below.
+        let mut server = net
+            .command(0, "python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket, threading\n\
+                 def serve(p):\n    s=socket.socket()\n    \
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    \
+                 s.bind(('{ip}', p))\n    s.listen(8)\n    \
+                 while True: s.accept()[0].close()\n\
+                 threading.Thread(target=serve, args=(7001,), daemon=True).start()\n\
+                 serve(7000)",
+                ip = net.ip(0)
+            ))
+            .spawn()
+            .unwrap();
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            probe(1, 7000) && probe(1, 7001)
+        });
+        assert!(up, "machine 1 cannot reach machine 0's two ports");
+        net.cut_sparing_tcp(0, 1, 7000).unwrap();
+        assert!(probe(1, 7000), "the spared path does not pass");
+        assert!(
+            !probe(1, 7001),
+            "another port of the cut machine is reachable"
+        );
+        assert!(!probe(2, 7000), "another machine reaches the spared port");
+        net.heal(0).unwrap();
+        assert!(probe(2, 7001), "the healed machine cannot be reached");
+        let _ = server.kill();
+        let _ = server.wait();
     }
 }

@@ -59,8 +59,23 @@ pub struct ClientTls {
     pub domain_name: String,
 }
 
+/// Where one member runs when the members are spread over machines (network namespaces,
+/// as root; see [`EtcdCluster::start_in_on_hosts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberHost {
+    /// The address its client and peer URLs use; the certificates carry it.
+    pub ip: IpAddr,
+    /// The network namespace it runs in (`ip netns exec NAME etcd ...`); `None`: this
+    /// process's own.
+    pub netns: Option<String>,
+}
+
 struct Member {
     name: String,
+    /// Where it listens (client and peer URLs): 127.0.0.1 unless placed on a host.
+    ip: IpAddr,
+    /// The network namespace it runs in, if placed in one.
+    netns: Option<String>,
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
@@ -84,6 +99,10 @@ pub struct EtcdCluster {
     extra_client_ips: Vec<IpAddr>,
     /// `--quota-backend-bytes` of every member.
     quota_backend_bytes: u64,
+    /// Where each member runs ([`EtcdCluster::start_in_on_hosts`]; empty: 127.0.0.1).
+    hosts: Vec<MemberHost>,
+    /// The network namespace `etcdctl` runs in (health checks, leader queries), if any.
+    client_netns: Option<String>,
     dir_path: PathBuf,
     /// Where member data dirs and logs go: `dir_path` for [`EtcdCluster::start`],
     /// `<dir>/etcd` for [`EtcdCluster::start_in`].
@@ -135,8 +154,45 @@ impl EtcdCluster {
         let extra = Extra {
             client_ips: ips,
             quota_backend_bytes: quota,
+            hosts: Vec::new(),
+            client_netns: None,
         };
         Self::launch(bins, members, root.clone(), root, Some(dir), false, extra)
+    }
+
+    /// Like [`EtcdCluster::start_in`], with member `i` on `hosts[i]`: it listens for
+    /// clients and peers on that address only (any free port), started in that network
+    /// namespace, and the server and member certificates carry every member's address.
+    /// `etcdctl` (the health checks of start and restart, [`EtcdCluster::etcdctl`],
+    /// [`EtcdCluster::leader_index`]) runs in `client_netns`, a namespace that reaches the
+    /// members. For a cluster whose members are machines of a
+    /// `huione_testkit::netns::Subnet` (as root).
+    pub fn start_in_on_hosts(
+        dir: &Path,
+        hosts: &[MemberHost],
+        client_netns: Option<&str>,
+    ) -> anyhow::Result<EtcdCluster> {
+        if hosts.is_empty() {
+            bail!("EtcdCluster::start_in_on_hosts: a cluster needs at least one member");
+        }
+        let bins = etcd_binaries()?;
+        let members_dir = dir.join("etcd");
+        fs::create_dir_all(&members_dir)
+            .with_context(|| format!("cannot create {}", members_dir.display()))?;
+        Self::launch(
+            bins,
+            hosts.len(),
+            dir.to_path_buf(),
+            members_dir,
+            None,
+            true,
+            Extra {
+                client_ips: &[],
+                quota_backend_bytes: QUOTA_BACKEND_BYTES,
+                hosts: hosts.to_vec(),
+                client_netns: client_netns.map(str::to_string),
+            },
+        )
     }
 
     /// Like [`EtcdCluster::start`], but everything stays in `dir` (created if missing) and is
@@ -163,6 +219,8 @@ impl EtcdCluster {
             Extra {
                 client_ips: &[],
                 quota_backend_bytes: QUOTA_BACKEND_BYTES,
+                hosts: Vec::new(),
+                client_netns: None,
             },
         )
     }
@@ -180,6 +238,11 @@ impl EtcdCluster {
         let certs_dir = root.join("certs");
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into()];
         hosts.extend(extra_client_ips.iter().map(IpAddr::to_string));
+        for h in &extra.hosts {
+            if !hosts.contains(&h.ip.to_string()) {
+                hosts.push(h.ip.to_string());
+            }
+        }
         let generated = huione_certs::generate(&CertOptions::new(hosts).with_members(members))
             .context("cannot generate test certificates")?;
         let certs = huione_certs::write(&certs_dir, &generated, false)
@@ -198,6 +261,8 @@ impl EtcdCluster {
             peer_tls: members > 1,
             extra_client_ips: extra_client_ips.to_vec(),
             quota_backend_bytes: extra.quota_backend_bytes,
+            hosts: extra.hosts,
+            client_netns: extra.client_netns,
             dir_path: root,
             members_dir,
             detached,
@@ -231,14 +296,16 @@ impl EtcdCluster {
             )))
     }
 
-    /// Client endpoints "127.0.0.1:PORT" (no scheme), one per member, in member order.
+    /// Client endpoints "127.0.0.1:PORT" (no scheme; the member's address if placed on a
+    /// host), one per member, in member order.
     pub fn client_endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    /// Client endpoint of member `i`: "127.0.0.1:PORT" (no scheme).
+    /// Client endpoint of member `i`: "127.0.0.1:PORT" (no scheme; its address if placed
+    /// on a host).
     pub fn endpoint(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.members[i].client_port)
+        SocketAddr::new(self.members[i].ip, self.members[i].client_port).to_string()
     }
 
     /// Client URLs "https://127.0.0.1:PORT", one per member.
@@ -249,10 +316,12 @@ impl EtcdCluster {
             .collect()
     }
 
-    /// Peer URL of member `i` ("https://127.0.0.1:PORT", or http for a single member).
+    /// Peer URL of member `i` ("https://127.0.0.1:PORT", or http for a single member; its
+    /// address if placed on a host).
     pub fn peer_url(&self, i: usize) -> String {
         let scheme = if self.peer_tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.members[i].peer_port)
+        let m = &self.members[i];
+        format!("{scheme}://{}", SocketAddr::new(m.ip, m.peer_port))
     }
 
     /// The validator client certificate and key, and the CA (`domain_name` "localhost").
@@ -570,7 +639,15 @@ impl EtcdCluster {
 
     fn etcdctl_at(&self, endpoints: &[String], args: &[&str]) -> anyhow::Result<String> {
         let tls = self.tls();
-        let output = Command::new(&self.etcdctl_bin)
+        let mut cmd = match &self.client_netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.etcdctl_bin);
+                c
+            }
+            None => Command::new(&self.etcdctl_bin),
+        };
+        let output = cmd
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", endpoints.join(",")))
             .arg(format!("--cacert={}", tls.ca_file.display()))
@@ -604,7 +681,10 @@ impl EtcdCluster {
         } else {
             self.certs.etcd.clone()
         };
+        let host = self.hosts.get(i);
         Member {
+            ip: host.map_or(IpAddr::from([127, 0, 0, 1]), |h| h.ip),
+            netns: host.and_then(|h| h.netns.clone()),
             data_dir: self.members_dir.join(format!("{name}.etcd")),
             log_path: self.members_dir.join(format!("{name}.log")),
             log_start: 0,
@@ -667,7 +747,15 @@ impl EtcdCluster {
         let log2 = log
             .try_clone()
             .with_context(|| format!("cannot open {}", m.log_path.display()))?;
-        let mut cmd = Command::new(&self.etcd_bin);
+        let mut cmd = match &m.netns {
+            // `ip` execs etcd without forking: the child's pid is etcd's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.etcd_bin);
+                c
+            }
+            None => Command::new(&self.etcd_bin),
+        };
         cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -747,6 +835,8 @@ struct Extra<'a> {
     /// Addresses members also listen on for clients, besides 127.0.0.1.
     client_ips: &'a [IpAddr],
     quota_backend_bytes: u64,
+    hosts: Vec<MemberHost>,
+    client_netns: Option<String>,
 }
 
 /// The `etcd` and `etcdctl` binaries (env override or PATH).
