@@ -159,6 +159,26 @@ impl LedgerFiles {
         &self.dir
     }
 
+    /// Whether the ledger's disk takes a write now: writes one block's worth of bytes to
+    /// `<ledger>/.write-check`, syncs it and removes it. The error names the file. A node
+    /// checks this at start and while it cannot record, so that a full disk is known
+    /// before it takes an identity, not at its first vote.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        use std::io::Write;
+        let path = self.dir.join(".write-check");
+        let written = std::fs::File::create(&path).and_then(|mut f| {
+            f.write_all(&[0u8; 4096])?;
+            f.sync_data()
+        });
+        let _ = std::fs::remove_file(&path);
+        written.with_context(|| {
+            format!(
+                "cannot write {} (the check that the ledger's disk takes writes)",
+                path.display()
+            )
+        })
+    }
+
     pub fn block_store(&self) -> &BlockStore {
         &self.blocks
     }

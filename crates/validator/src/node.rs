@@ -240,6 +240,10 @@ pub async fn run(ledger: PathBuf, args: RunArgs) -> anyhow::Result<u8> {
         not_landing: Persisting::new(ALONE_GRACE_MS),
         last_warn: HashMap::new(),
     };
+    // A full ledger disk is known before the node takes an identity, not at its first vote.
+    if let Err(e) = node.files.check_writable() {
+        node.recording_failed(format!("{e:#}"));
+    }
     if cfg.is_vote_account_node {
         node.start_primary(&cfg).await?;
     }
@@ -498,20 +502,12 @@ impl Node {
     /// Our blocks not recorded in the audit log stay out of the store: after a restart,
     /// a stored block may be served to peers.
     fn persist_ledger(&mut self) {
-        let unrecorded = &self.unrecorded_blocks;
-        let written = self
-            .files
-            .persist(
-                self.core
-                    .blocks()
-                    .filter(|b| !unrecorded.contains(&(b.slot, b.hash))),
-            )
-            .and_then(|()| self.files.sync_blocks());
-        // Every second while the disk is full: said at a bounded rate.
+        let written = self.persist_blocks();
+        // A block store that cannot take writes is a ledger that cannot record: the node
+        // stops voting and leading, and takes no identity, until it can (said once per
+        // episode; blocks stay in memory and are written once it can).
         if let Err(e) = written {
-            if self.warn_limited("block_store") {
-                tracing::warn!(error = %format!("{e:#}"), "cannot write or sync the block store (blocks stay in memory and are written once it can)");
-            }
+            self.recording_failed(format!("{e:#}"));
         }
         let root = self.core.status().root;
         let Some(bank) = self.core.bank(root) else {
@@ -537,6 +533,18 @@ impl Node {
                 Err(e) => tracing::warn!(root, error = %e, "cannot encode the root snapshot"),
             }
         }
+    }
+
+    /// Writes the blocks the core holds that the block store lacks (not our unrecorded
+    /// ones) and syncs the store.
+    fn persist_blocks(&mut self) -> anyhow::Result<()> {
+        let unrecorded = &self.unrecorded_blocks;
+        self.files.persist(
+            self.core
+                .blocks()
+                .filter(|b| !unrecorded.contains(&(b.slot, b.hash))),
+        )?;
+        self.files.sync_blocks()
     }
 
     /// Logs `what` under `key` unless it was logged less than [`WARN_EVERY`] ago.
@@ -1055,7 +1063,12 @@ impl Node {
         if now < f.next_try {
             return;
         }
-        match self.record_backlog() {
+        let recorded = self.record_backlog().and_then(|recorded| {
+            self.persist_blocks()?;
+            self.files.check_writable()?;
+            Ok(recorded)
+        });
+        match recorded {
             Ok(recorded) => {
                 let f = self.recording_failure.take().expect("checked above");
                 tracing::info!(ledger = %self.files.dir().display(), recorded,
@@ -1384,9 +1397,11 @@ impl Node {
                     Err(e) => {
                         tracing::warn!(error = %e, "set-identity failed");
                         let e = match e {
-                            CoreError::TakeoverInProgress(_) => AdminError::Busy {
-                                reason: e.to_string(),
-                            },
+                            CoreError::TakeoverInProgress(_) | CoreError::CannotRecord => {
+                                AdminError::Busy {
+                                    reason: e.to_string(),
+                                }
+                            }
                             e => AdminError::LockNotAcquired {
                                 identity,
                                 reason: format!("not taking the lock: {e}"),

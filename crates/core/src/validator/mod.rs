@@ -261,6 +261,12 @@ pub enum CoreError {
     Halted(ExitReason),
     #[error("a takeover of {0} is in progress; retry when it has finished")]
     TakeoverInProgress(Pubkey),
+    #[error(
+        "this node cannot record votes and blocks in its ledger (its disk is full or \
+         failing: see its log and getHealth), so it takes no identity it could not vote \
+         for; free space on the ledger's disk and retry"
+    )]
+    CannotRecord,
 }
 
 /// Signed "identity X is run by instance I, which took it under lock revision R at T".
@@ -784,7 +790,10 @@ impl Core {
     /// core decides no vote (rule `unrecordable`, counted in
     /// [`Stats::unrecordable_withheld`]), produces no block (each leader slot passing
     /// meanwhile is fenced, counted and never produced late) and renews no leader claim;
-    /// told it can again, it votes and leads from its next tick.
+    /// told it can again, it votes and leads from its next tick. Nor does it take an
+    /// identity meanwhile: `begin_takeover` is refused ([`CoreError::CannotRecord`]) and a
+    /// pending reclaim waits (a restarted primary on a full disk would otherwise reclaim
+    /// from the standby and then vote for nobody).
     ///
     /// Why: a driver sends nothing it could not record, so the blocks we would produce
     /// never leave, and votes decided on them would build lockouts on a fork nobody else

@@ -312,14 +312,17 @@ impl Core {
     /// Starts taking `req.keypair`'s identity. The answer comes as
     /// [`TakeoverEvent::Switched`] or [`TakeoverEvent::Failed`] (with the returned id);
     /// storage calls come as [`Command::Storage`]. Refused at once (nothing asked of
-    /// storage) when this core cannot vote as the identity, is leaving, or another
-    /// takeover is in progress.
+    /// storage) when this core cannot vote as the identity, is leaving, cannot record
+    /// ([`Core::set_recording`]), or another takeover is in progress.
     pub fn begin_takeover(
         &mut self,
         req: TakeoverRequest,
     ) -> Result<(u64, Vec<Command>), CoreError> {
         if let Some(t) = &self.takeover {
             return Err(CoreError::TakeoverInProgress(t.keypair.pubkey()));
+        }
+        if !self.recording {
+            return Err(CoreError::CannotRecord);
         }
         self.can_vote_as(&req.keypair)?;
         let id = self.start_takeover(req, true);
@@ -356,8 +359,9 @@ impl Core {
     }
 
     /// A restarted primary: take `keypair`'s identity once this node has caught up with
-    /// the cluster (or after `reclaim_catch_up_limit_ms` without), and while the driver's
-    /// gate ([`Core::set_reclaim_gate`]) is open. A failed reclaim waits and tries again.
+    /// the cluster (or after `reclaim_catch_up_limit_ms` without), while the driver's
+    /// gate ([`Core::set_reclaim_gate`]) is open and it can record
+    /// ([`Core::set_recording`]). A failed reclaim waits and tries again.
     pub fn reclaim_when_caught_up(&mut self, keypair: Keypair) {
         self.pending_reclaim = Some(PendingReclaim {
             keypair,
@@ -393,7 +397,12 @@ impl Core {
         let Some(p) = &self.pending_reclaim else {
             return;
         };
-        if self.takeover.is_some() || !self.reclaim_gate || self.mono_ms < p.not_before_ms {
+        // A node that cannot record waits: it could not vote for the identity anyway.
+        if self.takeover.is_some()
+            || !self.reclaim_gate
+            || !self.recording
+            || self.mono_ms < p.not_before_ms
+        {
             return;
         }
         let caught_up = self.caught_up(now_ms);

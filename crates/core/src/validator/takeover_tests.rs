@@ -422,6 +422,36 @@ fn a_reclaim_waits_for_the_gate_and_catch_up_then_takes_the_identity() {
     );
 }
 
+/// A node whose ledger cannot record takes no identity: set-identity is refused before
+/// anything is asked of storage, and a restarted primary's reclaim waits until it can.
+#[test]
+fn a_node_that_cannot_record_takes_no_identity_until_it_can() {
+    let (mut core, id) = standby();
+    core.set_recording(false);
+    let err = core.begin_takeover(request(&id)).unwrap_err();
+    assert!(matches!(err, CoreError::CannotRecord), "{err:?}");
+    assert!(err.to_string().contains("free space"), "{err}");
+    core.reclaim_when_caught_up(id.clone());
+    let cmds = tick(&mut core, 0, 200);
+    assert!(
+        events(&cmds).is_empty(),
+        "reclaimed while it cannot record: {cmds:?}"
+    );
+    assert!(core.reclaim_pending());
+    core.set_recording(true);
+    let cmds = tick(&mut core, 210, 210);
+    assert!(
+        matches!(
+            events(&cmds)[..],
+            [TakeoverEvent::Started {
+                reason: TakeoverReason::Reclaim,
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+}
+
 /// Runs a whole takeover of `id` (no stored tower) to the switch under `revision`,
 /// answering at `at`; returns the switch's store, unconfirmed.
 fn take(core: &mut Core, id: &Keypair, at: u64, revision: i64) -> crate::fence::StoreTicket {

@@ -178,6 +178,14 @@ impl Outsider {
         self.rt.block_on(self.storage.load(id)).unwrap().is_some()
     }
 
+    /// The last vote slot of `id`'s stored (and verified) tower.
+    pub fn last_vote(&self, id: &Pubkey) -> Option<u64> {
+        self.rt
+            .block_on(self.storage.load_verified(id))
+            .unwrap()
+            .and_then(|t| t.last_voted_slot())
+    }
+
     /// Takes the lock (as a third process would).
     pub fn acquire(&self, id: &Pubkey, reason: &str) -> Lease {
         self.rt
