@@ -16,5 +16,6 @@ promtool test rules deploy/prometheus/huione.rules.test.yml
 echo "== cargo test"
 # Two test binaries at a time: the machine has 2 cores, and the etcd fault tests are
 # timing-sensitive.
-# (It includes a 1.5-minute nemesis campaign on real processes, crates/nemesis/tests/smoke.rs.)
+# (It includes a nemesis campaign with 2 minutes of faults on real processes, every machine
+# in its own network namespace: crates/nemesis/tests/smoke.rs.)
 cargo test --workspace --locked --no-fail-fast -- --test-threads 2
