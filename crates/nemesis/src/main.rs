@@ -48,7 +48,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use huione_core::audit::AuditRecord;
 use huione_core::ScheduleCache;
-use huione_testkit::netns::Subnet;
+use huione_testkit::netns::{http_exchange, json_rpc_request, Subnet};
 use huione_testkit::nodes::{free_port, now_ms, Cluster, Node};
 use huione_testkit::{EtcdCluster, MemberHost};
 use huione_validator::ledger::blockstore::BlockStore;
@@ -272,13 +272,7 @@ impl Machines {
     /// One JSON-RPC call to the node on machine `m` (its address, `port`), made there.
     fn rpc(&self, m: usize, port: u16, method: &str, params: Value) -> Option<Value> {
         let addr = SocketAddr::new(self.ip(m), port);
-        let body =
-            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let req = format!(
-            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            addr.ip(),
-            body.len()
-        );
+        let req = json_rpc_request(addr.ip(), method, params);
         serde_json::from_str(&self.http(m, addr, &req)?).ok()
     }
 
@@ -290,12 +284,7 @@ impl Machines {
 
     /// Sends `req` from machine `m` to `addr` (3 s to read); the answer's body.
     fn http(&self, m: usize, addr: SocketAddr, req: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = self.connect(m, addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        s.write_all(req.as_bytes()).ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
+        let resp = http_exchange(self.connect(m, addr)?, req)?;
         Some(resp.split_once("\r\n\r\n")?.1.to_string())
     }
 

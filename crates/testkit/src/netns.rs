@@ -168,9 +168,7 @@ impl NetnsLink {
     /// `ip netns exec NAME program`: a command that runs `program` in the namespace. `ip`
     /// execs the program without forking, so the child's pid is the program's.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
+        huione_cluster::etcd::command_in_netns(Some(&self.name), program)
     }
 
     /// Whether the link is cut now.
@@ -373,9 +371,7 @@ impl Subnet {
     /// `ip netns exec NAME program` on machine `i`: `ip` execs the program without
     /// forking, so the child's pid is the program's.
     pub fn command(&self, i: usize, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.name(i)]).arg(program);
-        cmd
+        huione_cluster::etcd::command_in_netns(Some(self.name(i)), program)
     }
 
     /// A TCP connection to `addr` made from inside machine `i` (a short-lived thread joins
@@ -423,28 +419,7 @@ impl Subnet {
         let port = format!("m{i}");
         for (ns, dev) in [(self.name(i), "eth0"), (self.hub.as_str(), port.as_str())] {
             let ns = Some(ns);
-            tc(
-                ns,
-                &[
-                    "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
-                ],
-            )?;
-            for class in ["1:1", "1:2"] {
-                tc(
-                    ns,
-                    &[
-                        "class", "add", "dev", dev, "parent", "1:", "classid", class, "htb",
-                        "rate", "10gbit",
-                    ],
-                )?;
-            }
-            tc(
-                ns,
-                &[
-                    "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "2:", "pfifo", "limit",
-                    "0",
-                ],
-            )?;
+            htb_with_dropping_class(ns, dev, "1")?;
             tc(
                 ns,
                 &[
@@ -483,28 +458,7 @@ impl Subnet {
         ];
         for (ns, dev, [src, dst], port_field) in sides {
             let ns = Some(ns);
-            tc(
-                ns,
-                &[
-                    "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "2",
-                ],
-            )?;
-            for class in ["1:1", "1:2"] {
-                tc(
-                    ns,
-                    &[
-                        "class", "add", "dev", dev, "parent", "1:", "classid", class, "htb",
-                        "rate", "10gbit",
-                    ],
-                )?;
-            }
-            tc(
-                ns,
-                &[
-                    "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "2:", "pfifo", "limit",
-                    "0",
-                ],
-            )?;
+            htb_with_dropping_class(ns, dev, "2")?;
             tc(
                 ns,
                 &[
@@ -534,6 +488,58 @@ impl Subnet {
         tc(Some(&self.hub), &["qdisc", "del", "dev", &port, "root"])?;
         Ok(())
     }
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) over `stream`, a
+/// connection opened with [`Subnet::connect`] (or on the host), and returns the whole
+/// response (3 s to read it). For tests that reach services inside namespaces, which the
+/// shared client (`huione_rpc::client`) cannot connect to.
+pub fn http_exchange(mut stream: TcpStream, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The HTTP/1.1 request of one JSON-RPC call to a node at `host`, for [`http_exchange`].
+#[cfg(feature = "nodes")]
+pub fn json_rpc_request(host: std::net::IpAddr, method: &str, params: serde_json::Value) -> String {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// On `dev`'s egress in `ns`: an `htb` root with class 1:1 (passes) and class 1:2 (a
+/// zero-length `pfifo`: drops), `default` being where unfiltered packets go. The caller adds
+/// the `u32` filters that pick the other class.
+fn htb_with_dropping_class(ns: Option<&str>, dev: &str, default: &str) -> anyhow::Result<()> {
+    tc(
+        ns,
+        &[
+            "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", default,
+        ],
+    )?;
+    for class in ["1:1", "1:2"] {
+        tc(
+            ns,
+            &[
+                "class", "add", "dev", dev, "parent", "1:", "classid", class, "htb", "rate",
+                "10gbit",
+            ],
+        )?;
+    }
+    tc(
+        ns,
+        &[
+            "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "2:", "pfifo", "limit", "0",
+        ],
+    )?;
+    Ok(())
 }
 
 impl Drop for Subnet {

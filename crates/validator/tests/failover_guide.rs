@@ -32,14 +32,13 @@
 //!
 //! Needs root (network namespaces); it fails, does not skip, without it.
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use huione_core::audit::{AuditRecord, Auditor};
-use huione_testkit::netns::Subnet;
+use huione_testkit::netns::{http_exchange, json_rpc_request, Subnet};
 use huione_testkit::nodes::{now_ms, tail, wait_for};
 use serde_json::{json, Value};
 
@@ -422,23 +421,14 @@ impl Guide {
         method: &str,
         params: Value,
     ) -> Option<Value> {
-        let body =
-            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let req = format!(
-            "POST / HTTP/1.1\r\nHost: {ip}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let req = json_rpc_request(ip, method, params);
         let resp = self.http(from, SocketAddr::new(ip, port), &req)?;
         serde_json::from_str(resp.split("\r\n\r\n").nth(1)?).ok()
     }
 
     fn http(&self, from: usize, addr: SocketAddr, req: &str) -> Option<String> {
-        let mut s = self.net.connect(from, addr, Duration::from_secs(1)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        s.write_all(req.as_bytes()).ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        Some(resp)
+        let s = self.net.connect(from, addr, Duration::from_secs(1)).ok()?;
+        http_exchange(s, req)
     }
 
     /// A validator's RPC on machine `m` (the default port), asked from `m` itself.

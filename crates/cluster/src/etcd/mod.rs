@@ -19,12 +19,14 @@ pub mod process;
 use crate::ports::free_port;
 use anyhow::{bail, Context as _};
 use huione_certs::{CertAndKey, CertOptions, CertPaths, FilePair};
-pub use process::{cargo_build, detach_from_terminal_and_die_with_parent, without_cargo_test_env};
+pub use process::{
+    cargo_build, command_in_netns, detach_from_terminal_and_die_with_parent, without_cargo_test_env,
+};
 use process::{find_binary, signal, tail};
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -175,23 +177,11 @@ impl EtcdCluster {
         if hosts.is_empty() {
             bail!("EtcdCluster::start_in_on_hosts: a cluster needs at least one member");
         }
-        let bins = etcd_binaries()?;
-        let members_dir = dir.join("etcd");
-        fs::create_dir_all(&members_dir)
-            .with_context(|| format!("cannot create {}", members_dir.display()))?;
-        Self::launch(
-            bins,
+        Self::start_kept(
+            dir,
             hosts.len(),
-            dir.to_path_buf(),
-            members_dir,
-            None,
-            true,
-            Extra {
-                client_ips: &[],
-                quota_backend_bytes: QUOTA_BACKEND_BYTES,
-                hosts: hosts.to_vec(),
-                client_netns: client_netns.map(str::to_string),
-            },
+            hosts.to_vec(),
+            client_netns.map(str::to_string),
         )
     }
 
@@ -205,10 +195,27 @@ impl EtcdCluster {
         if members == 0 {
             bail!("EtcdCluster::start_in(0): a cluster needs at least one member");
         }
+        Self::start_kept(dir, members, Vec::new(), None)
+    }
+
+    /// The launch of [`EtcdCluster::start_in`] and [`EtcdCluster::start_in_on_hosts`]:
+    /// everything under `dir`, kept, members detached.
+    fn start_kept(
+        dir: &Path,
+        members: usize,
+        hosts: Vec<MemberHost>,
+        client_netns: Option<String>,
+    ) -> anyhow::Result<EtcdCluster> {
         let bins = etcd_binaries()?;
         let members_dir = dir.join("etcd");
         fs::create_dir_all(&members_dir)
             .with_context(|| format!("cannot create {}", members_dir.display()))?;
+        let extra = Extra {
+            client_ips: &[],
+            quota_backend_bytes: QUOTA_BACKEND_BYTES,
+            hosts,
+            client_netns,
+        };
         Self::launch(
             bins,
             members,
@@ -216,12 +223,7 @@ impl EtcdCluster {
             members_dir,
             None,
             true,
-            Extra {
-                client_ips: &[],
-                quota_backend_bytes: QUOTA_BACKEND_BYTES,
-                hosts: Vec::new(),
-                client_netns: None,
-            },
+            extra,
         )
     }
 
@@ -639,15 +641,7 @@ impl EtcdCluster {
 
     fn etcdctl_at(&self, endpoints: &[String], args: &[&str]) -> anyhow::Result<String> {
         let tls = self.tls();
-        let mut cmd = match &self.client_netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.etcdctl_bin);
-                c
-            }
-            None => Command::new(&self.etcdctl_bin),
-        };
-        let output = cmd
+        let output = command_in_netns(self.client_netns.as_deref(), &self.etcdctl_bin)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", endpoints.join(",")))
             .arg(format!("--cacert={}", tls.ca_file.display()))
@@ -747,15 +741,8 @@ impl EtcdCluster {
         let log2 = log
             .try_clone()
             .with_context(|| format!("cannot open {}", m.log_path.display()))?;
-        let mut cmd = match &m.netns {
-            // `ip` execs etcd without forking: the child's pid is etcd's.
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.etcd_bin);
-                c
-            }
-            None => Command::new(&self.etcd_bin),
-        };
+        // `ip netns exec` execs etcd without forking: the child's pid is etcd's.
+        let mut cmd = command_in_netns(m.netns.as_deref(), &self.etcd_bin);
         cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")

@@ -3,6 +3,7 @@
 use anyhow::bail;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Finds `name` via the env var `env` or PATH; the error says which Debian package to install.
 pub fn find_binary(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
@@ -35,6 +36,19 @@ fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// `program` to run in network namespace `netns` (`ip netns exec NAME program`: `ip`
+/// execs the program without forking, so the child's pid is the program's), or here.
+pub fn command_in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 /// Sends `sig` to `pid` (errors ignored: the process may be gone).
