@@ -12,16 +12,6 @@ const THRESHOLD: (u64, u64) = (2, 3);
 /// Switching forks needs 38% of stake voting on other forks.
 const SWITCH_PERCENT: u64 = 38;
 
-/// Why the core did not vote for the best slot (for counters and tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NoVote {
-    LockedOut,
-    Threshold,
-    Switch,
-    Isolated,
-    Unrecordable,
-}
-
 /// Which tower rule keeps the node from voting, on which slot, and until when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VoteWithheld {
@@ -32,6 +22,7 @@ pub struct VoteWithheld {
     pub until_slot: Option<Slot>,
 }
 
+/// Why the core did not vote for the best slot (counters, metrics, `monitor`, tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WithheldRule {
     /// An earlier vote on another fork is still locked out.
@@ -140,13 +131,13 @@ impl Core {
             return;
         }
         let check = if !self.recording {
-            Err(NoVote::Unrecordable)
+            Err(WithheldRule::Unrecordable)
         } else if self.isolated(now_ms) {
-            Err(NoVote::Isolated)
+            Err(WithheldRule::Isolated)
         } else {
             self.vote_check(v, best, weights)
         };
-        let until_slot = (check == Err(NoVote::LockedOut)).then(|| {
+        let until_slot = (check == Err(WithheldRule::Lockout)).then(|| {
             let ancestry = self.forks.ancestry(best);
             v.tower
                 .votes()
@@ -155,26 +146,18 @@ impl Core {
                 .max()
                 .unwrap_or(best)
         });
-        let rule = match check {
-            Ok(()) => None,
-            Err(NoVote::LockedOut) => Some(WithheldRule::Lockout),
-            Err(NoVote::Threshold) => Some(WithheldRule::Threshold),
-            Err(NoVote::Switch) => Some(WithheldRule::Switch),
-            Err(NoVote::Isolated) => Some(WithheldRule::Isolated),
-            Err(NoVote::Unrecordable) => Some(WithheldRule::Unrecordable),
-        };
-        self.stats.withheld = rule.map(|rule| VoteWithheld {
+        self.stats.withheld = check.err().map(|rule| VoteWithheld {
             rule,
             slot: best,
             until_slot,
         });
         match check {
             Ok(()) => self.cast_vote(now_ms, best),
-            Err(NoVote::LockedOut) => self.stats.locked_out += 1,
-            Err(NoVote::Threshold) => self.stats.threshold_failed += 1,
-            Err(NoVote::Switch) => self.stats.switch_failed += 1,
-            Err(NoVote::Isolated) => self.stats.isolated_withheld += 1,
-            Err(NoVote::Unrecordable) => self.stats.unrecordable_withheld += 1,
+            Err(WithheldRule::Lockout) => self.stats.locked_out += 1,
+            Err(WithheldRule::Threshold) => self.stats.threshold_failed += 1,
+            Err(WithheldRule::Switch) => self.stats.switch_failed += 1,
+            Err(WithheldRule::Isolated) => self.stats.isolated_withheld += 1,
+            Err(WithheldRule::Unrecordable) => self.stats.unrecordable_withheld += 1,
         }
     }
 
@@ -185,10 +168,10 @@ impl Core {
             .is_some_and(|a| a.node == self.identity.pubkey())
     }
 
-    fn vote_check(&self, v: &Voter, slot: Slot, weights: &Weights) -> Result<(), NoVote> {
+    fn vote_check(&self, v: &Voter, slot: Slot, weights: &Weights) -> Result<(), WithheldRule> {
         let ancestry = self.forks.ancestry(slot);
         if v.tower.is_locked_out(slot, |s| ancestry.is_ancestor(s)) {
-            return Err(NoVote::LockedOut);
+            return Err(WithheldRule::Lockout);
         }
         let voted = |s: Slot| match weights.get(&s) {
             Some(w) => *w,
@@ -200,10 +183,10 @@ impl Core {
             .tower
             .check_vote_threshold(slot, voted, self.total_stake, THRESHOLD.0, THRESHOLD.1)
         {
-            return Err(NoVote::Threshold);
+            return Err(WithheldRule::Threshold);
         }
         if !self.switch_allowed(v, slot) {
-            return Err(NoVote::Switch);
+            return Err(WithheldRule::Switch);
         }
         Ok(())
     }
