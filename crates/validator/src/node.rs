@@ -912,12 +912,11 @@ impl Node {
             })
             .collect();
         if synced.is_ok() && !recorded_blocks.is_empty() {
-            // Recorded in the audit log; a block the store could not take is written by
-            // the next persist (the store is what answers repair and restarts).
+            // Recorded in the audit log, so they may leave; a block store that cannot take
+            // them is a ledger that cannot record (as in `persist_ledger`), and the next
+            // persist writes them once it can.
             if let Err(e) = self.files.persist(recorded_blocks) {
-                if self.warn_limited("block_store") {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot write our block to the block store");
-                }
+                failure.get_or_insert(format!("{e:#}"));
             }
             synced = self.files.sync_blocks();
         }
